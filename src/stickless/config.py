@@ -1,0 +1,117 @@
+"""SessionConfig: every setting of the session engine, with its default, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from stickless.errors import ConfigurationError
+
+Durability = Literal["none", "replicated"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Settings of a session store. ``SessionConfig()`` with no arguments is a sound default.
+
+    All durations are in seconds (floats allowed).
+    """
+
+    idle_timeout: float = 30 * 60
+    """Sliding expiry: a session not used for this long is gone (Redis TTL). Default 30 min."""
+
+    absolute_timeout: float = 24 * 60 * 60
+    """Hard lifetime from creation, whatever the activity; the TTL never outlives it.
+    Default 24 h. Must be >= ``idle_timeout``."""
+
+    touch_interval: float = 60.0
+    """A read refreshes the idle TTL at most this often (one write per interval, folded into
+    the load command, so still one round trip). 0 refreshes on every load. Default 60 s."""
+
+    key_prefix: str = "stickless"
+    """Prefix of every Redis key. Default ``"stickless"``; see docs/key-layout.md."""
+
+    secret_key: str | Sequence[str] | None = None
+    """Optional signing secret(s) for tokens (HMAC-SHA256 via itsdangerous). A sequence
+    allows rotation: the *last* key signs, all verify. None (default): tokens are unsigned
+    256-bit random values, which is already unguessable; signing lets a forged token be
+    rejected without a Redis round trip."""
+
+    max_size: int = 64 * 1024
+    """Largest encoded session (sum of field names and values), bytes. Larger raises
+    :class:`~stickless.errors.SessionTooLarge` at save. Default 64 KiB."""
+
+    durability: Durability = "none"
+    """``"none"`` (default): a save returns once the primary applied it. ``"replicated"``:
+    the save is pipelined with ``WAIT min_replicas wait_timeout``; fewer acknowledgements
+    raise :class:`~stickless.errors.ReplicationTimeout`."""
+
+    min_replicas: int = 1
+    """Replicas that must acknowledge a save with ``durability="replicated"``. Default 1."""
+
+    wait_timeout: float = 0.5
+    """How long ``WAIT`` may block with ``durability="replicated"``. Default 0.5 s."""
+
+    tombstone_ttl: float = 5 * 60
+    """How long a destroyed session leaves a tombstone (so a late save reports
+    ``destroyed`` rather than ``expired``). Default 5 min."""
+
+    forward_ttl: float = 60.0
+    """After a renew, saves from requests still carrying the old token are forwarded to the
+    new key for this long (loads of the old token find nothing). Default 60 s."""
+
+    socket_timeout: float = 2.0
+    """Per-command socket timeout. Default 2 s."""
+
+    connect_timeout: float = 2.0
+    """TCP / Unix connect timeout. Default 2 s."""
+
+    retries: int = 2
+    """Extra attempts for idempotent operations (load, destroy, listings) after a connection
+    error, with a short backoff. Saves are never resent. Default 2."""
+
+    retry_backoff: float = 0.05
+    """Base of the exponential backoff between retries. Default 50 ms."""
+
+    max_connections: int = 64
+    """Connection pool size. Standalone pools block (up to ``connect_timeout``) when all
+    connections are in use instead of failing. Default 64."""
+
+    client_options: dict[str, object] = field(default_factory=dict)
+    """Extra keyword arguments passed to the redis-py client (e.g. ``{"protocol": 2}``)."""
+
+    def __post_init__(self) -> None:
+        positive = ("idle_timeout", "absolute_timeout", "socket_timeout", "connect_timeout")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"SessionConfig.{name} must be > 0")
+        if self.absolute_timeout < self.idle_timeout:
+            raise ConfigurationError(
+                f"SessionConfig.absolute_timeout ({self.absolute_timeout}) must be >= "
+                f"idle_timeout ({self.idle_timeout})"
+            )
+        if self.touch_interval < 0:
+            raise ConfigurationError("SessionConfig.touch_interval must be >= 0")
+        if self.durability not in ("none", "replicated"):
+            raise ConfigurationError(
+                f"SessionConfig.durability must be 'none' or 'replicated', not {self.durability!r}"
+            )
+        if self.max_size <= 0 or self.min_replicas < 0 or self.retries < 0:
+            raise ConfigurationError("max_size must be > 0, min_replicas and retries >= 0")
+        if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
+            raise ConfigurationError("key_prefix must be non-empty, without braces or spaces")
+        if isinstance(self.secret_key, str | bytes) and not self.secret_key:
+            raise ConfigurationError("secret_key must be non-empty (or None)")
+
+    def with_options(self, **changes: object) -> SessionConfig:
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @property
+    def idle_ms(self) -> int:
+        return int(self.idle_timeout * 1000)
+
+    @property
+    def absolute_ms(self) -> int:
+        return int(self.absolute_timeout * 1000)

@@ -1,0 +1,421 @@
+"""Session: a ``dict`` that records what the request changed.
+
+A :class:`Session` *is* a ``dict`` subclass, so framework code that expects a dict (``json.dumps``,
+``JSONResponse(request.session)``, ``isinstance(x, dict)``) works unchanged. Every mutating
+method is overridden to validate the value (JSON only: a bad value raises ``TypeError`` at the
+line that set it, naming the key) and to record the change in a change log. At save, only the
+change log is written (``HSET`` / ``HDEL`` / ``HINCRBY`` in one script), so two overlapping
+requests that touch different keys both keep their changes.
+
+In-place changes of nested values (``s["cart"].append(x)``) are detected at save by comparing the
+value's JSON with what was loaded; no ``modified = True`` dance is needed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar, overload
+
+from stickless import codec
+
+_T = TypeVar("_T")
+_MISSING: Any = object()
+
+
+class SessionStatus(enum.StrEnum):
+    """Where a session stands in its life."""
+
+    NEW = "new"
+    """Created by ``store.new()``; nothing is in Redis until the first save with data."""
+    LOADED = "loaded"
+    """Loaded from (or saved to) Redis."""
+    RENEW = "renew"
+    """``renew()`` was called: the next save moves the data under a new token."""
+    INVALIDATED = "invalidated"
+    """``invalidate()`` was called (destroyed at next save), or the session is gone."""
+
+
+class _Op(enum.Enum):
+    SET = "set"
+    DELETE = "delete"
+    INCR = "incr"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMeta:
+    """Timestamps kept by Redis for a stored session (milliseconds since the epoch)."""
+
+    created_ms: int
+    access_ms: int
+    deadline_ms: int
+    idle_ms: int
+
+    @property
+    def expires_ms(self) -> int:
+        return min(self.access_ms + self.idle_ms, self.deadline_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """The delta a save writes: encoded sets, deleted keys, integer increments."""
+
+    sets: dict[str, bytes]
+    deletes: list[str]
+    incrs: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.sets or self.deletes or self.incrs)
+
+
+def _ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"session keys must be str, not {type(key).__name__} ({key!r})")
+    return key
+
+
+def _encode_for(key: str, value: object) -> bytes:
+    try:
+        return codec.encode(value)
+    except TypeError as exc:
+        raise TypeError(f"session[{key!r}]: value cannot be stored as JSON: {exc}") from None
+
+
+class Session(dict[str, Any]):
+    """A user's session: a dict plus a change log, status, user binding and metadata.
+
+    Get one from ``store.new()`` or ``store.load(token)``; never construct it directly.
+    """
+
+    __slots__ = (
+        "_accessed",
+        "_meta",
+        "_ops",
+        "_raw_token",
+        "_renew",
+        "_status",
+        "_stored",
+        "_stored_user_id",
+        "_token",
+        "_user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        raw_token: str,
+        token: str,
+        data: Mapping[str, Any] | None = None,
+        stored: Mapping[str, bytes] | None = None,
+        meta: SessionMeta | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        super().__init__(data or {})
+        self._raw_token = raw_token
+        self._token = token
+        self._stored: dict[str, bytes] = dict(stored or {})
+        self._meta = meta
+        self._user_id = user_id
+        self._stored_user_id = user_id if meta is not None else None
+        self._status = SessionStatus.NEW if meta is None else SessionStatus.LOADED
+        self._renew = False
+        self._ops: dict[str, _Op | int] = {}
+        self._accessed = False
+
+    # ----------------------------------------------------------------- identity & status
+    @property
+    def token(self) -> str:
+        """The value the client keeps (cookie / header). Changes after a save that renewed."""
+        return self._token
+
+    @property
+    def status(self) -> SessionStatus:
+        """``new``, ``loaded``, ``renew`` (renewal pending) or ``invalidated``."""
+        if self._status is SessionStatus.LOADED and self._renew:
+            return SessionStatus.RENEW
+        return self._status
+
+    @property
+    def is_new(self) -> bool:
+        """True until the session has been saved to Redis once."""
+        return self._status is SessionStatus.NEW
+
+    @property
+    def accessed(self) -> bool:
+        """True once a value was read or written in this request."""
+        return self._accessed
+
+    @property
+    def modified(self) -> bool:
+        """True when a save would write something (data, user, renew or invalidate)."""
+        if self._status is SessionStatus.INVALIDATED:
+            return self._meta is not None
+        return bool(self.pending_changes()) or self._renew or self.user_changed
+
+    @property
+    def user_id(self) -> str | None:
+        """The user this session belongs to (None: anonymous). Setting it binds the session
+        to the user's index at the next save; prefer renewing at the same time (login)."""
+        return self._user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        if value is not None and (not isinstance(value, str) or not value):
+            raise TypeError("user_id must be a non-empty str or None")
+        self._user_id = value
+
+    @property
+    def user_changed(self) -> bool:
+        return self._user_id != self._stored_user_id
+
+    @property
+    def stored_user_id(self) -> str | None:
+        """The user the session is bound to in Redis (before this request's changes)."""
+        return self._stored_user_id
+
+    # ---------------------------------------------------------------------- metadata
+    @property
+    def meta(self) -> SessionMeta | None:
+        return self._meta
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the session was first saved (server clock, UTC); None while new."""
+        return _ms_to_datetime(self._meta.created_ms if self._meta else None)
+
+    @property
+    def last_access(self) -> datetime | None:
+        """Last load that refreshed the idle TTL, or last save (UTC); None while new."""
+        return _ms_to_datetime(self._meta.access_ms if self._meta else None)
+
+    @property
+    def absolute_expires_at(self) -> datetime | None:
+        """The hard deadline (created + absolute_timeout, UTC); None while new."""
+        return _ms_to_datetime(self._meta.deadline_ms if self._meta else None)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the session expires unless used again (UTC); None while new."""
+        return _ms_to_datetime(self._meta.expires_ms if self._meta else None)
+
+    # -------------------------------------------------------------------- life cycle
+    def renew(self) -> None:
+        """Give the session a new token at the next save, keeping its data (call on login:
+        session fixation protection). The old token stops loading at once after that save.
+        A new session already has a fresh token, so this is a no-op for it."""
+        if self._status is SessionStatus.LOADED:
+            self._renew = True
+
+    def invalidate(self) -> None:
+        """Empty the session and destroy it in Redis at the next save (logout)."""
+        dict.clear(self)
+        self._ops.clear()
+        self._user_id = None
+        self._renew = False
+        self._status = SessionStatus.INVALIDATED
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Add ``amount`` to the integer at ``key`` (0 when absent) and return the new value.
+
+        The increment is applied atomically in Redis at save (``HINCRBY``), so concurrent
+        requests never lose counts; after the save, ``self[key]`` holds the value Redis
+        computed, which includes other requests' increments.
+        Raises ``TypeError`` when the current value is not an int.
+        """
+        _check_key(key)
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise TypeError(f"incr amount must be int, not {type(amount).__name__}")
+        current = dict.get(self, key, 0)
+        if not isinstance(current, int) or isinstance(current, bool):
+            raise TypeError(f"session[{key!r}] is {type(current).__name__}, incr needs an int")
+        self._mutating()
+        value = current + amount
+        _encode_for(key, value)  # 64-bit range check
+        dict.__setitem__(self, key, value)
+        previous = self._ops.get(key)
+        if isinstance(previous, _Op):
+            self._ops[key] = _Op.SET
+        else:
+            self._ops[key] = (previous or 0) + amount
+        return value
+
+    # ------------------------------------------------------------ dict: reading
+    def __getitem__(self, key: str) -> Any:
+        self._accessed = True
+        return dict.__getitem__(self, key)
+
+    @overload
+    def get(self, key: str, default: None = None, /) -> Any | None: ...
+    @overload
+    def get(self, key: str, default: _T, /) -> Any | _T: ...
+    def get(self, key: str, default: object = None, /) -> Any:
+        self._accessed = True
+        return dict.get(self, key, default)
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` copy of the data (not tracked)."""
+        return dict(self)
+
+    def __repr__(self) -> str:
+        # Never show values: sessions hold credentials and personal data.
+        return f"<Session status={self.status.value} keys={sorted(self)!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("Session objects are not picklable (stickless never pickles)")
+
+    # ------------------------------------------------------------ dict: writing
+    def __setitem__(self, key: str, value: Any) -> None:
+        _encode_for(_check_key(key), value)
+        self._mutating()
+        dict.__setitem__(self, key, value)
+        self._ops[key] = _Op.SET
+
+    def __delitem__(self, key: str) -> None:
+        self._mutating()
+        dict.__delitem__(self, key)
+        self._ops[key] = _Op.DELETE
+
+    def pop(self, key: str, default: Any = _MISSING, /) -> Any:
+        self._mutating()
+        if key in self:
+            self._ops[key] = _Op.DELETE
+            return dict.pop(self, key)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    def popitem(self) -> tuple[str, Any]:
+        self._mutating()
+        key, value = dict.popitem(self)
+        self._ops[key] = _Op.DELETE
+        return key, value
+
+    def setdefault(self, key: str, default: Any = None, /) -> Any:
+        self._accessed = True
+        if key not in self:
+            self[key] = default
+        return dict.__getitem__(self, key)
+
+    def clear(self) -> None:
+        self._mutating()
+        for key in list(self):
+            self._ops[key] = _Op.DELETE
+        dict.clear(self)
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        items: Iterable[tuple[str, Any]]
+        if isinstance(other, Mapping):
+            items = other.items()
+        elif hasattr(other, "keys"):
+            items = ((k, other[k]) for k in other.keys())  # noqa: SIM118 - the dict.update protocol
+        else:
+            items = other
+        for key, value in items:
+            self[key] = value
+        for key, value in kwargs.items():
+            self[key] = value
+
+    def __ior__(self, other: Any) -> Session:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def __iter__(self) -> Iterator[str]:
+        self._accessed = True
+        return dict.__iter__(self)
+
+    def _mutating(self) -> None:
+        self._accessed = True
+        if self._status is SessionStatus.INVALIDATED and self._meta is None:
+            # A session that was invalidated before it was ever stored starts over as new.
+            self._status = SessionStatus.NEW
+
+    # ------------------------------------------------------------ for the store
+    def pending_changes(self) -> Changes:
+        """The delta the next save writes (values encoded now, so in-place edits count)."""
+        sets: dict[str, bytes] = {}
+        deletes: list[str] = []
+        incrs: dict[str, int] = {}
+        for key, op in self._ops.items():
+            if op is _Op.DELETE:
+                if key in self._stored or self._meta is not None:
+                    deletes.append(key)
+            elif op is _Op.SET:
+                sets[key] = codec.encode(dict.__getitem__(self, key))
+            elif isinstance(op, int) and op:
+                incrs[key] = op
+        for key, value in dict.items(self):
+            if key not in self._ops and isinstance(value, dict | list):
+                encoded = codec.encode(value)
+                if encoded != self._stored.get(key):
+                    sets[key] = encoded
+        return Changes(sets, deletes, incrs)
+
+    def encoded_size(self, changes: Changes) -> int:
+        """Bytes the session occupies once ``changes`` are applied (names + values)."""
+        total = 0
+        for key in dict.keys(self):
+            value = changes.sets.get(key) or self._stored.get(key)
+            if value is None or key in changes.incrs:
+                value = codec.encode(dict.__getitem__(self, key))
+            total += len(key.encode()) + len(value)
+        return total
+
+    @property
+    def raw_token(self) -> str:
+        """The unsigned token (internal: never log it)."""
+        return self._raw_token
+
+    @property
+    def renew_requested(self) -> bool:
+        return self._renew
+
+    def mark_saved(
+        self,
+        *,
+        changes: Changes,
+        meta: SessionMeta,
+        counters: Mapping[str, int],
+        raw_token: str,
+        token: str,
+    ) -> None:
+        """Record a successful save: the change log is now the stored state."""
+        for key, value in counters.items():
+            dict.__setitem__(self, key, value)
+        for key in changes.deletes:
+            self._stored.pop(key, None)
+        self._stored.update(changes.sets)
+        self._stored.update({k: codec.encode(v) for k, v in counters.items()})
+        self._ops.clear()
+        self._meta = meta
+        self._status = SessionStatus.LOADED
+        self._renew = False
+        self._stored_user_id = self._user_id
+        self._raw_token = raw_token
+        self._token = token
+
+    def restart(self, *, raw_token: str, token: str) -> None:
+        """Turn into a brand-new session under a new token, keeping the current data
+        (used when data is written after ``invalidate()``)."""
+        self._raw_token = raw_token
+        self._token = token
+        self._status = SessionStatus.NEW
+        self._meta = None
+        self._stored.clear()
+        self._stored_user_id = None
+        self._renew = False
+        self._ops = {key: _Op.SET for key in dict.keys(self)}
+
+    def mark_gone(self) -> None:
+        """Record that the session no longer exists in Redis (destroyed or expired)."""
+        dict.clear(self)
+        self._ops.clear()
+        self._stored.clear()
+        self._renew = False
+        self._status = SessionStatus.INVALIDATED
+        self._meta = None

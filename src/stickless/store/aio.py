@@ -1,0 +1,153 @@
+"""AsyncSessionStore: the asyncio store. The same plans as ``sync.py``, awaited."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+import redis.asyncio as aredis
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
+from stickless.config import SessionConfig
+from stickless.session import Session
+from stickless.store import connect
+from stickless.store.plan import (
+    Batch,
+    Command,
+    Op,
+    Pause,
+    Planner,
+    SaveResult,
+    SessionInfo,
+    is_moved,
+    order_replies,
+    pipeline_commands,
+)
+
+T = TypeVar("T")
+
+
+async def drive(op: Op[T], store: AsyncSessionStore) -> T:
+    """Run a planned operation to completion with asyncio I/O."""
+    try:
+        step = next(op)
+        while True:
+            if isinstance(step, Pause):
+                await asyncio.sleep(step.seconds)
+                step = op.send(None)
+                continue
+            try:
+                replies = await store.send(step)
+            except Exception as exc:  # handed to the plan, which decides
+                step = op.throw(exc)
+            else:
+                step = op.send(replies)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+class AsyncSessionStore:
+    """Sessions in Redis / Valkey for asyncio code (ASGI, Starlette, FastAPI).
+
+    The same methods as :class:`~stickless.SessionStore`, as coroutines (``new`` stays a
+    plain method: it does no I/O). Share one store per event loop.
+    """
+
+    def __init__(
+        self, client: Any, config: SessionConfig | None = None, *, address: str | None = None
+    ) -> None:
+        self.config = config or SessionConfig()
+        self.client = client
+        self._cluster = isinstance(client, RedisCluster)
+        self._plan = Planner(self.config, address or repr(client))
+        self._node_clients: dict[str, aredis.Redis] = {}
+
+    @classmethod
+    def from_url(cls, url: str, config: SessionConfig | None = None) -> AsyncSessionStore:
+        """A store on the server(s) named by ``url`` (no connection is made yet)."""
+        config = config or SessionConfig()
+        endpoint = connect.parse_url(url)
+        client = connect.create_client(endpoint, config, aredis)
+        return cls(client, config, address=endpoint.address)
+
+    # ----------------------------------------------------------------- public API
+    def new(self) -> Session:
+        """See :meth:`SessionStore.new`."""
+        return self._plan.new()
+
+    async def load(self, token: object) -> Session | None:
+        """See :meth:`SessionStore.load`."""
+        return await drive(self._plan.load(token), self)
+
+    async def save(self, session: Session) -> SaveResult:
+        """See :meth:`SessionStore.save`."""
+        return await drive(self._plan.save(session), self)
+
+    async def destroy(self, token: object) -> bool:
+        """See :meth:`SessionStore.destroy`."""
+        return await drive(self._plan.destroy(token), self)
+
+    async def sessions_for(self, user_id: str) -> list[SessionInfo]:
+        """See :meth:`SessionStore.sessions_for`."""
+        return await drive(self._plan.sessions_for(user_id), self)
+
+    async def revoke_user(self, user_id: str, keep: object = None) -> int:
+        """See :meth:`SessionStore.revoke_user`."""
+        return await drive(self._plan.revoke_user(user_id, keep), self)
+
+    async def aclose(self) -> None:
+        """Release all connections."""
+        for client in self._node_clients.values():
+            await client.aclose()
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncSessionStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -------------------------------------------------------------- executor
+    async def send(self, batch: Batch) -> list[Any]:
+        """Send one planned batch; replies in order, server errors as values."""
+        if self._cluster:
+            return await self._send_cluster(batch)
+        return await self._pipeline(self.client, batch)
+
+    @staticmethod
+    async def _pipeline(client: Any, batch: Batch) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for command in pipeline_commands(batch):
+            pipe.execute_command(*command)
+        return order_replies(batch, await pipe.execute(raise_on_error=False))
+
+    async def _send_cluster(self, batch: Batch) -> list[Any]:
+        if all(isinstance(call, Command) for call in batch.calls):
+            return await self._pipeline(self.client, batch)
+        replies: list[Any] = []
+        for i, call in enumerate(batch.calls):
+            if i == 0 and batch.wait is not None:
+                replies += await self._on_owner(Batch((call,), batch.idempotent, batch.wait))
+                continue
+            try:
+                replies.append(await self.client.execute_command(*call.command()))
+            except ResponseError as exc:
+                replies.append(exc)
+        if batch.wait is not None:
+            replies.append(replies.pop(1))
+        return replies
+
+    async def _on_owner(self, batch: Batch) -> list[Any]:
+        """Script + WAIT on one connection of the node owning the key's slot."""
+        for _ in range(2):
+            node = self.client.get_node_from_key(batch.calls[0].routing_key)
+            client = self._node_clients.get(node.name)
+            if client is None:
+                client = aredis.Redis(**node.connection_kwargs, host=node.host, port=node.port)
+                self._node_clients[node.name] = client
+            replies = await self._pipeline(client, batch)
+            if not is_moved(replies[0]):
+                return replies
+            await self.client.nodes_manager.initialize()
+        return replies

@@ -1,0 +1,189 @@
+"""URL -> redis-py client, for every topology, sync and async alike.
+
+Supported URLs::
+
+    redis://[[user]:password@]host[:port][/db]          standalone (TCP)
+    rediss://...                                         standalone over TLS
+    unix://[[user]:password@]/path/to/socket[?db=0]      standalone (Unix socket)
+    redis+sentinel://[[user]:password@]h1:p1,h2:p2/service_name[/db]
+    redis+cluster://[[user]:password@]h1:p1,h2:p2        cluster (seed nodes)
+    (rediss+sentinel:// and rediss+cluster:// use TLS to the data nodes)
+
+Client settings come from :class:`~stickless.config.SessionConfig`: socket and connect
+timeouts, pool size (a *blocking* pool for standalone), and **no retries inside redis-py**:
+a resent save could apply an increment twice, so the store's plan retries only what is
+idempotent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis.backoff import NoBackoff
+
+from stickless.config import SessionConfig
+from stickless.errors import ConfigurationError
+
+_STANDALONE = {"redis", "rediss", "unix"}
+_SENTINEL = {"redis+sentinel", "rediss+sentinel"}
+_CLUSTER = {"redis+cluster", "rediss+cluster"}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A parsed store URL."""
+
+    kind: str
+    """``"standalone"``, ``"sentinel"`` or ``"cluster"``."""
+    url: str
+    hosts: tuple[tuple[str, int], ...]
+    service: str | None
+    db: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @property
+    def address(self) -> str:
+        """For messages: the servers, without credentials."""
+        if self.kind == "standalone":
+            parts = urlsplit(self.url)
+            where = parts.path if parts.scheme == "unix" else parts.netloc.rpartition("@")[2]
+            return f"{parts.scheme}://{where}"
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        return f"{self.kind} {hosts}" + (f" service {self.service}" if self.service else "")
+
+
+def _split_hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    hosts: list[tuple[str, int]] = []
+    for raw_item in netloc.split(","):
+        item = raw_item.strip()
+        if not item:
+            continue
+        if item.startswith("["):  # [::1]:port
+            host, _, rest = item[1:].partition("]")
+            port = rest.lstrip(":") or str(default_port)
+        else:
+            host, _, port = item.rpartition(":") if ":" in item else (item, "", str(default_port))
+        try:
+            hosts.append((host, int(port)))
+        except ValueError:
+            raise ConfigurationError(f"bad port in {item!r}") from None
+    if not hosts:
+        raise ConfigurationError("no host given")
+    return tuple(hosts)
+
+
+def parse_url(url: str) -> Endpoint:
+    """Parse and validate a store URL; raises ConfigurationError with the reason."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(f"not a store URL: {url!r} (expected e.g. redis://host:6379/0)")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in _STANDALONE:
+        parts = urlsplit(url)
+        db_text = (
+            parts.path.lstrip("/")
+            if scheme != "unix"
+            else parse_qs(parts.query).get("db", ["0"])[0]
+        )
+        try:
+            db = int(db_text or 0)
+        except ValueError:
+            raise ConfigurationError(f"bad database number in {url!r}") from None
+        return Endpoint(
+            "standalone",
+            url,
+            (),
+            None,
+            db,
+            unquote(parts.username) if parts.username else None,
+            unquote(parts.password) if parts.password else None,
+            scheme == "rediss",
+        )
+    if scheme not in _SENTINEL | _CLUSTER:
+        raise ConfigurationError(
+            f"unsupported URL scheme {scheme!r}; use redis://, rediss://, unix://, "
+            "redis+sentinel:// or redis+cluster://"
+        )
+    rest = url.split("://", 1)[1]
+    creds, _, rest = rest.rpartition("@")
+    netloc, _, path = rest.partition("/")
+    path = path.split("?", 1)[0]
+    username, _, password = creds.partition(":") if creds else ("", "", "")
+    segments = [s for s in path.split("/") if s]
+    kind = "sentinel" if scheme in _SENTINEL else "cluster"
+    service = None
+    db = 0
+    if kind == "sentinel":
+        if not segments:
+            raise ConfigurationError(
+                f"sentinel URL needs a service name: redis+sentinel://h1:p1,h2:p2/<service>, "
+                f"got {url!r}"
+            )
+        service = segments[0]
+        if len(segments) > 1:
+            try:
+                db = int(segments[1])
+            except ValueError:
+                raise ConfigurationError(f"bad database number in {url!r}") from None
+    return Endpoint(
+        kind,
+        url,
+        _split_hosts(netloc, 26379 if kind == "sentinel" else 6379),
+        service,
+        db,
+        unquote(username) or None,
+        unquote(password) or None,
+        scheme.startswith("rediss"),
+    )
+
+
+def create_client(endpoint: Endpoint, config: SessionConfig, flavour: ModuleType) -> Any:
+    """A redis-py client for ``endpoint``. ``flavour`` is ``redis`` or ``redis.asyncio``
+    (their class names match, so both are built by this one function)."""
+    retry = flavour.retry.Retry(NoBackoff(), 0)
+    common: dict[str, Any] = {
+        "socket_timeout": config.socket_timeout,
+        "socket_connect_timeout": config.connect_timeout,
+        "retry": retry,
+        "username": endpoint.username,
+        "password": endpoint.password,
+        **config.client_options,
+    }
+    if endpoint.kind == "standalone":
+        pool = flavour.BlockingConnectionPool.from_url(
+            endpoint.url,
+            max_connections=config.max_connections,
+            timeout=config.connect_timeout,
+            **{k: v for k, v in common.items() if v is not None},
+        )
+        return flavour.Redis(connection_pool=pool)
+    if endpoint.tls:
+        common["ssl"] = True
+    if endpoint.kind == "sentinel":
+        sentinel = flavour.sentinel.Sentinel(
+            list(endpoint.hosts),
+            sentinel_kwargs={
+                "socket_timeout": config.socket_timeout,
+                "socket_connect_timeout": config.connect_timeout,
+            },
+            **{
+                k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout")
+            },
+        )
+        return sentinel.master_for(
+            endpoint.service,
+            db=endpoint.db,
+            max_connections=config.max_connections,
+            check_connection=True,
+            **common,
+        )
+    nodes = [flavour.cluster.ClusterNode(host, port) for host, port in endpoint.hosts]
+    return flavour.cluster.RedisCluster(
+        startup_nodes=nodes,
+        max_connections=config.max_connections,
+        **common,
+    )

@@ -1,0 +1,553 @@
+"""Sans-IO planning: every decision of the session store, and no I/O at all.
+
+Each store operation is written once here as a generator. It *yields* a :class:`Batch`
+(commands to send in one round trip), receives the replies, and finally *returns* its
+result. The sync and async stores (``sync.py`` / ``aio.py``) only drive these generators:
+they send each batch with redis-py and feed the replies back (or throw the exception in).
+So the two stores cannot drift apart: there is one copy of the logic.
+
+A driver may also receive a :class:`Pause` (sleep before retrying an idempotent batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, TypeVar
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from stickless import codec, tokens
+from stickless.config import SessionConfig
+from stickless.errors import (
+    ReplicationTimeout,
+    SessionConflict,
+    SessionTooLarge,
+    StoreUnavailable,
+)
+from stickless.session import Changes, Session, SessionMeta, SessionStatus
+from stickless.store import keys
+from stickless.store.keys import KeyLayout
+from stickless.tokens import TokenCodec, TokenId
+
+log = logging.getLogger("stickless.store")
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- wire model
+@dataclass(frozen=True, slots=True)
+class Script:
+    """A Lua script of ``store/lua``, sent by SHA (EVALSHA), by source after NOSCRIPT."""
+
+    name: str
+    source: str
+    sha: str
+
+    @classmethod
+    def bundled(cls, name: str) -> Script:
+        source = resources.files("stickless.store").joinpath(f"lua/{name}.lua").read_text()
+        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+
+
+LOAD = Script.bundled("load")
+SAVE = Script.bundled("save")
+DESTROY = Script.bundled("destroy")
+INDEX = Script.bundled("index")
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptCall:
+    script: Script
+    keys: tuple[str, ...]
+    args: tuple[str | bytes | int, ...]
+    by_source: bool = False
+    """Send with EVAL (after the server answered NOSCRIPT)."""
+
+    def command(self) -> tuple[str | bytes | int, ...]:
+        head = ("EVAL", self.script.source) if self.by_source else ("EVALSHA", self.script.sha)
+        return (*head, len(self.keys), *self.keys, *self.args)
+
+    @property
+    def routing_key(self) -> str:
+        return self.keys[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    args: tuple[str | bytes | int, ...]
+
+    def command(self) -> tuple[str | bytes | int, ...]:
+        return self.args
+
+    @property
+    def routing_key(self) -> str:
+        return str(self.args[1])
+
+
+Call = ScriptCall | Command
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Calls sent together in one pipeline (one round trip on a single node).
+
+    ``wait``: ``(replicas, timeout_ms)``: a ``WAIT`` is sent right after the *first* call, on
+    the same connection, and its reply appended to the replies.
+    ``idempotent``: the batch may be resent after a connection error.
+    Replies come back in order; a command that failed with a server error is returned as
+    the exception instance (not raised).
+    """
+
+    calls: tuple[Call, ...]
+    idempotent: bool
+    wait: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Sleep this long before the next batch (backoff between retries)."""
+
+    seconds: float
+
+
+Step = Batch | Pause
+Op = Generator[Step, Any, T]
+
+
+# ------------------------------------------------------------------------- results
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What ``store.save`` did.
+
+    ``outcome`` is one of ``"saved"``, ``"unchanged"`` (nothing to write, no command sent),
+    ``"destroyed"`` (invalidated session removed), ``"gone"`` (the session had expired or was
+    destroyed elsewhere: nothing written, the session is now invalidated).
+    ``replicas`` is the number of replicas that acknowledged (``durability="replicated"``).
+    """
+
+    outcome: str
+    replicas: int | None = None
+
+    @property
+    def written(self) -> bool:
+        return self.outcome in ("saved", "destroyed")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session in a user's index. Never carries the token, only its digest."""
+
+    session_id: str
+    """``family:digest`` of the token (safe to show; cannot be used as a cookie)."""
+    user_id: str
+    created_at: datetime
+    last_access: datetime
+    expires_at: datetime
+    absolute_expires_at: datetime
+
+
+# ------------------------------------------------------------------------ the planner
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Planner:
+    """Knows the configuration, the key layout and the token codec; plans every operation."""
+
+    config: SessionConfig
+    address: str
+    """Human-readable server address, for error messages."""
+    layout: KeyLayout = field(init=False)
+    codec: TokenCodec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layout = KeyLayout(self.config.key_prefix)
+        self.codec = TokenCodec(self.config.secret_key)
+
+    # ------------------------------------------------------------------ plumbing
+    def run(self, batch: Batch) -> Generator[Step, Any, list[Any]]:
+        """Send ``batch``: retry idempotent ones on connection errors, resend scripts the
+        server forgot (NOSCRIPT, e.g. after a failover), map failures to our errors."""
+        attempt = 0
+        while True:
+            try:
+                replies: list[Any] = yield batch
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                if not batch.idempotent or attempt >= self.config.retries:
+                    raise StoreUnavailable(self.address, exc) from exc
+                attempt += 1
+                yield Pause(self.config.retry_backoff * 2 ** (attempt - 1))
+                continue
+            missing = [i for i, r in enumerate(replies[: len(batch.calls)]) if _noscript(r)]
+            if not missing:
+                return replies
+            # Only the calls that failed with NOSCRIPT did not run: resend just those.
+            retry = Batch(
+                tuple(_by_source(batch.calls[i]) for i in missing),
+                batch.idempotent,
+                batch.wait if 0 in missing else None,
+            )
+            again: list[Any] = yield from self.run(retry)
+            for slot, i in enumerate(missing):
+                replies[i] = again[slot]
+            if batch.wait is not None and 0 in missing:
+                replies[len(batch.calls)] = again[len(retry.calls)]
+            return replies
+
+    # --------------------------------------------------------------------- new
+    def new(self) -> Session:
+        raw = tokens.new_raw_token()
+        return Session(raw_token=raw, token=self.codec.dump(raw))
+
+    # -------------------------------------------------------------------- load
+    def load(self, presented: object) -> Op[Session | None]:
+        raw = self.codec.parse(presented)
+        if raw is None:
+            return None
+        tid = tokens.token_id(raw)
+        call = ScriptCall(
+            LOAD,
+            (self.layout.data(tid),),
+            (int(self.config.touch_interval * 1000), self.config.idle_ms),
+        )
+        (reply,) = yield from self.run(Batch((call,), idempotent=True))
+        _raise_server_error(reply)
+        if not reply:
+            return None
+        return self._session_from_hash(raw, tid, reply)
+
+    def _session_from_hash(self, raw: str, tid: TokenId, flat: list[Any]) -> Session | None:
+        fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        try:
+            meta = SessionMeta(
+                created_ms=int(fields[keys.META_CREATED]),
+                access_ms=int(fields[keys.META_ACCESS]),
+                deadline_ms=int(fields[keys.META_DEADLINE]),
+                idle_ms=self.config.idle_ms,
+            )
+        except (KeyError, ValueError):
+            log.warning("session %s: metadata unreadable, treated as missing", tid.member[:20])
+            return None
+        data: dict[str, Any] = {}
+        stored: dict[str, bytes] = {}
+        for name, value in fields.items():
+            if not name.startswith(keys.DATA_PREFIX):
+                continue
+            key = name[len(keys.DATA_PREFIX) :]
+            try:
+                data[key] = codec.decode(value)
+            except ValueError:
+                # Never unpickle, never guess: a non-JSON value is dropped (and logged
+                # without its content); the rest of the session survives.
+                log.warning(
+                    "session %s: field %r is not JSON (%d bytes), ignored",
+                    tid.member[:20],
+                    key,
+                    len(value),
+                )
+                continue
+            stored[key] = value
+        user = fields.get(keys.META_USER)
+        return Session(
+            raw_token=raw,
+            token=self.codec.dump(raw),
+            data=data,
+            stored=stored,
+            meta=meta,
+            user_id=_text(user) if user is not None else None,
+        )
+
+    # -------------------------------------------------------------------- save
+    def save(self, session: Session) -> Op[SaveResult]:
+        if session.status is SessionStatus.INVALIDATED:
+            result = SaveResult("unchanged")
+            if session.meta is not None:
+                yield from self.destroy(session)
+                result = SaveResult("destroyed")
+            if not dict.__len__(session):
+                session.mark_gone()
+                return result
+            self._restart_as_new(session)
+        changes = session.pending_changes()
+        is_new = session.meta is None
+        renew_to = (
+            tokens.new_raw_token(tokens.token_id(session.raw_token).family)
+            if (session.renew_requested)
+            else None
+        )
+        if not (changes or session.user_changed or renew_to):
+            return SaveResult("unchanged")
+        if is_new and not (changes or session.user_id):
+            return SaveResult("unchanged")
+        size = session.encoded_size(changes)
+        if size > self.config.max_size:
+            raise SessionTooLarge(size, self.config.max_size)
+
+        tid = tokens.token_id(session.raw_token)
+        new_tid = tokens.token_id(renew_to) if renew_to else None
+        calls: list[Call] = [self._save_call(session, tid, changes, is_new, new_tid)]
+        calls.extend(self._index_calls(session, tid, new_tid or tid))
+        wait = None
+        if self.config.durability == "replicated":
+            wait = (self.config.min_replicas, int(self.config.wait_timeout * 1000))
+        replies = yield from self.run(Batch(tuple(calls), idempotent=False, wait=wait))
+        reply = replies[0]
+        _raise_server_error(reply)
+        status = int(reply[0])
+        if status == -3:
+            field_name = _text(reply[1])[len(keys.DATA_PREFIX) :]
+            raise SessionConflict(
+                f"session[{field_name!r}] holds a non-integer value in Redis; incr refused, "
+                "nothing was saved"
+            )
+        if status == -2:
+            raise SessionConflict("new session token already exists; nothing was saved")
+        if status in (0, -1):
+            session.mark_gone()
+            return SaveResult("gone")
+        for extra in replies[1 : len(calls)]:
+            if isinstance(extra, Exception):
+                log.warning("user index update failed (repaired lazily): %s", extra)
+        meta = SessionMeta(
+            created_ms=int(reply[2]),
+            access_ms=int(reply[1]),
+            deadline_ms=int(reply[3]),
+            idle_ms=self.config.idle_ms,
+        )
+        counters = {k: int(v) for k, v in zip(changes.incrs, reply[4:], strict=True)}
+        raw = renew_to or session.raw_token
+        session.mark_saved(
+            changes=changes,
+            meta=meta,
+            counters=counters,
+            raw_token=raw,
+            token=self.codec.dump(raw),
+        )
+        acked = None
+        if wait is not None:
+            acked = int(replies[-1])
+            if acked < wait[0]:
+                raise ReplicationTimeout(acked, wait[0], wait[1])
+        return SaveResult("saved", acked)
+
+    def _restart_as_new(self, session: Session) -> None:
+        """Data written after ``invalidate()`` goes into a brand-new session (new token)."""
+        raw = tokens.new_raw_token()
+        session.restart(raw_token=raw, token=self.codec.dump(raw))
+
+    def _save_call(
+        self,
+        session: Session,
+        tid: TokenId,
+        changes: Changes,
+        is_new: bool,
+        new_tid: TokenId | None,
+    ) -> ScriptCall:
+        cfg = self.config
+        user = ""
+        if session.user_changed:
+            user = "-" if session.user_id is None else "=" + session.user_id
+        args: list[str | bytes | int] = [
+            "new" if is_new else "old",
+            cfg.key_prefix,
+            self.layout.tag(tid.family),
+            tid.digest,
+            cfg.idle_ms,
+            cfg.absolute_ms,
+            int(cfg.forward_ttl * 1000),
+            new_tid.digest if new_tid else "",
+            user,
+            len(changes.sets),
+        ]
+        for name, value in changes.sets.items():
+            args += [keys.DATA_PREFIX + name, value]
+        args.append(len(changes.deletes))
+        args += [keys.DATA_PREFIX + name for name in changes.deletes]
+        args.append(len(changes.incrs))
+        for name, amount in changes.incrs.items():
+            args += [keys.DATA_PREFIX + name, amount]
+        return ScriptCall(SAVE, (self.layout.data(tid),), tuple(args))
+
+    def _index_calls(self, session: Session, old: TokenId, new: TokenId) -> list[Call]:
+        """User index maintenance: only when the user binding or the token changes."""
+        calls: list[Call] = []
+        moved = old != new
+        deadline = session.meta.deadline_ms if session.meta else 0
+        if session.user_changed and session.stored_user_id is not None:
+            calls.append(self._index_call(session.stored_user_id, "", 0, [old.member]))
+        if session.user_id is not None and (session.user_changed or moved):
+            removed = [old.member] if moved and not session.user_changed else []
+            calls.append(self._index_call(session.user_id, new.member, deadline, removed))
+        return calls
+
+    def _index_call(
+        self, user_id: str, add: str, deadline_ms: int, remove: Sequence[str]
+    ) -> ScriptCall:
+        return ScriptCall(
+            INDEX,
+            (self.layout.user_index(user_id),),
+            (add, deadline_ms, self.config.absolute_ms, *remove),
+        )
+
+    # ----------------------------------------------------------------- destroy
+    def destroy(self, presented: object) -> Op[bool]:
+        """Destroy the session of a token (raw or client-facing). True if one was live."""
+        raw = presented.raw_token if isinstance(presented, Session) else self.codec.parse(presented)
+        if raw is None:
+            return False
+        tid = tokens.token_id(raw)
+        (reply,) = yield from self.run(Batch((self._destroy_call(tid),), idempotent=True))
+        _raise_server_error(reply)
+        if int(reply[0]) != 1:
+            return False
+        user = _text(reply[1])
+        if user:
+            index = self._index_call(user, "", 0, [tid.member])
+            replies = yield from self.run(Batch((index,), idempotent=True))
+            if isinstance(replies[0], Exception):
+                log.warning("user index update failed (repaired lazily): %s", replies[0])
+        return True
+
+    # ------------------------------------------------------------ user index
+    def _index_members(self, user_id: str) -> Op[list[str]]:
+        index_key = self.layout.user_index(user_id)
+        (members,) = yield from self.run(
+            Batch((Command(("ZRANGE", index_key, 0, -1)),), idempotent=True)
+        )
+        _raise_server_error(members)
+        return [_text(m) for m in members]
+
+    def sessions_for(self, user_id: str) -> Op[list[SessionInfo]]:
+        """The user's live sessions, oldest first; dead index entries are pruned."""
+        members = yield from self._index_members(user_id)
+        live: list[SessionInfo] = []
+        dead: list[str] = []
+        tids = [(m, TokenId.from_member(m)) for m in members]
+        calls: list[Call] = []
+        for _, tid in tids:
+            if tid is not None:
+                data_key = self.layout.data(tid)
+                calls.append(Command(("HMGET", data_key, *keys.META_FIELDS)))
+        replies = (yield from self.run(Batch(tuple(calls), idempotent=True))) if calls else []
+        found = iter(replies)
+        for member, tid in tids:
+            if tid is None:
+                dead.append(member)
+                continue
+            reply = next(found)
+            _raise_server_error(reply)
+            created, access, deadline, owner = reply
+            if (
+                created is None
+                or access is None
+                or deadline is None
+                or (owner is None or _text(owner) != user_id)
+            ):
+                dead.append(member)
+                continue
+            expires = min(int(access) + self.config.idle_ms, int(deadline))
+            live.append(
+                SessionInfo(
+                    session_id=member,
+                    user_id=user_id,
+                    created_at=_dt(int(created)),
+                    last_access=_dt(int(access)),
+                    expires_at=_dt(expires),
+                    absolute_expires_at=_dt(int(deadline)),
+                )
+            )
+        if dead:
+            prune = self._index_call(user_id, "", 0, dead)
+            yield from self.run(Batch((prune,), idempotent=True))
+        live.sort(key=lambda info: info.created_at)
+        return live
+
+    def revoke_user(self, user_id: str, keep: object = None) -> Op[int]:
+        """Destroy all of the user's sessions but ``keep`` (a Session, token or None)."""
+        keep_member = self._member_of(keep)
+        members = yield from self._index_members(user_id)
+        doomed = [
+            tid
+            for member in members
+            if member != keep_member and (tid := TokenId.from_member(member)) is not None
+        ]
+        count = 0
+        if doomed:
+            calls = tuple(self._destroy_call(tid) for tid in doomed)
+            for reply in (yield from self.run(Batch(calls, idempotent=True))):
+                _raise_server_error(reply)
+                count += int(reply[0]) == 1
+        removed = [m for m in members if m != keep_member]
+        if removed:
+            yield from self.run(
+                Batch((self._index_call(user_id, "", 0, removed),), idempotent=True)
+            )
+        return count
+
+    def _destroy_call(self, tid: TokenId) -> ScriptCall:
+        return ScriptCall(
+            DESTROY,
+            (self.layout.data(tid),),
+            (
+                self.config.key_prefix,
+                self.layout.tag(tid.family),
+                tid.digest,
+                int(self.config.tombstone_ttl * 1000),
+            ),
+        )
+
+    def _member_of(self, keep: object) -> str | None:
+        if keep is None:
+            return None
+        raw = keep.raw_token if isinstance(keep, Session) else self.codec.parse(keep)
+        return tokens.token_id(raw).member if raw else None
+
+
+def _noscript(reply: object) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+def _by_source(call: Call) -> Call:
+    if isinstance(call, ScriptCall):
+        return ScriptCall(call.script, call.keys, call.args, by_source=True)
+    return call
+
+
+def _raise_server_error(reply: object) -> None:
+    if isinstance(reply, Exception):
+        raise reply
+
+
+# ---------------------------------------------------------- helpers for the executors
+def pipeline_commands(batch: Batch) -> list[tuple[str | bytes | int, ...]]:
+    """The commands of a standalone / sentinel pipeline, WAIT right after the first."""
+    commands = [call.command() for call in batch.calls]
+    if batch.wait is not None:
+        commands.insert(1, ("WAIT", *batch.wait))
+    return commands
+
+
+def order_replies(batch: Batch, replies: list[Any]) -> list[Any]:
+    """Replies of :func:`pipeline_commands` in :class:`Batch` order (WAIT's reply last)."""
+    replies = list(replies)
+    if batch.wait is not None:
+        replies.append(replies.pop(1))
+    return replies
+
+
+def is_moved(reply: object) -> bool:
+    """A cluster redirection answered on a node client (the script did not run)."""
+    return isinstance(reply, ResponseError) and str(reply).startswith(("MOVED", "ASK"))

@@ -1,0 +1,103 @@
+"""Session tokens: creation, validation, optional signing, and the hash used as Redis key.
+
+A token is ``<family>.<secret>``: 8 random bytes naming the session's *family* (kept across
+renewals so that all of a session's keys share one Redis Cluster slot) and 32 random bytes
+(256 bits) of secret, both base64url without padding. With a signing secret configured the
+client sees ``<family>.<secret>.<signature>``.
+
+Only ``hash_secret(token)`` ever reaches Redis, so someone who can read Redis cannot
+present a stolen key as a cookie.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, Signer
+
+FAMILY_BYTES = 8
+SECRET_BYTES = 32
+MAX_TOKEN_LENGTH = 256
+_B64 = r"[A-Za-z0-9_-]"
+_TOKEN_RE = re.compile(rf"({_B64}{{11}})\.({_B64}{{43}})")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+@dataclass(frozen=True, slots=True)
+class TokenId:
+    """What the store needs to find a session: its family and the hash of its token."""
+
+    family: str
+    digest: str
+
+    @property
+    def member(self) -> str:
+        """``family:digest``, the form kept in the per-user index (never the raw token)."""
+        return f"{self.family}:{self.digest}"
+
+    @classmethod
+    def from_member(cls, member: str) -> TokenId | None:
+        family, sep, digest = member.partition(":")
+        return cls(family, digest) if sep and family and digest else None
+
+
+def new_family() -> str:
+    return _b64(secrets.token_bytes(FAMILY_BYTES))
+
+
+def new_raw_token(family: str | None = None) -> str:
+    """A fresh unsigned token, in ``family`` (a new one if None)."""
+    return f"{family or new_family()}.{_b64(secrets.token_bytes(SECRET_BYTES))}"
+
+
+def token_id(raw_token: str) -> TokenId:
+    """The storage identity of a well-formed raw token (see :func:`parse`)."""
+    family = raw_token.partition(".")[0]
+    digest = _b64(hashlib.sha256(raw_token.encode("ascii")).digest())
+    return TokenId(family, digest)
+
+
+class TokenCodec:
+    """Turns raw tokens into client-facing strings and back, signing when configured."""
+
+    def __init__(self, secret_key: str | Sequence[str] | None) -> None:
+        if secret_key is None:
+            self._signer: Signer | None = None
+        else:
+            keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
+            self._signer = Signer(
+                keys, salt="stickless.token", digest_method=hashlib.sha256, sep="."
+            )
+
+    @property
+    def signed(self) -> bool:
+        return self._signer is not None
+
+    def dump(self, raw_token: str) -> str:
+        """The string the client keeps (cookie / header value)."""
+        return raw_token if self._signer is None else self._signer.sign(raw_token).decode()
+
+    def parse(self, presented: object) -> str | None:
+        """The raw token inside a client-presented value, or None when it is malformed,
+        oversized, not ASCII, or (with signing) forged. Never raises, never does I/O."""
+        if isinstance(presented, bytes):
+            try:
+                presented = presented.decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        if not isinstance(presented, str) or len(presented) > MAX_TOKEN_LENGTH:
+            return None
+        if self._signer is not None:
+            try:
+                presented = self._signer.unsign(presented).decode("ascii")
+            except (BadSignature, UnicodeError, ValueError):
+                return None
+        return presented if _TOKEN_RE.fullmatch(presented) else None
