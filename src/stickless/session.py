@@ -220,6 +220,16 @@ class Session(dict[str, Any]):
         self._renew = False
         self._status = SessionStatus.INVALIDATED
 
+    def login(self, user_id: str) -> None:
+        """Bind the session to ``user_id`` and renew its token at the next save (session
+        fixation protection). Data is kept; the user's index lists this session."""
+        self.user_id = user_id
+        self.renew()
+
+    def logout(self) -> None:
+        """Same as :meth:`invalidate`: empty the session and destroy it at the next save."""
+        self.invalidate()
+
     def incr(self, key: str, amount: int = 1) -> int:
         """Add ``amount`` to the integer at ``key`` (0 when absent) and return the new value.
 
