@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aredis
@@ -55,11 +57,23 @@ class AsyncSessionStore:
     """
 
     def __init__(
-        self, client: Any, config: SessionConfig | None = None, *, address: str | None = None
+        self,
+        client: Any = None,
+        config: SessionConfig | None = None,
+        *,
+        address: str | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        endpoint: connect.Endpoint | None = None,
     ) -> None:
+        """Wrap a ready redis-py ``client``, or pass ``client_factory``: a callable creating it on
+        first use (``from_url`` does this, so building a store never touches the network)."""
+        if (client is None) == (client_factory is None):
+            raise TypeError("pass exactly one of client= or client_factory=")
         self.config = config or SessionConfig()
-        self.client = client
-        self._cluster = isinstance(client, RedisCluster)
+        self._client = client
+        self._client_factory = client_factory
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
         self._plan = Planner(self.config, address or repr(client))
         self._node_clients: dict[str, aredis.Redis] = {}
 
@@ -68,8 +82,12 @@ class AsyncSessionStore:
         """A store on the server(s) named by ``url`` (no connection is made yet)."""
         config = config or SessionConfig()
         endpoint = connect.parse_url(url)
-        client = connect.create_client(endpoint, config, aredis)
-        return cls(client, config, address=endpoint.address)
+        return cls(
+            config=config,
+            address=endpoint.address,
+            endpoint=endpoint,
+            client_factory=lambda: connect.create_client(endpoint, config, aredis),
+        )
 
     # ----------------------------------------------------------------- public API
     def new(self) -> Session:
@@ -100,7 +118,8 @@ class AsyncSessionStore:
         """Release all connections."""
         for client in self._node_clients.values():
             await client.aclose()
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self
@@ -109,9 +128,18 @@ class AsyncSessionStore:
         await self.aclose()
 
     # -------------------------------------------------------------- executor
+    @property
+    def client(self) -> Any:
+        """The redis-py client (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None and self._client_factory is not None:
+                    self._client = self._client_factory()
+        return self._client
+
     async def send(self, batch: Batch) -> list[Any]:
         """Send one planned batch; replies in order, server errors as values."""
-        if self._cluster:
+        if isinstance(self.client, RedisCluster):
             return await self._send_cluster(batch)
         return await self._pipeline(self.client, batch)
 
@@ -144,7 +172,9 @@ class AsyncSessionStore:
             node = self.client.get_node_from_key(batch.calls[0].routing_key)
             client = self._node_clients.get(node.name)
             if client is None:
-                client = aredis.Redis(**node.connection_kwargs, host=node.host, port=node.port)
+                client = connect.node_client(
+                    self._endpoint, self.config, aredis, node.host, node.port
+                )
                 self._node_clients[node.name] = client
             replies = await self._pipeline(client, batch)
             if not is_moved(replies[0]):

@@ -93,6 +93,10 @@ def parse_url(url: str) -> Endpoint:
             db = int(db_text or 0)
         except ValueError:
             raise ConfigurationError(f"bad database number in {url!r}") from None
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ConfigurationError(f"bad port in {url!r}") from None
         return Endpoint(
             "standalone",
             url,
@@ -141,18 +145,36 @@ def parse_url(url: str) -> Endpoint:
     )
 
 
+def _client_options(
+    endpoint: Endpoint | None, config: SessionConfig, flavour: ModuleType
+) -> dict[str, Any]:
+    # A replicated save blocks in WAIT for up to wait_timeout: the socket must wait longer.
+    waiting = config.wait_timeout if config.durability == "replicated" else 0.0
+    return {
+        "socket_timeout": config.socket_timeout + waiting,
+        "socket_connect_timeout": config.connect_timeout,
+        "retry": flavour.retry.Retry(NoBackoff(), 0),
+        "username": endpoint.username if endpoint else None,
+        "password": endpoint.password if endpoint else None,
+        **config.client_options,
+    }
+
+
+def node_client(
+    endpoint: Endpoint | None, config: SessionConfig, flavour: ModuleType, host: str, port: int
+) -> Any:
+    """A plain client for one cluster node (used to pipeline a save with its ``WAIT`` on
+    the connection of the node that owns the slot)."""
+    options = _client_options(endpoint, config, flavour)
+    if endpoint is not None and endpoint.tls:
+        options["ssl"] = True
+    return flavour.Redis(host=host, port=port, **options)
+
+
 def create_client(endpoint: Endpoint, config: SessionConfig, flavour: ModuleType) -> Any:
     """A redis-py client for ``endpoint``. ``flavour`` is ``redis`` or ``redis.asyncio``
     (their class names match, so both are built by this one function)."""
-    retry = flavour.retry.Retry(NoBackoff(), 0)
-    common: dict[str, Any] = {
-        "socket_timeout": config.socket_timeout,
-        "socket_connect_timeout": config.connect_timeout,
-        "retry": retry,
-        "username": endpoint.username,
-        "password": endpoint.password,
-        **config.client_options,
-    }
+    common = _client_options(endpoint, config, flavour)
     if endpoint.kind == "standalone":
         pool = flavour.BlockingConnectionPool.from_url(
             endpoint.url,

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, TypeVar
 
+from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless import codec, tokens
@@ -183,7 +183,7 @@ class Planner:
         while True:
             try:
                 replies: list[Any] = yield batch
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except _UNAVAILABLE as exc:
                 if not batch.idempotent or attempt >= self.config.retries:
                     raise StoreUnavailable(self.address, exc) from exc
                 attempt += 1
@@ -512,6 +512,15 @@ class Planner:
             return None
         raw = keep.raw_token if isinstance(keep, Session) else self.codec.parse(keep)
         return tokens.token_id(raw).member if raw else None
+
+
+_UNAVAILABLE = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+    ClusterDownError,
+    RedisClusterException,  # raised by the cluster client when no node answers
+)
 
 
 def _noscript(reply: object) -> bool:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import redis
@@ -56,11 +58,23 @@ class SessionStore:
     """
 
     def __init__(
-        self, client: Any, config: SessionConfig | None = None, *, address: str | None = None
+        self,
+        client: Any = None,
+        config: SessionConfig | None = None,
+        *,
+        address: str | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        endpoint: connect.Endpoint | None = None,
     ) -> None:
+        """Wrap a ready redis-py ``client``, or pass ``client_factory``: a callable creating it on
+        first use (``from_url`` does this, so building a store never touches the network)."""
+        if (client is None) == (client_factory is None):
+            raise TypeError("pass exactly one of client= or client_factory=")
         self.config = config or SessionConfig()
-        self.client = client
-        self._cluster = isinstance(client, RedisCluster)
+        self._client = client
+        self._client_factory = client_factory
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
         self._plan = Planner(self.config, address or repr(client))
         self._node_clients: dict[str, redis.Redis] = {}
 
@@ -69,7 +83,12 @@ class SessionStore:
         """A store on the server(s) named by ``url`` (no connection is made yet)."""
         config = config or SessionConfig()
         endpoint = connect.parse_url(url)
-        return cls(connect.create_client(endpoint, config, redis), config, address=endpoint.address)
+        return cls(
+            config=config,
+            address=endpoint.address,
+            endpoint=endpoint,
+            client_factory=lambda: connect.create_client(endpoint, config, redis),
+        )
 
     # ----------------------------------------------------------------- public API
     def new(self) -> Session:
@@ -105,7 +124,8 @@ class SessionStore:
         """Release all connections."""
         for client in self._node_clients.values():
             client.close()
-        self.client.close()
+        if self._client is not None:
+            self._client.close()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -114,9 +134,18 @@ class SessionStore:
         self.close()
 
     # -------------------------------------------------------------- executor
+    @property
+    def client(self) -> Any:
+        """The redis-py client (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None and self._client_factory is not None:
+                    self._client = self._client_factory()
+        return self._client
+
     def send(self, batch: Batch) -> list[Any]:
         """Send one planned batch; replies in order, server errors as values."""
-        if self._cluster:
+        if isinstance(self.client, RedisCluster):
             return self._send_cluster(batch)
         return self._pipeline(self.client, batch)
 
@@ -149,8 +178,9 @@ class SessionStore:
             node = self.client.get_node_from_key(batch.calls[0].routing_key)
             client = self._node_clients.get(node.name)
             if client is None:
-                kwargs = node.redis_connection.connection_pool.connection_kwargs
-                client = redis.Redis(**kwargs)
+                client = connect.node_client(
+                    self._endpoint, self.config, redis, node.host, node.port
+                )
                 self._node_clients[node.name] = client
             replies = self._pipeline(client, batch)
             if not is_moved(replies[0]):

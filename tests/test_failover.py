@@ -1,0 +1,122 @@
+"""A primary killed with SIGKILL: sessions saved with durability="replicated" survive the
+failover (Sentinel and Cluster), and writes resume without restarting anything."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from stickless import (
+    AsyncSessionStore,
+    ReplicationTimeout,
+    SessionConfig,
+    SessionStore,
+    StoreUnavailable,
+)
+from stickless.embedded import ClusterSetup, SentinelSetup, start_cluster, start_sentinel
+from stickless.store.keys import KeyLayout
+from stickless.tokens import token_id
+
+DURABLE = dict(durability="replicated", min_replicas=1, wait_timeout=2.0, retries=3)
+
+
+@pytest.fixture(scope="module")
+def sentinel() -> Iterator[SentinelSetup]:
+    with start_sentinel(down_after_ms=800, failover_timeout_ms=2000) as setup:
+        yield setup
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSetup]:
+    with start_cluster(node_timeout_ms=800) as setup:
+        yield setup
+
+
+def until_ok(action: Any, timeout: float = 15.0) -> Any:
+    """Retry ``action`` while the store reports itself unavailable (during the election)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def save_many(store: SessionStore, n: int) -> list[tuple[str, int]]:
+    saved = []
+    for i in range(n):
+        s = store.new()
+        s["i"] = i
+        s.user_id = f"user{i % 3}"
+        result = store.save(s)
+        assert result.replicas is not None and result.replicas >= 1
+        saved.append((s.token, i))
+    return saved
+
+
+def test_sentinel_failover_keeps_replicated_sessions(sentinel: SentinelSetup) -> None:
+    config = SessionConfig(key_prefix=f"fo{uuid.uuid4().hex[:6]}", **DURABLE)  # type: ignore[arg-type]
+    store = SessionStore.from_url(sentinel.url, config)
+    saved = save_many(store, 30)
+    old = sentinel.kill_primary()
+    started = time.monotonic()
+    new = sentinel.wait_for_failover(old, timeout=30)
+    assert new.port != old.port
+    for token, i in saved:
+        loaded = until_ok(lambda token=token: store.load(token))
+        assert loaded is not None and loaded["i"] == i
+    # writes resume on the new primary (still replicated to the remaining replica)
+    s = until_ok(lambda: store.load(saved[0][0]))
+    s.incr("i", 100)
+    assert until_ok(lambda: store.save(s)).outcome == "saved"
+    assert store.load(saved[0][0])["i"] == 100
+    print(f"sentinel failover took {time.monotonic() - started:.1f} s")
+    store.close()
+
+
+async def test_async_store_after_the_failover(sentinel: SentinelSetup) -> None:
+    config = SessionConfig(key_prefix=f"fa{uuid.uuid4().hex[:6]}", **DURABLE)  # type: ignore[arg-type]
+    store = AsyncSessionStore.from_url(sentinel.url, config)
+    s = store.new()
+    s["after"] = True
+    await store.save(s)
+    assert (await store.load(s.token))["after"] is True
+    await store.aclose()
+
+
+def test_cluster_failover_keeps_replicated_sessions(cluster: ClusterSetup) -> None:
+    config = SessionConfig(key_prefix=f"fc{uuid.uuid4().hex[:6]}", **DURABLE)  # type: ignore[arg-type]
+    store = SessionStore.from_url(cluster.url, config)
+    saved = save_many(store, 30)
+    layout = KeyLayout(config.key_prefix)
+    victim_key = layout.data(token_id(saved[0][0]))
+    victim = cluster.primary_for_key(victim_key)
+    on_victim = [t for t, _ in saved if cluster.primary_for_key(layout.data(token_id(t))) == victim]
+    assert on_victim, "at least one session lives on the killed primary"
+    cluster.kill_primary(victim)
+    started = time.monotonic()
+    cluster.wait_for_failover(victim, timeout=30)
+    for token, i in saved:
+        loaded = until_ok(lambda token=token: store.load(token))
+        assert loaded is not None and loaded["i"] == i
+    # The promoted replica has no replica of its own now: a replicated save is applied but
+    # reported honestly as not replicated.
+    s = until_ok(lambda: store.load(on_victim[0]))
+    s["resumed"] = True
+    with pytest.raises(ReplicationTimeout) as info:
+        until_ok(lambda: store.save(s))
+    assert info.value.acknowledged == 0
+    assert store.load(on_victim[0])["resumed"] is True
+    plain = SessionStore.from_url(cluster.url, config.with_options(durability="none"))
+    s = plain.load(on_victim[0])
+    s.incr("i", 1)
+    assert plain.save(s).outcome == "saved" and plain.load(on_victim[0])["i"] == s["i"]
+    plain.close()
+    print(f"cluster failover took {time.monotonic() - started:.1f} s; {len(on_victim)} on victim")
+    store.close()

@@ -1,0 +1,141 @@
+"""Round trips, counted exactly with MONITOR (commands run by our Lua scripts are tagged
+``lua`` by the server and do not count: they cost no round trip)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from stickless import SessionConfig
+
+
+def config(**options: Any) -> SessionConfig:
+    return SessionConfig(key_prefix=f"rt{uuid.uuid4().hex[:8]}", **options)
+
+
+def warm(store: Any) -> Any:
+    """Create a session and load it once, so scripts are cached and touch is recent."""
+    s = store.new()
+    s["a"] = 1
+    s.user_id = "u"
+    store.save(s)
+    store.load(s.token)
+    return s
+
+
+def test_load_is_one_command(stickless_url: str, store_factory: Any, command_log: Any) -> None:
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    with command_log.counting() as sent:
+        assert store.load(s.token) is not None
+    assert sent == ["EVALSHA"]
+
+
+def test_load_with_touch_is_still_one_command(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config(touch_interval=0))
+    s = warm(store)
+    with command_log.counting() as sent:
+        store.load(s.token)
+    assert sent == ["EVALSHA"]
+
+
+def test_load_of_unknown_token_is_one_command(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    from stickless import tokens
+
+    store = store_factory(stickless_url, config())
+    warm(store)
+    with command_log.counting() as sent:
+        assert store.load(tokens.new_raw_token()) is None
+    assert sent == ["EVALSHA"]
+
+
+def test_save_of_a_change_is_one_command(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    loaded = store.load(s.token)
+    loaded["b"] = 2
+    loaded.incr("n")
+    del loaded["a"]
+    with command_log.counting() as sent:
+        store.save(loaded)
+    assert sent == ["EVALSHA"]
+
+
+def test_new_session_save_is_one_command(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config())
+    warm(store)
+    s = store.new()
+    s["x"] = 1
+    with command_log.counting() as sent:
+        store.save(s)
+    assert sent == ["EVALSHA"]
+
+
+def test_unchanged_save_is_zero_commands(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    loaded = store.load(s.token)
+    _ = loaded["a"], dict(loaded)
+    with command_log.counting() as sent:
+        assert store.save(loaded).outcome == "unchanged"
+        assert store.save(store.new()).outcome == "unchanged"
+    assert sent == []
+
+
+def test_replicated_save_pipelines_wait(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config(durability="replicated", min_replicas=0))
+    s = warm(store)
+    s["b"] = 2
+    with command_log.counting() as sent:
+        result = store.save(s)
+    assert sent == ["EVALSHA", "WAIT"] and result.replicas == 0
+
+
+def test_login_save_updates_the_index_in_the_same_round_trip(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    loaded = store.load(s.token)
+    loaded.login("someone")
+    calls: list[Any] = []
+    target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
+    original = target.send
+    target.send = lambda batch: (calls.append(batch), original(batch))[1]
+    try:
+        with command_log.counting() as sent:
+            store.save(loaded)
+    finally:
+        target.send = original
+    assert len(calls) == 1  # one pipeline = one round trip
+    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]  # save, old user index, new user index
+
+
+def test_scripts_are_reloaded_after_the_server_forgets_them(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    import redis
+
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    redis.Redis.from_url(stickless_url).script_flush()
+    time.sleep(0.01)
+    with command_log.counting() as sent:
+        assert store.load(s.token)["a"] == 1
+    assert sent == ["EVALSHA", "EVAL"]
+    with command_log.counting() as sent:
+        store.load(s.token)
+    assert sent == ["EVALSHA"]

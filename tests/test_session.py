@@ -1,0 +1,146 @@
+"""Session as a dict with a change log: no Redis needed here."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+
+import pytest
+
+from stickless import SessionConfig, SessionStatus
+from stickless.session import Session
+from stickless.store.plan import Planner
+
+
+@pytest.fixture
+def new() -> Session:
+    return Planner(SessionConfig(), "test").new()
+
+
+def loaded(data: dict[str, object]) -> Session:
+    from stickless import codec
+    from stickless.session import SessionMeta
+
+    return Session(
+        raw_token="f.x",
+        token="f.x",
+        data=data,
+        stored={k: codec.encode(v) for k, v in data.items()},
+        meta=SessionMeta(1, 1, 10_000, 1_000),
+    )
+
+
+def test_is_a_dict_that_json_and_frameworks_accept(new: Session) -> None:
+    new["cart"] = ["apple"]
+    new |= {"theme": "dark"}
+    assert isinstance(new, dict)
+    assert json.loads(json.dumps(new)) == {"cart": ["apple"], "theme": "dark"}
+    assert dict(new) == {"cart": ["apple"], "theme": "dark"}
+    assert new.copy() == dict(new) and type(new.copy()) is dict
+
+
+def test_non_json_value_raises_type_error_naming_the_key(new: Session) -> None:
+    with pytest.raises(TypeError, match="'when'"):
+        new["when"] = object()
+    with pytest.raises(TypeError, match="'big'"):
+        new["big"] = 2**70
+    with pytest.raises(TypeError, match="'nested'"):
+        new["nested"] = {"a": {1, 2}}
+    with pytest.raises(TypeError, match="keys must be str"):
+        new[1] = "x"  # type: ignore[index]
+    assert "when" not in new and "big" not in new and not new.pending_changes()
+
+
+def test_update_setdefault_validate_too(new: Session) -> None:
+    with pytest.raises(TypeError, match="'bad'"):
+        new.update(ok=1, bad=object())
+    with pytest.raises(TypeError, match="'bad'"):
+        new.setdefault("bad", object())
+
+
+def test_change_log_records_only_changes() -> None:
+    s = loaded({"a": 1, "b": [1], "c": "x"})
+    assert not s.pending_changes() and not s.modified
+    s["a"] = 2
+    del s["c"]
+    changes = s.pending_changes()
+    assert changes.sets == {"a": b"2"} and changes.deletes == ["c"] and not changes.incrs
+
+
+def test_in_place_mutation_of_nested_values_is_detected() -> None:
+    s = loaded({"cart": ["apple"], "prefs": {"x": 1}})
+    s["cart"].append("pear")
+    assert s.pending_changes().sets == {"cart": b'["apple","pear"]'}
+    assert s.modified
+
+
+def test_value_mutated_after_assignment_is_saved_as_it_is_at_save(new: Session) -> None:
+    new["cart"] = []
+    new["cart"].append(1)
+    assert new.pending_changes().sets == {"cart": b"[1]"}
+
+
+def test_incr_is_logged_as_increment_unless_the_key_was_set() -> None:
+    s = loaded({"n": 5})
+    assert s.incr("n") == 6 and s.incr("n", 4) == 10
+    assert s.pending_changes().incrs == {"n": 5}
+    s2 = loaded({})
+    s2["n"] = 1
+    s2.incr("n")
+    assert s2.pending_changes().sets == {"n": b"2"} and not s2.pending_changes().incrs
+
+
+def test_incr_refuses_non_integers() -> None:
+    s = loaded({"name": "bob", "flag": True})
+    with pytest.raises(TypeError, match="'name'"):
+        s.incr("name")
+    with pytest.raises(TypeError, match="'flag'"):
+        s.incr("flag")
+    with pytest.raises(TypeError):
+        s.incr("n", 1.5)  # type: ignore[arg-type]
+
+
+def test_pop_popitem_clear_record_deletes() -> None:
+    s = loaded({"a": 1, "b": 2, "c": 3})
+    assert s.pop("a") == 1
+    assert s.pop("zz", "dflt") == "dflt"
+    with pytest.raises(KeyError):
+        s.pop("zz")
+    s.popitem()
+    s.clear()
+    assert sorted(s.pending_changes().deletes) == ["a", "b", "c"]
+
+
+def test_status_transitions(new: Session) -> None:
+    assert new.status is SessionStatus.NEW and new.is_new
+    new.renew()  # a new session's token is already fresh
+    assert new.status is SessionStatus.NEW
+    s = loaded({"a": 1})
+    assert s.status is SessionStatus.LOADED
+    s.login("alice")
+    assert s.status is SessionStatus.RENEW and s.user_id == "alice" and s.user_changed
+    s.logout()
+    assert s.status is SessionStatus.INVALIDATED and dict(s) == {} and s.user_id is None
+
+
+def test_repr_never_shows_values_and_pickle_is_refused(new: Session) -> None:
+    new["password"] = "hunter2"
+    assert "hunter2" not in repr(new) and "password" in repr(new)
+    with pytest.raises(TypeError, match="never pickles"):
+        pickle.dumps(new)
+    with pytest.raises(TypeError):
+        copy.deepcopy(new)
+
+
+def test_accessed_tracks_reads(new: Session) -> None:
+    assert not new.accessed
+    new.get("x")
+    assert new.accessed
+
+
+def test_user_id_must_be_a_string(new: Session) -> None:
+    with pytest.raises(TypeError):
+        new.user_id = 42  # type: ignore[assignment]
+    new.user_id = "bob"
+    new.user_id = None

@@ -1,0 +1,453 @@
+"""The store contract, against real Valkey servers: standalone, sentinel and cluster,
+through both SessionStore and AsyncSessionStore."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+
+from stickless import (
+    AsyncSessionStore,
+    SessionConfig,
+    SessionConflict,
+    SessionStatus,
+    SessionTooLarge,
+)
+
+TOPOLOGIES = ["standalone", "sentinel", "cluster"]
+
+
+@pytest.fixture(params=TOPOLOGIES)
+def topology_url(request: pytest.FixtureRequest) -> str:
+    fixture = {
+        "standalone": "stickless_valkey",
+        "sentinel": "stickless_sentinel",
+        "cluster": "stickless_cluster",
+    }[request.param]
+    return str(request.getfixturevalue(fixture).url)
+
+
+def fresh_config(**options: Any) -> SessionConfig:
+    """A config with a key prefix of its own, so tests never see each other's keys."""
+    return SessionConfig(key_prefix=f"t{uuid.uuid4().hex[:10]}", **options)
+
+
+# ------------------------------------------------------------------ basic contract
+def test_save_and_load_round_trip(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s["cart"] = ["apple"]
+    s["n"] = 1
+    s.user_id = "alice"
+    assert store.save(s).outcome == "saved"
+    assert s.status is SessionStatus.LOADED and s.created_at is not None
+    again = store.load(s.token)
+    assert again is not None and dict(again) == {"cart": ["apple"], "n": 1}
+    assert again.user_id == "alice" and again.created_at == s.created_at
+    assert again.expires_at is not None and again.absolute_expires_at is not None
+    assert again.expires_at <= again.absolute_expires_at
+
+
+def test_empty_new_session_is_not_written(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    assert store.save(s).outcome == "unchanged"
+    assert store.load(s.token) is None
+
+
+def test_redis_never_holds_the_raw_token(stickless_url: str, store_factory: Any) -> None:
+    config = fresh_config()
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["x"] = 1
+    s.user_id = "carol"
+    store.save(s)
+    secret = s.token.split(".")[1]
+    r = redis.Redis.from_url(stickless_url)
+    for key in r.scan_iter(f"{config.key_prefix}:*"):
+        assert secret.encode() not in key
+        kind = r.type(key)
+        blob = repr(r.hgetall(key) if kind == b"hash" else r.zrange(key, 0, -1))
+        assert secret not in blob
+
+
+def test_in_place_edits_are_saved(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s["cart"] = ["apple"]
+    store.save(s)
+    loaded = store.load(s.token)
+    loaded["cart"].append("pear")
+    assert store.save(loaded).outcome == "saved"
+    assert store.load(s.token)["cart"] == ["apple", "pear"]
+
+
+def test_deletes_are_applied(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s.update(a=1, b=2)
+    store.save(s)
+    loaded = store.load(s.token)
+    del loaded["a"]
+    store.save(loaded)
+    assert dict(store.load(s.token)) == {"b": 2}
+
+
+def test_too_large_session_raises_with_sizes_and_writes_nothing(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config(max_size=1000))
+    s = store.new()
+    s["ok"] = 1
+    store.save(s)
+    s["blob"] = "x" * 2000
+    with pytest.raises(SessionTooLarge, match=r"\d+ bytes.*max_size=1000"):
+        store.save(s)
+    assert dict(store.load(s.token)) == {"ok": 1}
+
+
+# ---------------------------------------------------------------- concurrency
+def _hammer_threads(store: Any, token: str, action: Any, n: int = 50) -> None:
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def worker(i: int) -> None:
+        try:
+            s = store.load(token)
+            barrier.wait()
+            action(s, i)
+            store.save(s)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_50_threads_distinct_keys_all_kept(topology: str, request: pytest.FixtureRequest) -> None:
+    from stickless import SessionStore
+
+    url = request.getfixturevalue(
+        {
+            "standalone": "stickless_valkey",
+            "sentinel": "stickless_sentinel",
+            "cluster": "stickless_cluster",
+        }[topology]
+    ).url
+    store = SessionStore.from_url(url, fresh_config())
+    s = store.new()
+    s["start"] = True
+    store.save(s)
+    _hammer_threads(store, s.token, lambda x, i: x.__setitem__(f"k{i}", i))
+    final = store.load(s.token)
+    assert {k: v for k, v in final.items() if k.startswith("k")} == {f"k{i}": i for i in range(50)}
+    _hammer_threads(store, s.token, lambda x, i: x.incr("counter"))
+    assert store.load(s.token)["counter"] == 50
+    store.close()
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+async def test_50_tasks_distinct_keys_and_counter(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(
+        {
+            "standalone": "stickless_valkey",
+            "sentinel": "stickless_sentinel",
+            "cluster": "stickless_cluster",
+        }[topology]
+    ).url
+    store = AsyncSessionStore.from_url(url, fresh_config())
+    s = store.new()
+    s["start"] = True
+    await store.save(s)
+    loaded = await asyncio.gather(*(store.load(s.token) for _ in range(50)))
+    for i, x in enumerate(loaded):
+        x[f"k{i}"] = i
+        x.incr("counter")
+    await asyncio.gather(*(store.save(x) for x in loaded))
+    final = await store.load(s.token)
+    assert sum(1 for k in final if k.startswith("k")) == 50
+    assert final["counter"] == 50
+    await store.aclose()
+
+
+def test_incr_returns_the_value_redis_computed(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["n"] = 10
+    store.save(s)
+    a, b = store.load(s.token), store.load(s.token)
+    a.incr("n")
+    b.incr("n", 5)
+    store.save(a)
+    store.save(b)
+    assert a["n"] == 11 and b["n"] == 16
+
+
+def test_incr_on_a_non_integer_in_redis_is_refused_cleanly(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["n"] = 1
+    store.save(s)
+    counter, other = store.load(s.token), store.load(s.token)
+    other["n"] = "not a number"
+    store.save(other)
+    counter.incr("n")
+    counter["side"] = "effect"
+    with pytest.raises(SessionConflict, match="'n'"):
+        store.save(counter)
+    assert dict(store.load(s.token)) == {"n": "not a number"}  # nothing of it written
+
+
+# ---------------------------------------------------------------- no resurrection
+def test_destroy_then_stale_save_stays_gone(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    stale = store.load(s.token)
+    assert store.destroy(s.token) is True
+    stale["b"] = 2
+    result = store.save(stale)
+    assert result.outcome == "gone" and stale.status is SessionStatus.INVALIDATED
+    assert store.load(s.token) is None
+    assert store.destroy(s.token) is False
+
+
+def test_invalidate_then_stale_save_stays_gone(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s["a"] = 1
+    s.user_id = "dave"
+    store.save(s)
+    stale = store.load(s.token)
+    logout = store.load(s.token)
+    logout.logout()
+    assert store.save(logout).outcome == "destroyed"
+    stale.incr("n")
+    assert store.save(stale).outcome == "gone"
+    assert store.load(s.token) is None
+    assert store.sessions_for("dave") == []
+
+
+def test_data_written_after_logout_goes_to_a_new_session(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["secret"] = "x"
+    store.save(s)
+    old_token = s.token
+    s.logout()
+    s["flash"] = "bye"
+    store.save(s)
+    assert store.load(old_token) is None
+    assert s.token != old_token and dict(store.load(s.token)) == {"flash": "bye"}
+
+
+# ---------------------------------------------------------------------- renew
+def test_renew_moves_data_and_kills_the_old_token(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s["cart"] = ["apple"]
+    store.save(s)
+    old = s.token
+    in_flight = store.load(old)  # a request that started before the login
+    s.login("erin")
+    assert store.save(s).outcome == "saved"
+    assert s.token != old and s.token.split(".")[0] == old.split(".")[0]
+    assert store.load(old) is None
+    renewed = store.load(s.token)
+    assert renewed["cart"] == ["apple"] and renewed.user_id == "erin"
+    assert [i.session_id.split(":")[0] for i in store.sessions_for("erin")] == [old.split(".")[0]]
+    # the in-flight request still saves into the live session (forward), not a new one
+    in_flight["late"] = True
+    assert store.save(in_flight).outcome == "saved"
+    assert store.load(s.token)["late"] is True
+    # renew again: the index follows, a single entry
+    again = store.load(s.token)
+    again.renew()
+    store.save(again)
+    assert len(store.sessions_for("erin")) == 1
+    assert store.load(s.token) is None and store.load(again.token) is not None
+
+
+# ---------------------------------------------------------------------- expiry
+def test_idle_expiry(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config(idle_timeout=0.6, touch_interval=0))
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    time.sleep(0.3)
+    assert store.load(s.token) is not None  # touch slides the idle window
+    time.sleep(0.4)
+    assert store.load(s.token) is not None  # 0.7 s after creation, 0.4 s idle
+    time.sleep(0.9)
+    assert store.load(s.token) is None
+
+
+def test_absolute_expiry_beats_activity(stickless_url: str, store_factory: Any) -> None:
+    config = fresh_config(idle_timeout=0.8, absolute_timeout=1.5, touch_interval=0)
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    r = redis.Redis.from_url(stickless_url)
+    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    deadline = time.time() + 1.5
+    while time.time() < deadline - 0.25:
+        assert store.load(s.token) is not None
+        assert r.pttl(key) <= int((deadline - time.time()) * 1000) + 100  # never outlives it
+        time.sleep(0.2)
+    time.sleep(0.6)
+    assert store.load(s.token) is None
+
+
+def test_touch_is_throttled(stickless_url: str, store_factory: Any) -> None:
+    config = fresh_config(idle_timeout=60, touch_interval=30)
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    r = redis.Redis.from_url(stickless_url)
+    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    stamp = r.hget(key, "m:a")
+    time.sleep(0.05)
+    first = store.load(s.token)
+    assert r.hget(key, "m:a") == stamp  # within the interval: no write
+    assert first.last_access == s.last_access
+    fast = store_factory(stickless_url, config.with_options(touch_interval=0))
+    fast.load(s.token)
+    assert int(r.hget(key, "m:a")) > int(stamp)
+
+
+# --------------------------------------------------------------- hostile input
+@pytest.mark.parametrize(
+    "token", ["", "garbage", "x" * 5000, "A" * 11 + ".", "{a}.b", "\x00\x01", None]
+)
+def test_malformed_tokens_load_none_without_a_command(
+    stickless_url: str, store_factory: Any, command_log: Any, token: object
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    with command_log.counting() as sent:
+        assert store.load(token) is None
+    assert sent == []
+
+
+def test_forged_tokens_with_signing(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config(secret_key="s3cret"))
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    assert store.load(s.token)["a"] == 1
+    raw = s.token.rsplit(".", 1)[0]
+    with command_log.counting() as sent:
+        assert store.load(raw) is None  # valid token, signature stripped
+        assert store.load(raw + ".forgedsignature") is None
+    assert sent == []
+
+
+def test_unknown_well_formed_token_loads_none(topology_url: str, store_factory: Any) -> None:
+    from stickless import tokens
+
+    store = store_factory(topology_url, fresh_config())
+    assert store.load(tokens.new_raw_token()) is None
+
+
+def test_corrupt_data_is_never_unpickled(
+    stickless_url: str, store_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pickle
+
+    config = fresh_config()
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["good"] = 1
+    store.save(s)
+    r = redis.Redis.from_url(stickless_url)
+    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+
+    class Boom:
+        def __reduce__(self) -> Any:
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    r.hset(key, mapping={"d:pickled": pickle.dumps(Boom()), "d:text": b"not json {"})
+    with caplog.at_level(logging.WARNING, logger="stickless"):
+        loaded = store.load(s.token)
+    assert loaded is not None and dict(loaded) == {"good": 1}
+    assert "pickled" in caplog.text and "not json" not in caplog.text
+    r.hset(key, "m:x", "garbage")
+    assert store.load(s.token) is None  # unreadable metadata: treated as missing
+
+
+# ---------------------------------------------------------------- user index
+def test_sessions_for_and_revoke_user(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    devices = []
+    for i in range(4):
+        s = store.new()
+        s["device"] = i
+        s.login("frank")
+        store.save(s)
+        devices.append(s)
+    listed = store.sessions_for("frank")
+    assert len(listed) == 4 and all(info.user_id == "frank" for info in listed)
+    assert all(d.token.split(".")[1] not in repr(listed) for d in devices)
+    store.destroy(devices[0].token)
+    assert len(store.sessions_for("frank")) == 3
+    assert store.revoke_user("frank", keep=devices[1]) == 2
+    assert store.load(devices[1].token) is not None
+    assert all(store.load(d.token) is None for d in (devices[2], devices[3]))
+    assert [i.session_id for i in store.sessions_for("frank")] == [
+        store.sessions_for("frank")[0].session_id
+    ]
+    assert store.revoke_user("frank") == 1 and store.sessions_for("frank") == []
+
+
+def test_index_entries_are_pruned_and_the_index_expires(
+    stickless_url: str, store_factory: Any
+) -> None:
+    config = fresh_config(idle_timeout=0.3, absolute_timeout=0.6)
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["a"] = 1
+    s.user_id = "gina"
+    store.save(s)
+    r = redis.Redis.from_url(stickless_url)
+    index = f"{config.key_prefix}:u:{{gina}}"
+    ttl = r.pttl(index)
+    assert 0 < ttl <= 600
+    time.sleep(0.4)  # idle-expired, still in the index until read
+    assert store.sessions_for("gina") == []
+    assert r.zcard(index) == 0
+
+
+def test_rebinding_a_session_moves_it_between_users(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["a"] = 1
+    s.user_id = "hal"
+    store.save(s)
+    s.user_id = "ivy"
+    store.save(s)
+    assert store.sessions_for("hal") == [] and len(store.sessions_for("ivy")) == 1
+    s.user_id = None
+    store.save(s)
+    assert store.sessions_for("ivy") == [] and store.load(s.token).user_id is None

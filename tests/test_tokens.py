@@ -1,0 +1,71 @@
+"""Tokens: format, validation of hostile input, signing, storage identity."""
+
+from __future__ import annotations
+
+import pytest
+
+from stickless import tokens
+from stickless.tokens import TokenCodec
+
+
+def test_new_tokens_are_unique_and_well_formed() -> None:
+    seen = {tokens.new_raw_token() for _ in range(2000)}
+    assert len(seen) == 2000
+    codec = TokenCodec(None)
+    assert all(codec.parse(t) == t for t in seen)
+    family, secret = next(iter(seen)).split(".")
+    assert len(family) == 11 and len(secret) == 43  # 64 + 256 random bits
+
+
+def test_family_survives_in_renewed_tokens() -> None:
+    raw = tokens.new_raw_token()
+    family = raw.split(".")[0]
+    renewed = tokens.new_raw_token(family)
+    assert renewed != raw and tokens.token_id(renewed).family == family
+
+
+def test_storage_id_is_a_hash_not_the_token() -> None:
+    raw = tokens.new_raw_token()
+    tid = tokens.token_id(raw)
+    assert raw.split(".")[1] not in tid.digest and len(tid.digest) == 43
+    assert tokens.TokenId.from_member(tid.member) == tid
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "",
+        "x",
+        "a" * 10_000,
+        "../../etc/passwd",
+        "{x}.y",
+        "A" * 11 + "." + "B" * 42,
+        "A" * 11 + "." + "B" * 44,
+        "A" * 11 + "." + "B" * 42 + "=",
+        "AAAAAAAAAA\u00e9." + "B" * 43,
+        "A" * 11 + "." + "B" * 43 + "\n",
+        b"\xff\xfe",
+        None,
+        12345,
+        ["list"],
+        "A" * 11 + "." + "B" * 43 + "; Path=/",
+    ],
+)
+def test_hostile_tokens_are_rejected_without_exception(hostile: object) -> None:
+    assert TokenCodec(None).parse(hostile) is None
+    assert TokenCodec("secret").parse(hostile) is None
+
+
+def test_signed_tokens_reject_forgeries_and_support_rotation() -> None:
+    old = TokenCodec("old-secret")
+    raw = tokens.new_raw_token()
+    signed = old.dump(raw)
+    assert signed.startswith(raw + ".") and old.parse(signed) == raw
+    assert old.parse(raw) is None  # unsigned token refused when signing is on
+    assert TokenCodec("other").parse(signed) is None
+    tampered = signed[:-2] + ("AA" if not signed.endswith("AA") else "BB")
+    assert old.parse(tampered) is None
+    rotated = TokenCodec(["old-secret", "new-secret"])
+    assert rotated.parse(signed) == raw  # old tokens still verify
+    assert rotated.dump(raw) != signed  # new ones are signed with the new key
+    assert TokenCodec("new-secret").parse(rotated.dump(raw)) == raw
