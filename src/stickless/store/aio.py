@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aredis
-from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from stickless.config import SessionConfig
 from stickless.session import Session
-from stickless.store import connect
+from stickless.store.base import StoreBase
 from stickless.store.plan import (
     Batch,
     Command,
     Op,
     Pause,
-    Planner,
     SaveResult,
     SessionInfo,
     is_moved,
@@ -49,51 +45,16 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-class AsyncSessionStore:
+class AsyncSessionStore(StoreBase):
     """Sessions in Redis / Valkey for asyncio code (ASGI, Starlette, FastAPI).
 
     The same methods as :class:`~stickless.SessionStore`, as coroutines (``new`` stays a
     plain method: it does no I/O). Share one store per event loop.
     """
 
-    def __init__(
-        self,
-        client: Any = None,
-        config: SessionConfig | None = None,
-        *,
-        address: str | None = None,
-        client_factory: Callable[[], Any] | None = None,
-        endpoint: connect.Endpoint | None = None,
-    ) -> None:
-        """Wrap a ready redis-py ``client``, or pass ``client_factory``: a callable creating it on
-        first use (``from_url`` does this, so building a store never touches the network)."""
-        if (client is None) == (client_factory is None):
-            raise TypeError("pass exactly one of client= or client_factory=")
-        self.config = config or SessionConfig()
-        self._client = client
-        self._client_factory = client_factory
-        self._endpoint = endpoint
-        self._lock = threading.Lock()
-        self._plan = Planner(self.config, address or repr(client))
-        self._node_clients: dict[str, aredis.Redis] = {}
-
-    @classmethod
-    def from_url(cls, url: str, config: SessionConfig | None = None) -> AsyncSessionStore:
-        """A store on the server(s) named by ``url`` (no connection is made yet)."""
-        config = config or SessionConfig()
-        endpoint = connect.parse_url(url)
-        return cls(
-            config=config,
-            address=endpoint.address,
-            endpoint=endpoint,
-            client_factory=lambda: connect.create_client(endpoint, config, aredis),
-        )
+    _flavour: ClassVar[ModuleType] = aredis
 
     # ----------------------------------------------------------------- public API
-    def new(self) -> Session:
-        """See :meth:`SessionStore.new`."""
-        return self._plan.new()
-
     async def load(self, token: object) -> Session | None:
         """See :meth:`SessionStore.load`."""
         return await drive(self._plan.load(token), self)
@@ -128,18 +89,9 @@ class AsyncSessionStore:
         await self.aclose()
 
     # -------------------------------------------------------------- executor
-    @property
-    def client(self) -> Any:
-        """The redis-py client (created on first use)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None and self._client_factory is not None:
-                    self._client = self._client_factory()
-        return self._client
-
     async def send(self, batch: Batch) -> list[Any]:
         """Send one planned batch; replies in order, server errors as values."""
-        if isinstance(self.client, RedisCluster):
+        if self.is_cluster:
             return await self._send_cluster(batch)
         return await self._pipeline(self.client, batch)
 
@@ -169,15 +121,8 @@ class AsyncSessionStore:
     async def _on_owner(self, batch: Batch) -> list[Any]:
         """Script + WAIT on one connection of the node owning the key's slot."""
         for _ in range(2):
-            node = self.client.get_node_from_key(batch.calls[0].routing_key)
-            client = self._node_clients.get(node.name)
-            if client is None:
-                client = connect.node_client(
-                    self._endpoint, self.config, aredis, node.host, node.port
-                )
-                self._node_clients[node.name] = client
-            replies = await self._pipeline(client, batch)
+            replies = await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
             if not is_moved(replies[0]):
                 return replies
-            await self.client.nodes_manager.initialize()
+            await self.client.nodes_manager.initialize()  # the slot moved (failover)
         return replies

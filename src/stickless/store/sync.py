@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from types import ModuleType
+from typing import Any, ClassVar, TypeVar
 
 import redis
-from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from stickless.config import SessionConfig
 from stickless.session import Session
-from stickless.store import connect
+from stickless.store.base import StoreBase
 from stickless.store.plan import (
     Batch,
     Command,
     Op,
     Pause,
-    Planner,
     SaveResult,
     SessionInfo,
     is_moved,
@@ -49,7 +45,7 @@ def drive(op: Op[T], store: SessionStore) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
-class SessionStore:
+class SessionStore(StoreBase):
     """Sessions in Redis / Valkey, for blocking code (WSGI, Flask, Django, scripts).
 
     ``SessionStore.from_url(url, config=SessionConfig())`` is the usual way in; see
@@ -57,44 +53,9 @@ class SessionStore:
     process. Every method may raise :class:`~stickless.errors.StoreUnavailable`.
     """
 
-    def __init__(
-        self,
-        client: Any = None,
-        config: SessionConfig | None = None,
-        *,
-        address: str | None = None,
-        client_factory: Callable[[], Any] | None = None,
-        endpoint: connect.Endpoint | None = None,
-    ) -> None:
-        """Wrap a ready redis-py ``client``, or pass ``client_factory``: a callable creating it on
-        first use (``from_url`` does this, so building a store never touches the network)."""
-        if (client is None) == (client_factory is None):
-            raise TypeError("pass exactly one of client= or client_factory=")
-        self.config = config or SessionConfig()
-        self._client = client
-        self._client_factory = client_factory
-        self._endpoint = endpoint
-        self._lock = threading.Lock()
-        self._plan = Planner(self.config, address or repr(client))
-        self._node_clients: dict[str, redis.Redis] = {}
-
-    @classmethod
-    def from_url(cls, url: str, config: SessionConfig | None = None) -> SessionStore:
-        """A store on the server(s) named by ``url`` (no connection is made yet)."""
-        config = config or SessionConfig()
-        endpoint = connect.parse_url(url)
-        return cls(
-            config=config,
-            address=endpoint.address,
-            endpoint=endpoint,
-            client_factory=lambda: connect.create_client(endpoint, config, redis),
-        )
+    _flavour: ClassVar[ModuleType] = redis
 
     # ----------------------------------------------------------------- public API
-    def new(self) -> Session:
-        """A new, empty session with a fresh token. Nothing is written until ``save``."""
-        return self._plan.new()
-
     def load(self, token: object) -> Session | None:
         """The session of a client-presented token, or None when it is unknown, expired,
         destroyed, malformed or forged (the last two without contacting Redis).
@@ -134,18 +95,9 @@ class SessionStore:
         self.close()
 
     # -------------------------------------------------------------- executor
-    @property
-    def client(self) -> Any:
-        """The redis-py client (created on first use)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None and self._client_factory is not None:
-                    self._client = self._client_factory()
-        return self._client
-
     def send(self, batch: Batch) -> list[Any]:
         """Send one planned batch; replies in order, server errors as values."""
-        if isinstance(self.client, RedisCluster):
+        if self.is_cluster:
             return self._send_cluster(batch)
         return self._pipeline(self.client, batch)
 
@@ -175,15 +127,8 @@ class SessionStore:
     def _on_owner(self, batch: Batch) -> list[Any]:
         """Script + WAIT on one connection of the node owning the key's slot."""
         for _ in range(2):
-            node = self.client.get_node_from_key(batch.calls[0].routing_key)
-            client = self._node_clients.get(node.name)
-            if client is None:
-                client = connect.node_client(
-                    self._endpoint, self.config, redis, node.host, node.port
-                )
-                self._node_clients[node.name] = client
-            replies = self._pipeline(client, batch)
+            replies = self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
             if not is_moved(replies[0]):
                 return replies
-            self.client.nodes_manager.initialize()
+            self.client.nodes_manager.initialize()  # the slot moved (failover)
         return replies

@@ -1,0 +1,86 @@
+"""What the sync and async stores share and that does no I/O: construction, the lazily
+created client, the planner, and routing a save to the cluster node owning its slot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any, ClassVar, Self
+
+from stickless.config import SessionConfig
+from stickless.session import Session
+from stickless.store import connect
+from stickless.store.plan import Planner
+
+
+class StoreBase:
+    """Base of :class:`~stickless.SessionStore` and :class:`~stickless.AsyncSessionStore`."""
+
+    _flavour: ClassVar[ModuleType]
+    """``redis`` or ``redis.asyncio``: the client classes this store uses."""
+
+    def __init__(
+        self,
+        client: Any = None,
+        config: SessionConfig | None = None,
+        *,
+        address: str | None = None,
+        client_factory: Callable[[], Any] | None = None,
+        endpoint: connect.Endpoint | None = None,
+    ) -> None:
+        """Wrap a ready redis-py ``client`` (of this store's flavour: sync or asyncio), or
+        pass ``client_factory``, a callable creating it on first use (``from_url`` does
+        this, so building a store never touches the network)."""
+        if (client is None) == (client_factory is None):
+            raise TypeError("pass exactly one of client= or client_factory=")
+        self.config = config or SessionConfig()
+        self._client = client
+        self._client_factory = client_factory
+        self._endpoint = endpoint
+        self._lock = threading.Lock()
+        self._plan = Planner(self.config, address or repr(client))
+        self._node_clients: dict[str, Any] = {}
+
+    @classmethod
+    def from_url(cls, url: str, config: SessionConfig | None = None) -> Self:
+        """A store on the server(s) named by ``url`` (no connection is made yet).
+        Raises :class:`~stickless.errors.ConfigurationError` for a bad URL."""
+        config = config or SessionConfig()
+        endpoint = connect.parse_url(url)
+        flavour = cls._flavour
+        return cls(
+            config=config,
+            address=endpoint.address,
+            endpoint=endpoint,
+            client_factory=lambda: connect.create_client(endpoint, config, flavour),
+        )
+
+    def new(self) -> Session:
+        """A new, empty session with a fresh token. Nothing is written until ``save``."""
+        return self._plan.new()
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (created on first use)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None and self._client_factory is not None:
+                    self._client = self._client_factory()
+        return self._client
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.client, self._flavour.cluster.RedisCluster)
+
+    def _owner_client(self, key: str) -> Any:
+        """A plain client for the cluster node owning ``key``'s slot (from the client's
+        slot cache: no I/O). Used to pipeline a save with its WAIT on one connection."""
+        node = self.client.get_node_from_key(key)
+        client = self._node_clients.get(node.name)
+        if client is None:
+            client = connect.node_client(
+                self._endpoint, self.config, self._flavour, node.host, node.port
+            )
+            self._node_clients[node.name] = client
+        return client
