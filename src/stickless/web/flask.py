@@ -1,0 +1,628 @@
+"""Flask adapter: ``Stickless(app)`` and ``flask.session`` lives in Redis / Valkey.
+
+Public face: :mod:`stickless.flask` (``from stickless.flask import Stickless``); the code is
+here. This module only translates Flask to the core: the cookie / header decisions are
+:class:`~stickless.web.transport.Transport`'s, the store-down behaviour is
+:class:`~stickless.web.policy.FailurePolicy`'s, values Flask can put in its cookie session
+but plain JSON cannot hold go through :class:`~stickless.web.tagged.TaggedValues`.
+
+How a request goes:
+
+* ``open_session`` reads the presented token (cookie, or the ``STICKLESS_HEADER`` header)
+  and returns a :class:`FlaskSession` **without any I/O**.
+* The first time the view reads or writes the session, it is loaded (one round trip; none
+  when the request carried no token).
+* ``save_session`` (run by Flask before the response leaves) writes only the change log
+  (one round trip; none when nothing changed) and adds ``Set-Cookie`` only when the token
+  changed or the session ended, plus ``Vary: Cookie`` when the session was accessed.
+
+So: untouched request 0 round trips, read 1, write 2 (1 for a brand-new session).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+from typing import Any, Final
+
+from flask import Flask, current_app
+from flask import session as flask_session
+from flask.json.tag import TaggedJSONSerializer
+from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
+from flask.wrappers import Request, Response
+from itsdangerous import BadData
+
+from stickless.config import SessionConfig
+from stickless.errors import ConfigurationError, StoreUnavailable
+from stickless.session import Session
+from stickless.store.sync import SessionStore
+from stickless.web.policy import FailurePolicy
+from stickless.web.tagged import TaggedValues
+from stickless.web.transport import CookieSettings, SameSite, Transport
+
+__all__ = ["FlaskSession", "Stickless", "SticklessState", "current_session", "current_store"]
+
+log = logging.getLogger("stickless.web")
+
+EXTENSION_KEY: Final = "stickless"
+"""Key of :class:`SticklessState` in ``app.extensions``."""
+
+PERMANENT_KEY: Final = "_permanent"
+"""Where ``session.permanent`` lives in the session data (Flask's own key)."""
+
+_TOKEN_SIGNING_SALT: Final = b"stickless.flask.session-token"
+_FLASK_DEFAULT_LIFETIME: Final = timedelta(days=31)
+_SAMESITE: Final[dict[str, SameSite]] = {"lax": "lax", "strict": "strict", "none": "none"}
+
+
+# --------------------------------------------------------------------------- state
+@dataclass(frozen=True, slots=True)
+class SticklessState:
+    """What :meth:`Stickless.init_app` keeps per app, as ``app.extensions["stickless"]``."""
+
+    store: SessionStore
+    """The app's session store (use it for ``revoke_user`` / ``sessions_for``)."""
+    policy: FailurePolicy
+    """503 (default) or fail-open, from ``STICKLESS_FAIL_OPEN``."""
+    header: str | None
+    """``STICKLESS_HEADER``: header transport next to the cookie (None: cookie only)."""
+    import_cookie_sessions: bool
+    """``STICKLESS_IMPORT_COOKIE_SESSIONS``: adopt Flask's signed cookie sessions."""
+
+
+def current_store() -> SessionStore:
+    """The :class:`~stickless.SessionStore` of ``flask.current_app`` (for log-out-everywhere,
+    listing a user's devices...). Raises RuntimeError when Stickless is not set up on it."""
+    state = current_app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, SticklessState):
+        raise RuntimeError("Stickless is not initialised on this app (call Stickless(app))")
+    return state.store
+
+
+def current_session() -> FlaskSession:
+    """``flask.session``, typed as :class:`FlaskSession` (``flask.session`` is typed as
+    Flask's ``SessionMixin``, which has no ``login``, ``incr``...). Raises RuntimeError
+    outside a request or when the app's sessions are not Stickless's."""
+    session = flask_session
+    if not isinstance(session, FlaskSession):
+        raise RuntimeError("flask.session is not a stickless session (is Stickless(app) set up?)")
+    return session
+
+
+# ------------------------------------------------------------------------- session
+class FlaskSession(SessionMixin):
+    """``flask.session`` when Stickless is installed: a lazy, tagging view of a core
+    :class:`~stickless.Session`.
+
+    Why a wrapper rather than a subclass of the core ``Session`` (a ``dict`` subclass):
+
+    * **laziness**: the session is loaded on the first read or write, so a request that
+      never touches it costs no round trip even when it carries a cookie; a ``dict``
+      subclass cannot defer filling its own storage (C-level readers such as ``json.dumps``
+      would see it empty);
+    * **Flask's value types**: the core holds the tagged JSON form (``{" t": [1, 2]}``) of a
+      tuple, while Flask code expects the tuple back; a wrapper can hand out the decoded
+      value and keep the stored form apart.
+
+    The cost: it is a ``MutableMapping`` (Flask's ``SessionMixin``), not a ``dict``:
+    ``isinstance(session, dict)`` is False; use ``dict(session)`` or :meth:`copy` where a
+    real ``dict`` is needed.
+
+    Mapping behaviour follows Flask's cookie session, with these stickless additions:
+
+    * a value Flask's tagged JSON cannot carry (a ``set``, an object, a dict with non-str
+      keys, a ``date``) raises ``TypeError`` at the assignment, naming the key;
+    * in-place changes of nested values are saved without ``session.modified = True``;
+    * :meth:`clear` ends the session (destroyed in Redis, cookie deleted; anything set
+      afterwards goes into a new session with a new token), as Flask's cookie session
+      deletes its cookie when emptied;
+    * :meth:`login`, :meth:`logout`, :meth:`renew`, :meth:`incr`, :attr:`user_id`,
+      :attr:`token` and :attr:`core` reach the core session.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: SessionStore,
+        values: TaggedValues,
+        policy: FailurePolicy,
+        presented: str | None,
+        https: bool,
+        importer: Callable[[str], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self._store = store
+        self._values = values
+        self._policy = policy
+        self._presented = presented
+        self._https = https
+        self._importer = importer
+        self._inner: Session | None = None
+        self._live: dict[str, Any] = {}
+        """Python values handed out or set in this request (re-encoded at save)."""
+        self._accessed = False
+        self._modified = False
+        self._failure: StoreUnavailable | None = None
+        self._unsaved = False
+        """Fail-open after a failed load: never saved."""
+
+    # ------------------------------------------------------------ Flask's flags
+    @property
+    def accessed(self) -> bool:
+        """True once the session was read or written in this request (Flask also sets it
+        whenever ``flask.session`` is used); adds ``Vary: Cookie`` to the response."""
+        return self._accessed
+
+    @accessed.setter
+    def accessed(self, value: bool) -> None:
+        self._accessed = bool(value)
+
+    @property
+    def modified(self) -> bool:
+        """True once the session was changed through this object in this request (Flask's
+        meaning). Informational only: what is saved comes from the change log, so setting
+        it True is accepted and harmless (nested in-place changes are detected anyway), and
+        setting it False does not discard changes."""
+        return self._modified
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = bool(value)
+
+    @property
+    def new(self) -> bool:  # type: ignore[override]  # Flask's mixin has a plain attribute
+        """True when the session is not stored yet (loads the session if needed)."""
+        return self._session().is_new
+
+    @property
+    def permanent(self) -> bool:
+        """Flask's ``session.permanent`` (stored under ``"_permanent"``, default False).
+
+        False: a browser-session cookie (no ``Max-Age``). True: a persistent cookie whose
+        ``Max-Age`` runs to the session's absolute deadline. Setting it to its current value
+        writes nothing; changing it on a stored session renews the token, so the cookie is
+        re-issued with the new lifetime."""
+        return bool(self.get(PERMANENT_KEY, False))
+
+    @permanent.setter
+    def permanent(self, value: bool) -> None:
+        inner = self._session()
+        value = bool(value)
+        if value == bool(dict.get(inner, PERMANENT_KEY, False)):
+            self._accessed = True
+            return
+        if value:
+            self[PERMANENT_KEY] = True
+        else:
+            self.pop(PERMANENT_KEY, None)
+        inner.renew()  # no-op for a new session: its cookie is issued at the first save
+
+    # --------------------------------------------------------------- the mapping
+    def __getitem__(self, key: str) -> Any:
+        inner = self._session()
+        self._accessed = True
+        if key in self._live and dict.__contains__(inner, key):
+            return self._live[key]
+        value = self._values.decode(inner[key])
+        self._live[key] = value
+        return value
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        inner = self._session()
+        self._accessed = True
+        inner[key] = self._values.encode(value)  # TypeError here for non-JSON values
+        self._live[key] = value
+        self._modified = True
+
+    def __delitem__(self, key: str) -> None:
+        inner = self._session()
+        self._accessed = True
+        del inner[key]
+        self._live.pop(key, None)
+        self._modified = True
+
+    def __iter__(self) -> Iterator[str]:
+        inner = self._session()
+        self._accessed = True
+        return iter(inner)
+
+    def __len__(self) -> int:
+        inner = self._session()
+        self._accessed = True
+        return dict.__len__(inner)
+
+    def __contains__(self, key: object) -> bool:
+        inner = self._session()
+        self._accessed = True
+        return dict.__contains__(inner, key)
+
+    def clear(self) -> None:
+        """End the session: emptied now, destroyed in Redis at save, cookie deleted. Data
+        set afterwards in the same request goes into a new session (new token): Flask's
+        ``session.clear()`` before a login is therefore fixation-safe."""
+        self._session().invalidate()
+        self._live.clear()
+        self._accessed = self._modified = True
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of the (decoded) values; not tracked."""
+        return {key: self[key] for key in list(self)}
+
+    def __repr__(self) -> str:
+        # Never shows values; never loads (a debugger's repr must not do I/O).
+        if self._inner is None:
+            return "<FlaskSession (not loaded)>"
+        return f"<FlaskSession status={self._inner.status.value} keys={sorted(self._inner)!r}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("sessions are not picklable (stickless never pickles)")
+
+    # ----------------------------------------------------------- core features
+    @property
+    def core(self) -> Session:
+        """The core :class:`~stickless.Session` (loads it if needed): ``meta``,
+        ``created_at``, ``expires_at``, ``status``... Values there are in stored (tagged)
+        form; go through this mapping to read and write them."""
+        return self._session()
+
+    @property
+    def token(self) -> str:
+        """The token the client keeps (never log it). Changes at save after a renewal."""
+        return self._session().token
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the session is bound to (None: anonymous). Prefer :meth:`login`, which
+        also renews the token."""
+        return self._session().user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        self._session().user_id = value
+        self._accessed = self._modified = True
+
+    def login(self, user_id: str) -> None:
+        """Bind the session to ``user_id`` and give it a new token at save (session fixation
+        protection); data is kept and the user's index lists this session."""
+        self._session().login(user_id)
+        self._accessed = self._modified = True
+
+    def logout(self) -> None:
+        """End the session (same as :meth:`clear`)."""
+        self.clear()
+
+    def invalidate(self) -> None:
+        """End the session (same as :meth:`clear`)."""
+        self.clear()
+
+    def renew(self) -> None:
+        """New token at save, same data (a no-op for a session not stored yet)."""
+        self._session().renew()
+        self._accessed = self._modified = True
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Atomic counter: add ``amount`` to the int at ``key`` (0 when absent) and return
+        the new value. Concurrent requests never lose increments (``HINCRBY`` at save).
+        Raises TypeError when the value is not an int."""
+        inner = self._session()
+        self._accessed = self._modified = True
+        value = inner.incr(key, amount)
+        self._live.pop(key, None)
+        return value
+
+    # ---------------------------------------------------------------- internals
+    def _session(self) -> Session:
+        inner = self._inner
+        if inner is not None:
+            return inner
+        if self._failure is not None:
+            raise self._failure  # already answered 503: no second wait for Redis
+        return self._open()
+
+    def _open(self) -> Session:
+        loaded: Session | None = None
+        if self._presented is not None:
+            try:
+                loaded = self._store.load(self._presented)
+            except StoreUnavailable as exc:
+                if not self._policy.fail_open:
+                    self._failure = exc
+                    raise
+                self._policy.report(exc, "load")
+                self._unsaved = True
+        inner = self._inner = loaded if loaded is not None else self._store.new()
+        if loaded is None and not self._unsaved:
+            self._adopt_cookie_session()
+        return inner
+
+    def _adopt_cookie_session(self) -> None:
+        """``STICKLESS_IMPORT_COOKIE_SESSIONS``: the presented value is a valid Flask cookie
+        session: carry its data into this new session (saved at the end of the request)."""
+        if self._importer is None or self._presented is None:
+            return
+        data = self._importer(self._presented)
+        if not data:
+            return
+        for key, value in data.items():
+            try:
+                self[key] = value
+            except TypeError:
+                log.warning("cookie session import: key %r cannot be stored, dropped", key)
+
+    def _flush(self, inner: Session) -> None:
+        """Re-encode the values handed out in this request: in-place changes of tagged
+        values (a list of tuples...) are then in the change log too."""
+        for key, value in self._live.items():
+            if not dict.__contains__(inner, key):
+                continue
+            stored = self._values.encode(value)
+            if stored is not value and stored != dict.__getitem__(inner, key):
+                inner[key] = stored
+
+    def _worth_saving(self, inner: Session) -> bool:
+        """False only for a new session holding nothing but ``_permanent``: not stored (an
+        app marking every visitor's session permanent must not create one per anonymous
+        request). Stored and invalidated sessions always go to ``store.save``."""
+        if not inner.is_new or inner.user_id is not None:
+            return True
+        return any(key != PERMANENT_KEY for key in dict.keys(inner))
+
+    def _is_permanent(self) -> bool:
+        inner = self._inner
+        return inner is not None and bool(dict.get(inner, PERMANENT_KEY, False))
+
+
+# ---------------------------------------------------------------------- interface
+class Stickless(SessionInterface):
+    """Flask extension and ``SessionInterface``: ``Stickless(app)`` or
+    ``Stickless().init_app(app)``, after which ``flask.session`` is stored in Redis / Valkey.
+
+    Settings (``app.config``):
+
+    ``STICKLESS_URL``
+        Store URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+        ``redis+cluster://``). Required unless a store is passed: ``Stickless(app,
+        store=SessionStore(...))``.
+    ``STICKLESS_CONFIG``
+        A :class:`~stickless.SessionConfig` (default: ``SessionConfig()`` adjusted below).
+    ``STICKLESS_HEADER``
+        Also read / write the token in this header (e.g. ``"X-Session-Token"``; it wins
+        over the cookie when both are present). Default None: cookie only.
+    ``STICKLESS_FAIL_OPEN``
+        Default False: when Redis is unreachable the request is answered 503 with a short
+        plain body and ``Retry-After``. True: the request goes on with an empty session that
+        is not saved.
+    ``STICKLESS_IMPORT_COOKIE_SESSIONS``
+        Default False. True: a request presenting a valid Flask *cookie* session (signed
+        with ``SECRET_KEY``) gets its data carried over into a new stored session, so users
+        stay logged in when you switch from Flask's default sessions.
+
+    Flask's own settings, honoured as Flask does, read at each request unless noted:
+
+    * ``SESSION_COOKIE_NAME`` / ``_DOMAIN`` / ``_PATH`` (falls back to ``APPLICATION_ROOT``)
+      / ``_HTTPONLY`` / ``_PARTITIONED``: as in Flask.
+    * ``SESSION_COOKIE_SECURE``: True always marks the cookie ``Secure``; False (Flask's
+      default) still marks it ``Secure`` on https requests.
+    * ``SESSION_COOKIE_SAMESITE``: ``"Lax"``, ``"Strict"``, ``"None"``; None (Flask's
+      default) gives ``SameSite=Lax``, the stickless default.
+    * ``session.permanent``: False (Flask's default) -> browser-session cookie; True ->
+      persistent cookie (``Max-Age`` to the session's absolute deadline).
+    * ``PERMANENT_SESSION_LIFETIME`` (read at ``init_app``) -> ``idle_timeout`` of the
+      store's config, with ``absolute_timeout`` raised to it when lower. When
+      ``STICKLESS_CONFIG`` is given it wins, unless ``PERMANENT_SESSION_LIFETIME`` was
+      changed from Flask's default (31 days).
+    * ``SESSION_REFRESH_EACH_REQUEST`` (read at ``init_app``): False -> reads do not extend
+      the idle expiry (``touch_interval = idle_timeout``); only writes do. The cookie is
+      never re-sent on reads: its lifetime runs to the absolute deadline and the idle
+      expiry is enforced by Redis.
+    * ``SECRET_KEY`` (+ ``SECRET_KEY_FALLBACKS``), read at ``init_app``: when set and the
+      config has no ``secret_key``, tokens are signed with a key derived from it (HMAC with
+      a fixed salt), so forged tokens are refused without a round trip.
+
+    Settings read at ``init_app`` do not apply to a store passed in (it has its config).
+    """
+
+    pickle_based = False
+    session_class = FlaskSession
+
+    def __init__(self, app: Flask | None = None, *, store: SessionStore | None = None) -> None:
+        self._store = store
+        self.serializer = TaggedJSONSerializer()
+        """The tagger for values (Flask's); ``register()`` custom tags on it as with Flask's
+        ``session_interface.serializer``."""
+        self._values = TaggedValues(self.serializer)
+        self._transports: dict[tuple[Any, ...], Transport] = {}
+        if app is not None:
+            self.init_app(app)
+
+    # ---------------------------------------------------------------- set-up
+    def init_app(self, app: Flask, *, store: SessionStore | None = None) -> None:
+        """Install on ``app``: sets ``app.session_interface``, stores a
+        :class:`SticklessState` in ``app.extensions["stickless"]`` and registers the 503
+        error handler for :class:`~stickless.StoreUnavailable`. Raises ConfigurationError
+        when neither a store nor ``STICKLESS_URL`` is given."""
+        store = store or self._store
+        if store is None:
+            url = app.config.get("STICKLESS_URL")
+            if not url:
+                raise ConfigurationError(
+                    "Stickless needs app.config['STICKLESS_URL'] (e.g. 'redis://127.0.0.1:6379/0') "
+                    "or a store: Stickless(app, store=SessionStore.from_url(...))"
+                )
+            store = SessionStore.from_url(str(url), self.session_config(app))
+        header = app.config.get("STICKLESS_HEADER") or None
+        app.extensions[EXTENSION_KEY] = SticklessState(
+            store=store,
+            policy=FailurePolicy(fail_open=bool(app.config.get("STICKLESS_FAIL_OPEN", False))),
+            header=str(header) if header else None,
+            import_cookie_sessions=bool(app.config.get("STICKLESS_IMPORT_COOKIE_SESSIONS", False)),
+        )
+        app.session_interface = self
+        app.register_error_handler(StoreUnavailable, self._unavailable)
+
+    @staticmethod
+    def session_config(app: Flask) -> SessionConfig:
+        """The store config for ``app``: ``STICKLESS_CONFIG`` (or the defaults) with Flask's
+        ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and ``SECRET_KEY``
+        applied as described on :class:`Stickless`."""
+        base = app.config.get("STICKLESS_CONFIG")
+        if base is not None and not isinstance(base, SessionConfig):
+            raise ConfigurationError("STICKLESS_CONFIG must be a stickless.SessionConfig")
+        lifetime = app.permanent_session_lifetime
+        use_lifetime = base is None or lifetime != _FLASK_DEFAULT_LIFETIME
+        config = base or SessionConfig()
+        changes: dict[str, object] = {}
+        if use_lifetime:
+            seconds = lifetime.total_seconds()
+            if seconds <= 0:
+                raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
+            changes["idle_timeout"] = seconds
+            changes["absolute_timeout"] = max(config.absolute_timeout, seconds)
+        if not app.config.get("SESSION_REFRESH_EACH_REQUEST", True):
+            changes["touch_interval"] = changes.get("idle_timeout", config.idle_timeout)
+        if config.secret_key is None and app.secret_key:
+            fallbacks = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
+            changes["secret_key"] = [_derive(key) for key in [*fallbacks, app.secret_key]]
+        return config.with_options(**changes) if changes else config
+
+    # ------------------------------------------------------- SessionInterface
+    def open_session(self, app: Flask, request: Request) -> FlaskSession:
+        """A lazy session for ``request`` (no I/O here)."""
+        state = _state(app)
+        transport = self._transport(app, state, persistent=True)
+        presented = transport.read_token(
+            request.headers.get("Cookie"),
+            request.headers.get(state.header) if state.header else None,
+        )
+        importer = None
+        if state.import_cookie_sessions:
+            importer = partial(_read_cookie_session, app)
+        return self.session_class(
+            store=state.store,
+            values=self._values,
+            policy=state.policy,
+            presented=presented,
+            https=request.is_secure,
+            importer=importer,
+        )
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        """Save the change log (one round trip, none when nothing changed), then add the
+        cookie / header and ``Vary`` headers. Store down: the response becomes the 503 (or,
+        failing open, is left alone and the changes are dropped)."""
+        if not isinstance(session, FlaskSession):
+            return
+        state = _state(app)
+        if session.accessed:
+            response.vary.add("Cookie")
+            if state.header:
+                response.vary.add(state.header)
+        inner = session._inner
+        if inner is None or session._failure is not None or session._unsaved:
+            return
+        session._flush(inner)
+        if session._worth_saving(inner):
+            try:
+                state.store.save(inner)
+            except StoreUnavailable as exc:
+                state.policy.report(exc, "save")
+                if not state.policy.fail_open:
+                    _become_unavailable(response, state.policy)
+                return
+        transport = self._transport(app, state, persistent=session._is_permanent())
+        for name, value in transport.response_headers(
+            session._presented, inner, https=session._https
+        ):
+            response.headers.add(name, value)
+            if name == "Set-Cookie":
+                response.vary.add("Cookie")
+
+    # ---------------------------------------------------------------- helpers
+    def _transport(self, app: Flask, state: SticklessState, *, persistent: bool) -> Transport:
+        samesite_setting = self.get_cookie_samesite(app)
+        samesite = "lax" if samesite_setting is None else str(samesite_setting).lower()
+        if samesite not in _SAMESITE:
+            raise ConfigurationError(
+                f"SESSION_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None' or None, "
+                f"not {samesite_setting!r}"
+            )
+        key = (
+            self.get_cookie_name(app),
+            self.get_cookie_domain(app),
+            self.get_cookie_path(app),
+            bool(self.get_cookie_httponly(app)),
+            bool(self.get_cookie_secure(app)),
+            samesite,
+            bool(self.get_cookie_partitioned(app)),
+            persistent,
+            state.header,
+        )
+        transport = self._transports.get(key)
+        if transport is None:
+            name, domain, path, httponly, secure, _, partitioned, _, header = key
+            cookie = CookieSettings(
+                name=name,
+                path=path or "/",
+                domain=domain or None,
+                secure=True if secure else None,
+                httponly=httponly,
+                samesite=_SAMESITE[samesite],
+                partitioned=partitioned,
+                persistent=persistent,
+            )
+            transport = self._transports[key] = Transport(cookie=cookie, header=header)
+        return transport
+
+    @staticmethod
+    def _unavailable(exc: StoreUnavailable) -> Response:
+        policy = _state(current_app).policy
+        policy.report(exc, "request")
+        response = current_app.response_class(policy.body, status=policy.status)
+        for name, value in policy.headers:
+            response.headers[name] = value
+        return response
+
+
+def _state(app: Flask) -> SticklessState:
+    state = app.extensions.get(EXTENSION_KEY)
+    if not isinstance(state, SticklessState):
+        raise RuntimeError("Stickless is not initialised on this app (call Stickless(app))")
+    return state
+
+
+def _derive(secret: str | bytes) -> str:
+    """A token-signing key derived from a Flask secret (never the secret itself)."""
+    raw = secret.encode() if isinstance(secret, str) else bytes(secret)
+    return hmac.new(raw, _TOKEN_SIGNING_SALT, hashlib.sha256).hexdigest()
+
+
+def _become_unavailable(response: Response, policy: FailurePolicy) -> None:
+    """Turn the response in place into the policy's 503 (``save_session`` cannot return a
+    new response object)."""
+    body = response.response
+    close = getattr(body, "close", None)
+    if callable(close):
+        close()
+    response.headers.clear()
+    response.status_code = policy.status
+    response.set_data(policy.body)
+    for name, value in policy.headers:
+        response.headers[name] = value
+
+
+def _read_cookie_session(app: Flask, value: str) -> dict[str, Any] | None:
+    """The data of a Flask cookie session (as ``SecureCookieSessionInterface`` writes it,
+    signed with ``SECRET_KEY`` or a fallback, not older than PERMANENT_SESSION_LIFETIME),
+    or None."""
+    serializer = SecureCookieSessionInterface().get_signing_serializer(app)
+    if serializer is None:
+        return None
+    try:
+        data = serializer.loads(value, max_age=int(app.permanent_session_lifetime.total_seconds()))
+    except BadData:
+        return None
+    return data if isinstance(data, dict) else None
