@@ -1,0 +1,8 @@
+"""``from stickless.asgi import SessionMiddleware``: Starlette / FastAPI / any ASGI app.
+
+The implementation lives in :mod:`stickless.web.asgi`; see docs/adapters/starlette.md.
+"""
+
+from stickless.web.asgi import SessionMiddleware, session_of
+
+__all__ = ["SessionMiddleware", "session_of"]

@@ -1,0 +1,295 @@
+"""ASGI session middleware: a drop-in for Starlette's ``SessionMiddleware``, on Redis.
+
+::
+
+    from starlette.middleware import Middleware
+    from stickless.asgi import SessionMiddleware
+
+    app = Starlette(routes=..., middleware=[Middleware(SessionMiddleware, url="redis://...")])
+    # FastAPI: app.add_middleware(SessionMiddleware, url="redis://...")
+
+``scope["session"]`` (so ``request.session`` / ``websocket.session``) is a
+:class:`stickless.Session`, a ``dict`` subclass, and ``scope["stickless.store"]`` the
+:class:`AsyncSessionStore` (for ``sessions_for`` / ``revoke_user``). It is a pure ASGI
+middleware: it imports nothing from Starlette and works with any ASGI framework.
+
+Round trips per request: 0 when no token arrives and the app writes nothing; 1 when a token
+arrives (the load) and the app only reads; 2 when it also writes (load + one save).
+Loading is *eager* when a token is present: ``scope["session"]`` must be a real ``dict``
+(``JSONResponse(request.session)`` serializes it at C level), and a dict cannot load itself
+on first access from synchronous code. No token, no load.
+
+The save runs when the app sends ``http.response.start`` (or ``websocket.accept``), before
+that message is passed on; the cookie / token header is added to it. Changes the app makes
+after that (streaming bodies, background tasks, a WebSocket conversation) are saved when
+the app returns, as long as they need no new token (see
+:meth:`~stickless.web.cycle.SessionCycle.late_save_allowed`). A request whose app raises
+saves nothing; a WebSocket app that raises (an uncaught ``WebSocketDisconnect`` is a
+common way for a socket to end) still gets its changes since the accept saved.
+
+Store unavailable: ``503`` with ``Retry-After`` (at load, or at save, replacing the app's
+response), or, with ``fail_open=True``, a fresh session that is never saved. WebSockets are
+refused with a ``503`` handshake response when the server supports the
+``websocket.http.response`` extension, else closed with code 1013 (try again later).
+Lifespan and other scope types pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Literal
+
+from stickless.config import SessionConfig
+from stickless.errors import ConfigurationError, StoreUnavailable
+from stickless.session import Session
+from stickless.store import connect
+from stickless.store.aio import AsyncSessionStore
+from stickless.web.cycle import SessionCycle
+from stickless.web.options import (
+    DEFAULT_MAX_AGE,
+    MiddlewareOptions,
+    SecretKey,
+    resolve_url,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+WS_TRY_AGAIN_LATER = 1013
+"""WebSocket close code sent when the store is unavailable and no HTTP denial is possible."""
+
+_STARTS = frozenset({"http.response.start", "websocket.accept", "websocket.http.response.start"})
+
+
+def _request_tokens(scope: Scope, header: str | None) -> tuple[str | None, str | None]:
+    """The ``Cookie`` header (several joined with ``; ``) and the token header, as str.
+    Bytes are decoded as latin-1, which never fails; the store validates the token."""
+    cookies: list[str] = []
+    token: str | None = None
+    wanted = header.lower().encode("latin-1") if header else None
+    for name, value in scope.get("headers") or ():
+        lowered = bytes(name).lower()
+        if lowered == b"cookie":
+            cookies.append(bytes(value).decode("latin-1"))
+        elif wanted is not None and lowered == wanted and token is None:
+            token = bytes(value).decode("latin-1")
+    return ("; ".join(cookies) or None), token
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+
+
+class SessionMiddleware:
+    """Server-side sessions in Redis / Valkey for any ASGI app (Starlette, FastAPI, ...).
+
+    Args:
+        app: the ASGI app to wrap.
+        url: store URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
+            ``redis+cluster://``). Default None: ``store`` if given, else the
+            ``STICKLESS_URL`` environment variable; neither raises ConfigurationError.
+        store: a ready :class:`AsyncSessionStore` instead of ``url`` (then ``config`` and
+            ``secret_key`` belong to the store and passing them here raises).
+        secret_key: signs tokens (``SessionConfig.secret_key``). Default None: unsigned
+            256-bit random tokens, which is already safe. Starlette's ``Secret`` works.
+        session_cookie: cookie name. Default ``"session"``.
+        max_age: seconds. Default 14 days. Becomes the idle timeout (absolute timeout at
+            least as long) when the middleware builds its store and no ``config`` is given.
+            None: a browser-session cookie (no ``Max-Age``).
+        path, domain, same_site, partitioned: cookie attributes. Defaults ``"/"``, None,
+            ``"lax"``, False.
+        https_only: True: cookie always ``Secure``. Default False: ``Secure`` on https/wss.
+        config: :class:`SessionConfig` of the store built from ``url``. Default
+            ``SessionConfig()`` adjusted by ``max_age`` / ``secret_key``.
+        header: also carry the token in this header (e.g. ``"X-Session-Token"``); it wins
+            over the cookie on the way in and is set on the response whenever the cookie is.
+            Default None.
+        cookie: False: no cookie (``header`` required). Default True.
+        exclude_paths: path prefixes that get no session (no ``scope["session"]``, no store
+            traffic). Default none.
+        fail_open: True: when the store is unavailable go on with an empty, unsaved session.
+            Default False: answer 503.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        url: str | None = None,
+        *,
+        store: AsyncSessionStore | None = None,
+        secret_key: SecretKey = None,
+        session_cookie: str = "session",
+        max_age: int | None = DEFAULT_MAX_AGE,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        config: SessionConfig | None = None,
+        header: str | None = None,
+        cookie: bool = True,
+        exclude_paths: Sequence[str] = (),
+        fail_open: bool = False,
+    ) -> None:
+        self.app = app
+        self.options = MiddlewareOptions(
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            path=path,
+            same_site=same_site,
+            https_only=https_only,
+            domain=domain,
+            partitioned=partitioned,
+            config=config,
+            header=header,
+            cookie=cookie,
+            exclude_paths=exclude_paths,
+            fail_open=fail_open,
+        )
+        self._store = store
+        self._stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
+        self._stores = weakref.WeakKeyDictionary()
+        if store is not None:
+            if url is not None:
+                raise ConfigurationError("pass url or store, not both")
+            self.options.check_store_given()
+            self._url = ""
+            self._config = store.config
+        else:
+            self._url = resolve_url(url)
+            self._config = self.options.session_config()
+            connect.parse_url(self._url)  # a bad URL fails here, not at the first request
+
+    @property
+    def config(self) -> SessionConfig:
+        """The store's configuration."""
+        return self._config
+
+    @property
+    def store(self) -> AsyncSessionStore:
+        """The store for the running event loop.
+
+        A store given as ``store=`` is returned as is. A store built from ``url`` exists once
+        per event loop (created on first use, no connection made until needed), because
+        asyncio connections cannot cross loops: Starlette's ``TestClient`` without ``with``
+        runs every request in a new loop. Must be called from within a running loop.
+        """
+        if self._store is not None:
+            return self._store
+        loop = asyncio.get_running_loop()
+        store = self._stores.get(loop)
+        if store is None:
+            store = AsyncSessionStore.from_url(self._url, self._config)
+            self._stores[loop] = store
+        return store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket") or self.options.excluded(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        cookie_header, token_header = _request_tokens(scope, self.options.transport.header)
+        cycle = SessionCycle(
+            self.options,
+            cookie_header=cookie_header,
+            token_header=token_header,
+            https=scope.get("scheme") in ("https", "wss"),
+        )
+        store = self.store
+        try:
+            loaded = await store.load(cycle.presented) if cycle.needs_load else None
+        except StoreUnavailable as exc:
+            if cycle.fail(exc, "load", stand_in=store.new()):
+                await self._refuse(scope, receive, send, connect_pending=True)
+                return
+        else:
+            cycle.begin(store.new() if loaded is None else loaded)
+        assert cycle.session is not None
+        scope["session"] = cycle.session
+        scope["stickless.store"] = store
+
+        async def send_wrapper(message: Message) -> None:
+            if cycle.refused:
+                return  # the app's response was replaced by the failure response
+            if message["type"] in _STARTS and not cycle.delivered:
+                if not await self._save(store, cycle):
+                    await self._refuse(scope, receive, send, connect_pending=False)
+                    return
+                extra = cycle.response_headers()
+                if extra:
+                    message = dict(message)
+                    message["headers"] = [*message.get("headers", ()), *_encoded(extra)]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if kind == "websocket":  # a dropped connection is how many sockets end
+                await self._late_save(store, cycle)
+            raise
+        await self._late_save(store, cycle)
+
+    async def _late_save(self, store: AsyncSessionStore, cycle: SessionCycle) -> None:
+        """Save what changed after the response started, when the client's token allows."""
+        if cycle.delivered and not cycle.refused and cycle.late_save_allowed():
+            await self._save(store, cycle, late=True)
+
+    async def _save(
+        self, store: AsyncSessionStore, cycle: SessionCycle, *, late: bool = False
+    ) -> bool:
+        """Save the session; False when the request must be refused (fail closed, and the
+        headers are not out yet). After the headers, a failure can only be logged."""
+        if not cycle.should_save:
+            return True
+        assert cycle.session is not None
+        try:
+            await store.save(cycle.session)
+        except StoreUnavailable as exc:
+            if late:
+                self.options.policy.report(exc, "late save")
+                return True
+            return not cycle.fail(exc, "save")
+        return True
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, *, connect_pending: bool
+    ) -> None:
+        """Answer with the failure policy's response (503 + Retry-After). For a WebSocket
+        whose app has not run yet (``connect_pending``), ``websocket.connect`` is received
+        first, as the ASGI spec expects before any handshake answer."""
+        policy = self.options.policy
+        headers = _encoded(policy.headers)
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": policy.status, "headers": headers})
+            await send({"type": "http.response.body", "body": policy.body, "more_body": False})
+            return
+        if connect_pending:
+            await receive()  # websocket.connect
+        if "websocket.http.response" in (scope.get("extensions") or {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": policy.status,
+                    "headers": headers,
+                }
+            )
+            await send(
+                {"type": "websocket.http.response.body", "body": policy.body, "more_body": False}
+            )
+        else:
+            await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
+
+
+def session_of(scope: Scope) -> Session:
+    """The stickless session of an ASGI scope (raises KeyError outside the middleware or on
+    an excluded path)."""
+    session = scope["session"]
+    if not isinstance(session, Session):
+        raise TypeError("scope['session'] is not a stickless Session")
+    return session

@@ -1,0 +1,455 @@
+"""WSGI session middleware: server-side sessions in Redis / Valkey for any WSGI app.
+
+::
+
+    from stickless.wsgi import SessionMiddleware, get_session
+
+    def app(environ, start_response):
+        session = environ["stickless.session"]      # a LazySession: loads on first use
+        session["visits"] = session.get("visits", 0) + 1
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(session["visits"]).encode()]
+
+    app = SessionMiddleware(app, url="redis://127.0.0.1:6379/0")
+
+``environ["stickless.session"]`` is a :class:`LazySession`: a mutable mapping that loads the
+session on first access, so a request that never touches it costs no round trip and gets no
+header. ``get_session(environ)`` (or ``environ["stickless.session"].load()``) returns the
+real :class:`stickless.Session` (a ``dict`` subclass, for ``json.dumps`` and friends).
+``environ["stickless.store"]`` is the :class:`SessionStore`.
+
+When the save happens: the middleware holds back the app's ``start_response`` until the
+first body chunk (or ``write()``), or the end of an empty body; it saves then and passes the
+status and headers, plus the cookie / token header, to the server. So a generator app that
+calls ``start_response`` first and changes the session before yielding works. Changes made
+after the first chunk are saved when the server closes the response, as long as they need
+no new token (see :meth:`~stickless.web.cycle.SessionCycle.late_save_allowed`). An app that
+raises saves nothing.
+
+Store unavailable: ``503`` with ``Retry-After``, or with ``fail_open=True`` a fresh session
+that is never saved. A load fails inside the app (at first access): the
+:class:`~stickless.errors.StoreUnavailable` it raises is turned into the 503 when it leaves
+the app; a framework that turns every exception into its own 500 hides it (use the
+framework's adapter: ``stickless.flask``, ``stickless.django``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from datetime import datetime
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from stickless.config import SessionConfig
+from stickless.errors import ConfigurationError, StoreUnavailable
+from stickless.session import Session, SessionMeta, SessionStatus
+from stickless.store.sync import SessionStore
+from stickless.web.cycle import SessionCycle
+from stickless.web.options import (
+    DEFAULT_MAX_AGE,
+    MiddlewareOptions,
+    SecretKey,
+    resolve_url,
+)
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Headers = list[tuple[str, str]]
+Write = Callable[[bytes], object]
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = ..., /
+    ) -> Write: ...
+
+
+WSGIEnviron = dict[str, Any]
+WSGIApp = Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]
+
+SESSION_KEY = "stickless.session"
+"""The ``environ`` key of the request's :class:`LazySession`."""
+STORE_KEY = "stickless.store"
+"""The ``environ`` key of the :class:`SessionStore`."""
+
+_MISSING: Any = object()
+
+
+class LazySession(MutableMapping[str, Any]):
+    """The request's session, loaded from Redis on first access.
+
+    Every mapping operation (``s[k]``, ``get``, ``in``, ``len``, iteration, ``pop``,
+    ``update``, ``|=``...) and the session API (``login``, ``logout``, ``incr``,
+    ``user_id``, ``token``, ``status``...) forwards to the real :class:`Session`, loading it
+    first. :meth:`load` returns that Session. Not a ``dict``: pass ``load()`` to code that
+    needs one (``json.dumps``).
+    """
+
+    __slots__ = ("_loader", "_session")
+
+    def __init__(self, loader: Callable[[], Session]) -> None:
+        self._loader = loader
+        self._session: Session | None = None
+
+    def load(self) -> Session:
+        """The real Session (one round trip the first time when a token was presented, none
+        without a token). Raises StoreUnavailable when the store is down (fail closed)."""
+        if self._session is None:
+            self._session = self._loader()
+        return self._session
+
+    @property
+    def loaded(self) -> bool:
+        """True once the session was loaded (or created) in this request."""
+        return self._session is not None
+
+    # ------------------------------------------------------------------ mapping
+    def __getitem__(self, key: str) -> Any:
+        return self.load()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.load()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.load())
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.load()
+
+    def get(self, key: str, default: Any = None, /) -> Any:
+        return self.load().get(key, default)
+
+    def pop(self, key: str, default: Any = _MISSING, /) -> Any:
+        session = self.load()
+        return session.pop(key) if default is _MISSING else session.pop(key, default)
+
+    def popitem(self) -> tuple[str, Any]:
+        return self.load().popitem()
+
+    def setdefault(self, key: str, default: Any = None, /) -> Any:
+        return self.load().setdefault(key, default)
+
+    def clear(self) -> None:
+        self.load().clear()
+
+    def update(self, other: Any = (), /, **kwargs: Any) -> None:
+        self.load().update(other, **kwargs)
+
+    def __ior__(self, other: Any) -> LazySession:
+        self.load().update(other)
+        return self
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` copy of the data."""
+        return self.load().copy()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LazySession):
+            other = other.load()
+        return dict(self.load()) == other if isinstance(other, Mapping) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        if self._session is None:
+            return "<LazySession (not loaded)>"
+        return f"<LazySession {self._session!r}>"
+
+    # ------------------------------------------------------------------ session API
+    def login(self, user_id: str) -> None:
+        """See :meth:`Session.login`: bind the user and renew the token at save."""
+        self.load().login(user_id)
+
+    def logout(self) -> None:
+        """See :meth:`Session.logout`: destroyed at save."""
+        self.load().logout()
+
+    def renew(self) -> None:
+        """See :meth:`Session.renew`."""
+        self.load().renew()
+
+    def invalidate(self) -> None:
+        """See :meth:`Session.invalidate`."""
+        self.load().invalidate()
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """See :meth:`Session.incr`: atomic at save."""
+        return self.load().incr(key, amount)
+
+    @property
+    def user_id(self) -> str | None:
+        return self.load().user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        self.load().user_id = value
+
+    @property
+    def token(self) -> str:
+        return self.load().token
+
+    @property
+    def status(self) -> SessionStatus:
+        return self.load().status
+
+    @property
+    def is_new(self) -> bool:
+        return self.load().is_new
+
+    @property
+    def modified(self) -> bool:
+        return self.load().modified
+
+    @property
+    def meta(self) -> SessionMeta | None:
+        return self.load().meta
+
+    @property
+    def created_at(self) -> datetime | None:
+        return self.load().created_at
+
+    @property
+    def last_access(self) -> datetime | None:
+        return self.load().last_access
+
+    @property
+    def expires_at(self) -> datetime | None:
+        return self.load().expires_at
+
+    @property
+    def absolute_expires_at(self) -> datetime | None:
+        return self.load().absolute_expires_at
+
+
+def get_session(environ: Mapping[str, Any]) -> Session:
+    """The request's real :class:`Session` (loading it if needed). KeyError outside the
+    middleware or on an excluded path."""
+    lazy = environ[SESSION_KEY]
+    if not isinstance(lazy, LazySession):
+        raise TypeError(f"environ[{SESSION_KEY!r}] is not a stickless LazySession")
+    return lazy.load()
+
+
+class SessionMiddleware:
+    """Server-side sessions for any WSGI app, in ``environ["stickless.session"]``.
+
+    The options are those of :class:`stickless.asgi.SessionMiddleware` (Starlette's names),
+    with a blocking :class:`SessionStore` as ``store``:
+
+    Args:
+        app: the WSGI app to wrap.
+        url: store URL. Default None: ``store`` if given, else ``STICKLESS_URL``.
+        store: a ready :class:`SessionStore` (its config then governs; passing ``config`` or
+            ``secret_key`` too raises).
+        secret_key, session_cookie, max_age, path, same_site, https_only, domain,
+        partitioned, config, header, cookie, exclude_paths, fail_open: as for the ASGI
+            middleware (``exclude_paths`` match ``PATH_INFO``; ``https`` is
+            ``wsgi.url_scheme == "https"``).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        url: str | None = None,
+        *,
+        store: SessionStore | None = None,
+        secret_key: SecretKey = None,
+        session_cookie: str = "session",
+        max_age: int | None = DEFAULT_MAX_AGE,
+        path: str = "/",
+        same_site: Literal["lax", "strict", "none"] = "lax",
+        https_only: bool = False,
+        domain: str | None = None,
+        partitioned: bool = False,
+        config: SessionConfig | None = None,
+        header: str | None = None,
+        cookie: bool = True,
+        exclude_paths: Sequence[str] = (),
+        fail_open: bool = False,
+    ) -> None:
+        self.app = app
+        self.options = MiddlewareOptions(
+            secret_key=secret_key,
+            session_cookie=session_cookie,
+            max_age=max_age,
+            path=path,
+            same_site=same_site,
+            https_only=https_only,
+            domain=domain,
+            partitioned=partitioned,
+            config=config,
+            header=header,
+            cookie=cookie,
+            exclude_paths=exclude_paths,
+            fail_open=fail_open,
+        )
+        if store is not None:
+            if url is not None:
+                raise ConfigurationError("pass url or store, not both")
+            self.options.check_store_given()
+            self.store = store
+        else:
+            self.store = SessionStore.from_url(resolve_url(url), self.options.session_config())
+        header_name = self.options.transport.header
+        self._header_key = "HTTP_" + header_name.upper().replace("-", "_") if header_name else None
+
+    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        if self.options.excluded(environ.get("PATH_INFO", "")):
+            return self.app(environ, start_response)
+        cycle = SessionCycle(
+            self.options,
+            cookie_header=environ.get("HTTP_COOKIE"),
+            token_header=environ.get(self._header_key) if self._header_key else None,
+            https=environ.get("wsgi.url_scheme") == "https",
+        )
+        environ[SESSION_KEY] = LazySession(lambda: self._load(cycle))
+        environ[STORE_KEY] = self.store
+        exchange = _Exchange(self.store, cycle, start_response)
+        try:
+            result = self.app(environ, exchange.start_response)
+        except StoreUnavailable as exc:
+            return exchange.refuse_after(exc)
+        return _Body(result, exchange)
+
+    def _load(self, cycle: SessionCycle) -> Session:
+        try:
+            loaded = self.store.load(cycle.presented) if cycle.needs_load else None
+        except StoreUnavailable as exc:
+            if cycle.fail(exc, "load", stand_in=self.store.new()):
+                raise
+            assert cycle.session is not None
+            return cycle.session
+        return cycle.begin(self.store.new() if loaded is None else loaded)
+
+
+class _Exchange:
+    """Holds the app's status and headers back until the first body byte, then saves the
+    session and hands everything to the server (or the 503 in its place)."""
+
+    __slots__ = (
+        "_headers",
+        "_replaced",
+        "_server_start",
+        "_status",
+        "_write",
+        "cycle",
+        "store",
+    )
+
+    def __init__(self, store: SessionStore, cycle: SessionCycle, server_start: StartResponse):
+        self.store = store
+        self.cycle = cycle
+        self._server_start = server_start
+        self._status: str | None = None
+        self._headers: Headers = []
+        self._write: Write | None = None
+        self._replaced = False
+
+    @property
+    def flushed(self) -> bool:
+        return self._write is not None
+
+    def start_response(
+        self, status: str, headers: Headers, exc_info: ExcInfo | None = None, /
+    ) -> Write:
+        """The ``start_response`` the app sees: only records status and headers. A second
+        call (with ``exc_info``) replaces them while nothing went out; after that it
+        re-raises, as PEP 3333 requires. The server later sees a single, first call."""
+        if exc_info is not None and self.flushed:
+            raise exc_info[1].with_traceback(exc_info[2])
+        self._status, self._headers = status, list(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write`` callable of legacy apps: flushes the headers first."""
+        if self._replaced:
+            return
+        flushed = self.flush()
+        assert self._write is not None
+        self._write(data if flushed else self.cycle.options.policy.body)
+
+    def flush(self) -> bool:
+        """Save, then pass status and headers on. False when the 503's status and headers
+        went out instead: the caller sends the policy's body and drops the app's."""
+        if self.flushed:
+            return not self._replaced
+        if self._status is None:
+            raise RuntimeError("the WSGI app returned a body before calling start_response")
+        cycle = self.cycle
+        if cycle.should_save:
+            assert cycle.session is not None
+            try:
+                self.store.save(cycle.session)
+            except StoreUnavailable as exc:
+                if cycle.fail(exc, "save"):
+                    self._refuse()
+                    return False
+        headers = self._headers + cycle.response_headers()
+        self._write = self._server_start(self._status, headers)
+        return True
+
+    def _refuse(self) -> None:
+        policy = self.cycle.options.policy
+        self._replaced = True
+        status = f"{policy.status} {HTTPStatus(policy.status).phrase}"
+        self._write = self._server_start(status, policy.headers)
+
+    def refuse_after(self, exc: StoreUnavailable) -> list[bytes]:
+        """The app raised StoreUnavailable (a load at first access, or its own store call):
+        answer 503 if the headers are not out yet (returns its body), else re-raise."""
+        if self.flushed:
+            raise exc
+        if not self.cycle.refused:  # not reported yet: the app's own store call failed
+            self.cycle.options.policy.report(exc, "request")
+            self.cycle.refused = True
+        self._refuse()
+        return [self.cycle.options.policy.body]
+
+    def finish(self) -> None:
+        """After the server closed the response: save changes made after the headers went
+        out, when they can be saved under the token the client holds."""
+        if not self.flushed or self._replaced or not self.cycle.late_save_allowed():
+            return
+        assert self.cycle.session is not None
+        try:
+            self.store.save(self.cycle.session)
+        except StoreUnavailable as exc:
+            self.cycle.options.policy.report(exc, "late save")
+
+
+class _Body:
+    """The response iterable: flushes the held-back headers before the first chunk and
+    runs the late save after ``close()``."""
+
+    __slots__ = ("_exchange", "_result")
+
+    def __init__(self, result: Iterable[bytes], exchange: _Exchange) -> None:
+        self._result = result
+        self._exchange = exchange
+
+    def __iter__(self) -> Iterator[bytes]:
+        exchange = self._exchange
+        try:
+            for chunk in self._result:
+                if not exchange.flush():
+                    yield exchange.cycle.options.policy.body
+                    return
+                yield chunk
+            if not exchange.flushed and not exchange.flush():
+                yield exchange.cycle.options.policy.body
+        except StoreUnavailable as exc:
+            yield from exchange.refuse_after(exc)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._result, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._exchange.finish()

@@ -1,0 +1,183 @@
+"""Three uvicorn processes, one Valkey, no sticky sessions: tests/apps/asgi_app.py for real.
+
+The client hops between the servers round-robin as a plain load balancer would. Overlapping
+requests on one session keep every change, counters add up exactly, and a logout racing slow
+requests is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from stickless import SessionStore
+from stickless.embedded import Standalone
+from stickless.store.keys import KeyLayout
+from stickless.tokens import token_id
+
+APP_DIR = Path(__file__).parent / "apps"
+REPO = Path(__file__).resolve().parents[1]
+SERVERS = 3
+
+
+def free_ports(count: int) -> list[int]:
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket())
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports
+
+
+@dataclass
+class Cluster:
+    urls: list[str]
+    redis_url: str
+
+    def url(self, i: int) -> str:
+        return self.urls[i % len(self.urls)]
+
+
+def start(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "STICKLESS_URL": redis_url, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(APP_DIR)),
+            *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
+    ports = free_ports(SERVERS)
+    procs = [start(port, stickless_valkey.url) for port in ports]  # all at once
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        deadline = time.monotonic() + 30
+        pending = set(range(SERVERS))
+        while pending:
+            for i in list(pending):
+                if procs[i].poll() is not None:
+                    err = procs[i].stderr.read().decode() if procs[i].stderr else ""
+                    raise RuntimeError(f"uvicorn on {urls[i]} exited: {err[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(urls[i] + "/health", timeout=1).status_code == 200:
+                        pending.discard(i)
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn servers did not start in 30 s")
+            time.sleep(0.05)
+        yield Cluster(urls, stickless_valkey.url)
+    finally:
+        for proc in procs:
+            stop(proc)
+
+
+def token_header(response: httpx.Response) -> dict[str, str]:
+    cookie = response.headers["set-cookie"]
+    return {"Cookie": cookie.split(";")[0]}
+
+
+def test_round_robin_keeps_the_session(servers: Cluster) -> None:
+    with httpx.Client(timeout=10) as http:
+        first = http.get(servers.url(0) + "/set", params={"step": "0"})
+        cookie = token_header(first)
+        pids = {first.headers["x-server-pid"]}
+        for i in range(1, 12):
+            r = http.get(servers.url(i) + "/incr", headers=cookie)
+            assert r.text == str(i)
+            assert "set-cookie" not in r.headers  # same token everywhere
+            pids.add(r.headers["x-server-pid"])
+        assert len(pids) == SERVERS  # really three processes
+        r = http.get(servers.url(2) + "/read", headers=cookie)
+        assert r.json() == {"step": "0", "n": 11}
+        # login on one server: the renewed token works on the others, the old one nowhere
+        renewed = token_header(http.get(servers.url(1) + "/login/ann", headers=cookie))
+        for i in range(SERVERS):
+            assert http.get(servers.url(i) + "/read", headers=renewed).json()["n"] == 11
+            assert http.get(servers.url(i) + "/read", headers=cookie).json() == {}
+
+
+async def test_fifty_concurrent_writes_and_increments(servers: Cluster) -> None:
+    async with httpx.AsyncClient(timeout=20) as http:
+        cookie = token_header(await http.get(servers.url(0) + "/set", params={"seed": "1"}))
+        writes = [
+            http.get(servers.url(i) + "/set", params={f"k{i}": str(i)}, headers=cookie)
+            for i in range(50)
+        ]
+        incrs = [http.get(servers.url(i) + "/incr", headers=cookie) for i in range(50)]
+        responses = await asyncio.gather(*writes, *incrs)
+        assert {r.status_code for r in responses} == {200}
+        assert len({r.headers["x-server-pid"] for r in responses}) == SERVERS
+        data = (await http.get(servers.url(1) + "/read", headers=cookie)).json()
+    assert {k: v for k, v in data.items() if k.startswith("k")} == {
+        f"k{i}": str(i) for i in range(50)
+    }
+    assert data["n"] == 50
+    assert data["seed"] == "1"
+
+
+async def test_logout_racing_slow_requests_is_final(servers: Cluster) -> None:
+    counter_client = redis.Redis.from_url(servers.redis_url)
+    counter_client.delete("test:slow-loaded")
+    slow = 6
+    async with httpx.AsyncClient(timeout=20) as http:
+        login = await http.get(servers.url(0) + "/login/zoe")
+        cookie = token_header(login)
+        await http.get(servers.url(1) + "/set", params={"before": "1"}, headers=cookie)
+        tasks = [
+            asyncio.create_task(
+                http.get(
+                    servers.url(i) + "/slow-set",
+                    params={"key": f"slow{i}", "delay": "1.0"},
+                    headers=cookie,
+                )
+            )
+            for i in range(slow)
+        ]
+        deadline = time.monotonic() + 10
+        while int(counter_client.get("test:slow-loaded") or 0) < slow:  # all loaded
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        out = await http.get(servers.url(2) + "/logout", headers=cookie)
+        assert "Max-Age=0" in out.headers["set-cookie"]
+        finished = await asyncio.gather(*tasks)  # their saves come after the logout
+        assert {r.status_code for r in finished} == {200}
+        for r in finished:  # each learned the session is gone: its cookie is deleted
+            assert "Max-Age=0" in r.headers["set-cookie"]
+        for i in range(SERVERS):
+            assert (await http.get(servers.url(i) + "/read", headers=cookie)).json() == {}
+    with SessionStore.from_url(servers.redis_url) as store:
+        token = cookie["Cookie"].split("=", 1)[1]
+        assert store.load(token) is None
+        assert store.sessions_for("zoe") == []
+    # no resurrection: not even a partial hash under the session's key
+    assert counter_client.exists(KeyLayout("stickless").data(token_id(token))) == 0
+    counter_client.close()
