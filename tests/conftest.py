@@ -27,7 +27,13 @@ class BlockingFacade:
         self._store = store
         self._loop = asyncio.new_event_loop()
         self.config = store.config
-        self.client = store.client
+
+    @property
+    def client(self) -> Any:
+        async def current() -> Any:
+            return self._store.client
+
+        return self._run(current())
 
     def _run(self, coro: Any) -> Any:
         return self._loop.run_until_complete(coro)

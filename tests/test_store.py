@@ -451,3 +451,26 @@ def test_rebinding_a_session_moves_it_between_users(stickless_url: str, store_fa
     s.user_id = None
     store.save(s)
     assert store.sessions_for("ivy") == [] and store.load(s.token).user_id is None
+
+
+def test_one_async_store_serves_several_event_loops(stickless_url: str) -> None:
+    """asyncio connections belong to their loop: the store keeps a client per loop."""
+    store = AsyncSessionStore.from_url(stickless_url, fresh_config())
+
+    async def write() -> str:
+        s = store.new()
+        s["loop"] = id(asyncio.get_running_loop())
+        await store.save(s)
+        return s.token
+
+    async def read(token: str) -> object:
+        loaded = await store.load(token)
+        return None if loaded is None else loaded["loop"]
+
+    token = asyncio.run(write())  # a first loop, closed afterwards
+    assert asyncio.run(read(token)) is not None  # a second loop: no "different loop" error
+    results: list[object] = []
+    thread = threading.Thread(target=lambda: results.append(asyncio.run(read(token))))
+    thread.start()
+    thread.join()
+    assert results and results[0] is not None

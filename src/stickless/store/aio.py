@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -45,6 +47,12 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
         return stop.value  # type: ignore[no-any-return]
 
 
+@dataclass
+class _LoopClients:
+    client: Any
+    nodes: dict[str, Any] = field(default_factory=dict)
+
+
 class AsyncSessionStore(StoreBase):
     """Sessions in Redis / Valkey for asyncio code (ASGI, Starlette, FastAPI).
 
@@ -53,6 +61,12 @@ class AsyncSessionStore(StoreBase):
     """
 
     _flavour: ClassVar[ModuleType] = aredis
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ----------------------------------------------------------------- public API
     async def load(self, token: object) -> Session | None:
@@ -75,12 +89,43 @@ class AsyncSessionStore(StoreBase):
         """See :meth:`SessionStore.revoke_user`."""
         return await drive(self._plan.revoke_user(user_id, keep), self)
 
+    @property
+    def client(self) -> Any:
+        """The redis.asyncio client of the running event loop.
+
+        asyncio connections belong to the loop that opened them, so a store built by
+        ``from_url`` keeps one client per event loop (created on first use in that loop):
+        one store can serve several loops (threads, test clients) safely. A client passed
+        to the constructor is used as is."""
+        if self._client_factory is None:
+            return self._client
+        try:
+            return self._loop_clients().client
+        except RuntimeError:  # no running loop: a client that binds to the first loop using it
+            return super().client
+
+    def _loop_clients(self) -> _LoopClients:
+        assert self._client_factory is not None
+        loop = asyncio.get_running_loop()  # RuntimeError outside a loop
+        state = self._per_loop.get(loop)
+        if state is None:
+            state = self._per_loop[loop] = _LoopClients(self._client_factory())
+        return state
+
+    def _node_cache(self) -> dict[str, Any]:
+        if self._client_factory is None:
+            return self._node_clients
+        return self._loop_clients().nodes
+
     async def aclose(self) -> None:
-        """Release all connections."""
-        for client in self._node_clients.values():
+        """Release the connections of the running loop (all of them for a given client)."""
+        if self._client_factory is None:
+            clients = [*self._node_clients.values(), self._client]
+        else:
+            state = self._per_loop.pop(asyncio.get_running_loop(), None)
+            clients = [*state.nodes.values(), state.client] if state else []
+        for client in clients:
             await client.aclose()
-        if self._client is not None:
-            await self._client.aclose()
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self

@@ -77,10 +77,15 @@ class StoreBase:
         """A plain client for the cluster node owning ``key``'s slot (from the client's
         slot cache: no I/O). Used to pipeline a save with its WAIT on one connection."""
         node = self.client.get_node_from_key(key)
-        client = self._node_clients.get(node.name)
+        cache = self._node_cache()
+        client = cache.get(node.name)
         if client is None:
             client = connect.node_client(
                 self._endpoint, self.config, self._flavour, node.host, node.port
             )
-            self._node_clients[node.name] = client
+            cache[node.name] = client
         return client
+
+    def _node_cache(self) -> dict[str, Any]:
+        """Where per-node clients are kept (the async store keeps one cache per loop)."""
+        return self._node_clients
