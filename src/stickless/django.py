@@ -1,0 +1,22 @@
+"""``SESSION_ENGINE = "stickless.django"``: the Django session engine (see
+:mod:`stickless.web.django` for the settings and how Django's session API maps onto stickless).
+
+This module only re-exports; it does not shadow the ``django`` package: absolute imports
+(``import django``) inside ``stickless`` always mean the real Django.
+"""
+
+from stickless.web.django import (
+    HIDDEN_PREFIX,
+    SessionMiddleware,
+    SessionStore,
+    get_async_store,
+    get_store,
+)
+
+__all__ = [
+    "HIDDEN_PREFIX",
+    "SessionMiddleware",
+    "SessionStore",
+    "get_async_store",
+    "get_store",
+]

@@ -1,0 +1,697 @@
+"""The Django session engine: ``SESSION_ENGINE = "stickless.django"``.
+
+Settings::
+
+    SESSION_ENGINE = "stickless.django"
+    STICKLESS_URL = "redis://127.0.0.1:6379/0"        # required; any URL of stickless.store.connect
+    STICKLESS_CONFIG = SessionConfig(...)             # optional (or a dict of its fields)
+    STICKLESS_FAILURE_POLICY = FailurePolicy(...)     # optional: 503 (default) or fail-open
+    STICKLESS_MIGRATE_FROM = "django.contrib.sessions.backends.cache"   # optional, see below
+    MIDDLEWARE = [..., "stickless.django.SessionMiddleware", ...]   # instead of Django's
+
+``request.session`` keeps Django's whole API (``SessionBase``): the cookie is still written by
+Django's session middleware, with Django's ``SESSION_COOKIE_*`` settings. What changes is below
+it: one Redis hash per session, one field per key, JSON values (never pickle), and a save writes
+only what the request changed (the stickless change log), so overlapping requests that change
+different keys keep both changes, and a request that ends after a logout cannot bring the
+session back.
+
+How Django's model maps onto stickless:
+
+* ``session_key`` is the stickless token (the cookie value, ``<family>.<secret>``).
+* Django code works on a plain dict (``self._session_cache``). The engine remembers the JSON of
+  every value it handed out; at save it compares and applies only the differences (sets and
+  deletes) to the underlying :class:`stickless.Session`, which writes them in one script.
+  Values are shared with that Session, so in-place changes of nested values
+  (``request.session["cart"].append(x)``) are saved without ``modified = True``.
+* ``request.session.stickless`` is that :class:`stickless.Session`: use it for atomic counters
+  (``request.session.stickless.incr("views")``), metadata (``created_at``, ``expires_at``) and
+  the user binding (``user_id``). Read and write data through ``request.session``.
+* Round trips: untouched session 0; read 1 (the load, which also refreshes the idle TTL); write 2
+  (load + save); a brand-new session's first write 1 (no "does this key exist?" query: the save
+  script refuses an existing key).
+* ``cycle_key()`` (called by ``django.contrib.auth.login``) renews the token in place (one
+  atomic script: same data, new key, the old key dead at once). ``flush()`` (``logout``)
+  destroys the session.
+* The session's user binding (``stickless.Session.user_id``, used by ``sessions_for`` and
+  ``revoke_user``) follows ``django.contrib.auth``'s ``_auth_user_id``: whenever a save sees
+  that key set or changed, the session is bound to ``str(value)``; when it is removed, the
+  binding is dropped.
+* Expiry: without ``STICKLESS_CONFIG`` the store's ``idle_timeout`` is
+  ``SESSION_COOKIE_AGE`` and its ``absolute_timeout`` is ``max(SESSION_COOKIE_AGE, 24 h)``;
+  Redis expires the keys, so ``clear_expired()`` is a no-op. ``set_expiry()`` works as in
+  Django (it is kept in ``_session_expiry``) and is enforced at load, but can only *shorten*
+  a session's life, never extend it past the store's idle / absolute timeouts.
+* ``STICKLESS_MIGRATE_FROM`` (default None) names the previous engine: a cookie holding one
+  of its keys (no dot in it) has that session's data moved into a new stickless session on
+  first use (and deleted from the old engine, so a replayed old cookie is worthless).
+* Keys starting with ``"_stickless:"`` are the engine's own (an empty-session marker, the
+  ``set_expiry`` deadline); they are never shown to Django code, and setting one raises.
+* ``SESSION_SERIALIZER`` is not used: each value is stored as JSON by stickless's codec (the
+  same values Django's ``JSONSerializer`` accepts, except that non-``str`` dict keys raise
+  ``TypeError`` instead of being turned into strings, and tuples come back as lists).
+
+Implementation note: every operation is written once, as a generator that yields the store
+calls it needs (:class:`_Call`); :func:`_drive` runs it with the blocking
+:class:`~stickless.SessionStore`, :func:`_adrive` with the process's
+:class:`~stickless.AsyncSessionStore` for the running event loop. So ``save`` and ``asave``
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Any, Literal, TypeVar
+
+from django.conf import settings
+from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import HttpResponse
+
+from stickless import codec
+from stickless.config import SessionConfig
+from stickless.errors import SessionConflict, StoreUnavailable
+from stickless.session import Session
+from stickless.store.aio import AsyncSessionStore
+from stickless.store.sync import SessionStore as BlockingStore
+from stickless.tokens import MAX_TOKEN_LENGTH
+from stickless.web.policy import FailurePolicy
+
+__all__ = [
+    "SessionMiddleware",
+    "SessionStore",
+    "get_async_store",
+    "get_store",
+]
+
+_T = TypeVar("_T")
+
+AUTH_USER_KEY = "_auth_user_id"
+"""``django.contrib.auth.SESSION_KEY`` (not imported: that would need the app registry)."""
+
+HIDDEN_PREFIX = "_stickless:"
+"""Session keys starting with this are the engine's own and never shown to Django code."""
+_CREATED = HIDDEN_PREFIX + "created"
+"""Written only when a session is created empty (``create()``): stickless stores nothing for
+an empty new session, but Django's ``create()`` promises a stored record."""
+_EXPIRES = HIDDEN_PREFIX + "expires"
+"""Epoch milliseconds after which the session is dead, from ``set_expiry()``."""
+_SETTINGS = frozenset(
+    {"STICKLESS_URL", "STICKLESS_CONFIG", "STICKLESS_FAILURE_POLICY", "SESSION_COOKIE_AGE"}
+)
+
+
+# ----------------------------------------------------------------------------- the stores
+class _Stores:
+    """The process's stores, built from settings on first use: one blocking store, and one
+    async store per event loop. Rebuilt when a ``STICKLESS_*`` setting changes (tests)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sync: BlockingStore | None = None
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
+        self._async = weakref.WeakKeyDictionary()
+        self._policy: FailurePolicy | None = None
+
+    def sync(self) -> BlockingStore:
+        store = self._sync
+        if store is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = BlockingStore.from_url(_url(), _config())
+                store = self._sync
+        return store
+
+    def for_running_loop(self) -> AsyncSessionStore:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            store = self._async.get(loop)
+            if store is None:
+                store = AsyncSessionStore.from_url(_url(), _config())
+                self._async[loop] = store
+        return store
+
+    def policy(self) -> FailurePolicy:
+        policy = self._policy
+        if policy is None:
+            value = getattr(settings, "STICKLESS_FAILURE_POLICY", None) or FailurePolicy()
+            if not isinstance(value, FailurePolicy):
+                raise ImproperlyConfigured(
+                    "STICKLESS_FAILURE_POLICY must be a stickless.web.policy.FailurePolicy"
+                )
+            policy = self._policy = value
+        return policy
+
+    def reset(self) -> None:
+        """Forget the stores (the blocking one is closed; async ones are dropped, as they can
+        only be closed from their own loop)."""
+        with self._lock:
+            old, self._sync = self._sync, None
+            self._async = weakref.WeakKeyDictionary()
+            self._policy = None
+        if old is not None:
+            old.close()
+
+
+_stores = _Stores()
+
+
+def _url() -> str:
+    url = getattr(settings, "STICKLESS_URL", None)
+    if not url or not isinstance(url, str):
+        raise ImproperlyConfigured(
+            'SESSION_ENGINE = "stickless.django" needs STICKLESS_URL, e.g. '
+            '"redis://127.0.0.1:6379/0"'
+        )
+    return url
+
+
+def _config() -> SessionConfig:
+    value = getattr(settings, "STICKLESS_CONFIG", None)
+    if value is None:
+        age = float(settings.SESSION_COOKIE_AGE)
+        return SessionConfig(
+            idle_timeout=age, absolute_timeout=max(age, SessionConfig().absolute_timeout)
+        )
+    if isinstance(value, SessionConfig):
+        return value
+    if isinstance(value, Mapping):
+        return SessionConfig(**value)
+    raise ImproperlyConfigured("STICKLESS_CONFIG must be a stickless.SessionConfig or a dict")
+
+
+def _legacy_store(presented: str | None) -> SessionBase | None:
+    """The session of the engine named by ``STICKLESS_MIGRATE_FROM`` for a key that is not a
+    stickless token (those always contain a dot), or None."""
+    engine = getattr(settings, "STICKLESS_MIGRATE_FROM", None)
+    if not engine or not presented or "." in presented:
+        return None
+    module = import_module(engine)
+    if module.SessionStore is SessionStore or issubclass(module.SessionStore, SessionStore):
+        raise ImproperlyConfigured("STICKLESS_MIGRATE_FROM must name another session engine")
+    return module.SessionStore(presented)
+
+
+def _on_setting_changed(*, setting: str, **_: Any) -> None:
+    if setting in _SETTINGS:
+        _stores.reset()
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="stickless.django")
+
+
+def get_store() -> BlockingStore:
+    """The process's blocking :class:`stickless.SessionStore` (built from settings on first
+    use), e.g. ``get_store().revoke_user(str(user.pk))`` to log a user out everywhere."""
+    return _stores.sync()
+
+
+def get_async_store() -> AsyncSessionStore:
+    """The :class:`stickless.AsyncSessionStore` of the running event loop (one per loop).
+    Raises ``RuntimeError`` outside a running loop."""
+    return _stores.for_running_loop()
+
+
+# ------------------------------------------------------------------- flows and drivers
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One store call an operation needs; the driver runs it and sends back the result (or
+    throws its exception into the operation)."""
+
+    method: Literal["load", "save", "destroy"]
+    arg: object
+
+
+_Flow = Generator[_Call, Any, _T]
+
+
+def _drive(flow: _Flow[_T]) -> _T:
+    """Run an operation with the blocking store."""
+    store: BlockingStore | None = None
+    try:
+        call = next(flow)
+        while True:
+            store = store or _stores.sync()
+            try:
+                result = getattr(store, call.method)(call.arg)
+            except Exception as exc:
+                call = flow.throw(exc)
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+async def _adrive(flow: _Flow[_T]) -> _T:
+    """Run an operation with the running loop's async store."""
+    store: AsyncSessionStore | None = None
+    try:
+        call = next(flow)
+        while True:
+            store = store or _stores.for_running_loop()
+            try:
+                result = await getattr(store, call.method)(call.arg)
+            except Exception as exc:
+                call = flow.throw(exc)
+            else:
+                call = flow.send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+
+
+def _hidden(key: object) -> bool:
+    return isinstance(key, str) and key.startswith(HIDDEN_PREFIX)
+
+
+def _encode(key: object, value: object) -> bytes:
+    try:
+        return codec.encode(value)
+    except TypeError as exc:
+        raise TypeError(f"session[{key!r}]: value cannot be stored as JSON: {exc}") from None
+
+
+def _expired(session: Session) -> bool:
+    """True when ``set_expiry()`` gave the session a deadline that has passed."""
+    deadline = dict.get(session, _EXPIRES)
+    return (
+        isinstance(deadline, int)
+        and not isinstance(deadline, bool)
+        and deadline <= time.time() * 1000
+    )
+
+
+# ---------------------------------------------------------------------------- the engine
+class SessionStore(SessionBase):  # type: ignore[misc]
+    """Django's ``SessionBase`` on a stickless store. See the module docstring.
+
+    Per-request state: ``_sl`` is the stickless :class:`~stickless.Session` (None until
+    loaded or created), ``_seen`` the JSON of each value handed to Django code (what a save
+    compares with), ``_degraded`` is set when the store was unreachable at load and the
+    failure policy is fail-open (nothing is saved then).
+    """
+
+    # Declared for the type checker only: both are SessionBase's (a property and a lazily set
+    # attribute); annotations without a value do not shadow them at run time.
+    _session_key: str | None
+    _session_cache: dict[str, Any]
+
+    def __init__(self, session_key: str | None = None) -> None:
+        self._sl: Session | None = None
+        self._seen: dict[str, bytes] = {}
+        self._degraded = False
+        self._modified = False
+        super().__init__(session_key)
+
+    # ------------------------------------------------------------------ Django hooks
+    @property
+    def modified(self) -> bool:
+        """Django's flag, or True when the stickless Session has something to write (an
+        ``incr``, a user binding, a renewal, an in-place change of a nested value)."""
+        return self._modified or self._stickless_modified()
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._modified = bool(value)
+
+    def _validate_session_key(self, key: object) -> bool:
+        """Django's rule (a string of at least 8 characters) plus an upper bound; whether
+        the key is a well-formed (and, with a ``secret_key``, correctly signed) token is
+        checked by the store, which answers "unknown" for anything else without I/O."""
+        return isinstance(key, str) and 8 <= len(key) <= MAX_TOKEN_LENGTH
+
+    def _get_new_session_key(self) -> str:
+        """A fresh token (no "does it exist?" query: 256 random bits, and the save script
+        refuses a token that exists). The session becomes a new, unsaved one."""
+        return self._new_session().token
+
+    async def _aget_new_session_key(self) -> str:
+        return self._get_new_session_key()
+
+    def is_empty(self) -> bool:
+        """Django's check, plus: a new session with changes made through :attr:`stickless`
+        (an ``incr`` on an empty session) is not empty. With ``SESSION_SAVE_EVERY_REQUEST``
+        a session that was never loaded is loaded first (the save that follows needs that
+        round trip anyway), so a cookie naming an unknown session is deleted instead of
+        being saved into."""
+        if self._sl is not None and self._sl.is_new and self._stickless_modified():
+            return False
+        if (
+            settings.SESSION_SAVE_EVERY_REQUEST
+            and self._session_key is not None
+            and "_session_cache" not in self.__dict__
+        ):
+            self._get_session()
+        return bool(super().is_empty())
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """No-op: Redis expires sessions by itself."""
+
+    @classmethod
+    async def aclear_expired(cls) -> None:
+        """No-op: Redis expires sessions by itself."""
+
+    # ------------------------------------------------------------------ public API
+    def load(self) -> dict[str, Any]:
+        """The session's data (``{}`` and no key when it is unknown, expired or destroyed).
+        With ``STICKLESS_MIGRATE_FROM``, a key of the old engine brings its data over."""
+        presented = self.session_key
+        data = _drive(self._load_flow())
+        legacy = _legacy_store(presented) if self.session_key is None else None
+        if legacy is not None:
+            moved = legacy.load()
+            if moved:
+                legacy.delete()  # a replayed old cookie must not log anyone in again
+                self._take_over(moved)
+        return data
+
+    async def aload(self) -> dict[str, Any]:
+        presented = self.session_key
+        data = await _adrive(self._load_flow())
+        legacy = _legacy_store(presented) if self.session_key is None else None
+        if legacy is not None:
+            moved = await legacy.aload()
+            if moved:
+                await legacy.adelete()
+                self._take_over(moved)
+        return data
+
+    def exists(self, session_key: str | None) -> bool:
+        """True when ``session_key`` names a live session (one round trip; a malformed key
+        is answered without I/O)."""
+        return _drive(self._exists_flow(session_key))
+
+    async def aexists(self, session_key: str | None) -> bool:
+        return await _adrive(self._exists_flow(session_key))
+
+    def create(self) -> None:
+        """Store the session under a new key, with the current data (possibly empty), now.
+        Raises ``CreateError`` if the token exists (that means a broken random generator:
+        it is not retried)."""
+        _drive(self._create_flow())
+
+    async def acreate(self) -> None:
+        await _adrive(self._create_flow())
+
+    def save(self, must_create: bool = False) -> None:
+        """Write what this request changed, in one round trip (plus one load when the
+        session was not read in this request, e.g. after ``clear()``).
+
+        ``must_create=True`` (or no key yet) creates a new session under a key minted here:
+        a key chosen by the client is never adopted. Raises ``UpdateError`` when the session
+        was destroyed or expired since it was loaded: it is not brought back (Django's
+        middleware then answers 400, ``SessionInterrupted``).
+        """
+        _drive(self._save_flow(must_create))
+
+    async def asave(self, must_create: bool = False) -> None:
+        await _adrive(self._save_flow(must_create))
+
+    def delete(self, session_key: str | None = None) -> None:
+        """Destroy a session now (default: this one). Unknown keys are ignored."""
+        _drive(self._delete_flow(session_key))
+
+    async def adelete(self, session_key: str | None = None) -> None:
+        await _adrive(self._delete_flow(session_key))
+
+    def cycle_key(self) -> None:
+        """Give the session a new key, keeping its data; the old key stops working at once.
+        A stored session is renewed now (one atomic script, with this request's pending
+        changes); a session not stored yet just gets its key, and is written at save."""
+        _drive(self._cycle_flow())
+
+    async def acycle_key(self) -> None:
+        await _adrive(self._cycle_flow())
+
+    @property
+    def stickless(self) -> Session:
+        """The underlying :class:`stickless.Session` (loaded on first use, like
+        ``request.session``). Use it for ``incr`` (atomic counters), ``user_id``,
+        ``created_at`` / ``expires_at``; read and write data through ``request.session``
+        (values written here directly are saved, but only show up in ``request.session``
+        after the save)."""
+        return _drive(self._attach_flow())
+
+    async def astickless(self) -> Session:
+        """:attr:`stickless` for async code."""
+        return await _adrive(self._attach_flow())
+
+    # ------------------------------------------------------------------ the operations
+    def _load_flow(self) -> _Flow[dict[str, Any]]:
+        key = self.session_key
+        sl: Session | None = None
+        if key is not None:
+            try:
+                sl = yield from self._fetch(key)
+            except StoreUnavailable as exc:
+                self._fail_open(exc, "load")
+                self._degraded = True
+                return self._forget()
+        if sl is None:
+            self._session_key = None
+            return self._forget()
+        return self._adopt(sl, keep_cache=False)
+
+    def _exists_flow(self, session_key: str | None) -> _Flow[bool]:
+        if not self._validate_session_key(session_key):
+            return False
+        return (yield from self._fetch(session_key)) is not None
+
+    def _fetch(self, key: object) -> _Flow[Session | None]:
+        """Load ``key``; a session past its ``set_expiry()`` deadline is destroyed: None."""
+        sl: Session | None = yield _Call("load", key)
+        if sl is not None and _expired(sl):
+            yield _Call("destroy", sl)
+            return None
+        return sl
+
+    def _attach_flow(self) -> _Flow[Session]:
+        """Make sure the stickless Session is there (loading it if needed)."""
+        if "_session_cache" not in self.__dict__:
+            yield from self._load_flow()
+        elif self._sl is None and self.session_key is not None and not self._degraded:
+            sl = yield from self._fetch(self.session_key)
+            if sl is None:
+                self._session_key = None
+            else:
+                self._adopt(sl, keep_cache=True)
+        self.accessed = True
+        return self._sl if self._sl is not None else self._new_session()
+
+    def _create_flow(self) -> _Flow[None]:
+        sl = self._sl
+        if sl is None or not sl.is_new:
+            sl = self._new_session()  # a stored session starts over, with the current data
+        self._seen = {}
+        self._session_key = sl.token
+        yield from self._save_flow(must_create=True)
+        self._modified = True
+
+    def _save_flow(self, must_create: bool) -> _Flow[None]:
+        if self._degraded:  # fail-open after a failed load: never write a partial view
+            if self.session_key is None:
+                self._session_key = self._new_session().token
+            return
+        if self.session_key is None:
+            yield from self._create_flow()
+            return
+        sl = self._sl
+        if must_create or (sl is not None and sl.is_new):
+            if sl is None or not sl.is_new or sl.token != self.session_key:
+                yield from self._create_flow()  # never adopt a key we did not mint
+                return
+            data: dict[str, Any] = self._get_session(no_load=True)
+        elif sl is None:  # not read in this request: clear(), SAVE_EVERY_REQUEST, ...
+            cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
+            try:
+                sl = yield from self._fetch(self.session_key)
+            except StoreUnavailable as exc:
+                self._fail_open(exc, "save")
+                return
+            if sl is None:
+                self._session_key = None
+                if cache is not None:  # data written blind: it goes into a new session
+                    yield from self._create_flow()
+                return
+            data = self._adopt(sl, keep_cache=True)
+        elif "_session_cache" in self.__dict__:
+            data = self._session_cache
+        else:  # loaded, then `del session._session_cache`: nothing changed on Django's side
+            data = self._adopt(sl, keep_cache=False)
+        was_new = sl.is_new
+        self._apply(sl, data)
+        try:
+            result = yield _Call("save", sl)
+        except SessionConflict as exc:
+            if was_new:
+                raise CreateError(str(exc)) from exc
+            raise
+        except StoreUnavailable as exc:
+            self._fail_open(exc, "save")
+            return
+        if result.outcome == "gone":
+            self._sl, self._seen = None, {}
+            raise UpdateError("the session was destroyed or expired since it was loaded")
+        if result.outcome == "destroyed":  # the app invalidated it through .stickless
+            self._session_key = None
+            self._sl, self._seen = None, {}
+            data.clear()
+            return
+        self._synced(sl, data)
+
+    def _delete_flow(self, session_key: str | None) -> _Flow[None]:
+        own = session_key is None or session_key == self.session_key
+        key = self.session_key if session_key is None else session_key
+        if key is None:
+            return
+        if own:
+            sl, self._sl, self._seen = self._sl, None, {}
+            if sl is not None and sl.is_new and sl.token == key:
+                return  # never stored
+        yield _Call("destroy", key)
+
+    def _cycle_flow(self) -> _Flow[None]:
+        yield from self._attach_flow()
+        self._modified = True
+        sl = self._sl
+        if self._degraded or sl is None:
+            return
+        if sl.is_new:  # not stored yet: it gets its key now and is written at save
+            self._session_key = sl.token
+            return
+        sl.renew()
+        try:
+            yield from self._save_flow(must_create=False)
+        except UpdateError:
+            # destroyed meanwhile: the data goes on under a brand-new key, as with Django's
+            # own cycle_key (create + delete); it is written at the next save
+            self._session_key = self._new_session().token
+
+    # ------------------------------------------------------------------ helpers
+    def _take_over(self, moved: Mapping[str, Any]) -> None:
+        """Data of the old engine becomes this (new) session's: written, under a new
+        stickless key, by the save at the end of the request."""
+        self._session_cache.update(moved)
+        self._modified = True
+
+    def _stickless_modified(self) -> bool:
+        sl = self._sl
+        if sl is None:
+            return False
+        try:
+            return sl.modified
+        except TypeError:  # a non-JSON value put in place: let save() raise the clear error
+            return True
+
+    def _forget(self) -> dict[str, Any]:
+        """No stickless Session (unknown key, or store down with fail-open): empty data."""
+        self._sl, self._seen = None, {}
+        cache: dict[str, Any] = {}
+        self._session_cache = cache
+        return cache
+
+    def _new_session(self) -> Session:
+        self._sl = _stores.sync().new()  # no I/O
+        self._seen = {}
+        return self._sl
+
+    def _adopt(self, sl: Session, *, keep_cache: bool) -> dict[str, Any]:
+        """Take ``sl`` as this request's session; return the dict Django code works on."""
+        self._sl = sl
+        self._session_key = sl.token
+        data = {key: value for key, value in dict.items(sl) if not _hidden(key)}
+        self._seen = {key: _encode(key, value) for key, value in data.items()}
+        cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
+        if keep_cache and cache is not None:
+            return cache
+        self._session_cache = data
+        return data
+
+    def _apply(self, sl: Session, data: dict[str, Any]) -> None:
+        """Replay on ``sl`` what Django code changed in ``data`` since it was handed out."""
+        seen = self._seen
+        for key in [key for key in seen if key not in data]:
+            if dict.__contains__(sl, key):
+                del sl[key]
+            if key == AUTH_USER_KEY:
+                sl.user_id = None
+        for key, value in data.items():
+            if _hidden(key):
+                raise ValueError(
+                    f"session key {key!r}: keys starting with {HIDDEN_PREFIX!r} "
+                    "are reserved by stickless"
+                )
+            if seen.get(key) != _encode(key, value):
+                sl[key] = value
+                if key == AUTH_USER_KEY:
+                    sl.user_id = None if value in (None, "") else str(value)
+        expiry = data.get("_session_expiry")
+        if expiry:
+            deadline = int(self.get_expiry_date(expiry=expiry).timestamp() * 1000)
+            if dict.get(sl, _EXPIRES) != deadline:
+                sl[_EXPIRES] = deadline
+        elif dict.__contains__(sl, _EXPIRES):
+            del sl[_EXPIRES]
+        if sl.is_new and not dict.__len__(sl) and sl.user_id is None:
+            sl[_CREATED] = True
+        elif data and dict.__contains__(sl, _CREATED):
+            del sl[_CREATED]  # not needed once there is data: the hash exists anyway
+
+    def _synced(self, sl: Session, data: dict[str, Any]) -> None:
+        """After a save: the key may have changed (renewal), counters hold Redis's values."""
+        self._session_key = sl.token
+        for key in [key for key in data if not dict.__contains__(sl, key)]:
+            del data[key]
+        for key, value in dict.items(sl):
+            if not _hidden(key) and data.get(key, _MISSING) is not value:
+                data[key] = value
+        self._seen = {key: _encode(key, value) for key, value in data.items()}
+
+    @staticmethod
+    def _fail_open(exc: StoreUnavailable, during: str) -> None:
+        policy = _stores.policy()
+        if not policy.fail_open:
+            raise exc
+        policy.report(exc, during)
+
+
+_MISSING: Any = object()
+
+
+# ---------------------------------------------------------------------- the middleware
+class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
+    """Django's ``SessionMiddleware``, plus: an unreachable store answers the failure
+    policy's response (503 with ``Retry-After`` by default) instead of a 500.
+
+    Use it *instead of* ``django.contrib.sessions.middleware.SessionMiddleware``, at the same
+    place in ``MIDDLEWARE``. It covers the save in ``process_response`` and a load or save
+    from a view (``process_exception``). A separate middleware could not do this: Django
+    turns an exception of ``SessionMiddleware.process_response`` into a 500 response before
+    any other middleware sees it.
+    """
+
+    def process_response(self, request: Any, response: Any) -> Any:
+        try:
+            return super().process_response(request, response)
+        except StoreUnavailable as exc:
+            return _unavailable_response(exc, "save")
+
+    def process_exception(self, request: Any, exception: Exception) -> Any:
+        if isinstance(exception, StoreUnavailable):
+            return _unavailable_response(exception, "load")
+        return None
+
+
+def _unavailable_response(exc: StoreUnavailable, during: str) -> HttpResponse:
+    """The failure policy's response for ``exc`` (logged once, without token or data)."""
+    policy = _stores.policy()
+    policy.report(exc, during)
+    return HttpResponse(policy.body, status=policy.status, headers=dict(policy.headers))

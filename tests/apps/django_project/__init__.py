@@ -1,0 +1,1 @@
+"""A minimal Django project for stickless's Django tests (in-process and real servers)."""

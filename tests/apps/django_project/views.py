@@ -1,0 +1,128 @@
+"""Views of the test project. Each returns JSON; none renders templates."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.contrib import auth
+from django.http import HttpRequest, HttpResponse, JsonResponse
+
+
+def plain(request: HttpRequest) -> HttpResponse:
+    """Does not touch the session."""
+    return HttpResponse("plain")
+
+
+def read(request: HttpRequest) -> JsonResponse:
+    """The whole session (one load)."""
+    return JsonResponse(dict(request.session.items()))
+
+
+def set_value(request: HttpRequest) -> JsonResponse:
+    """``?key=K&value=V``: session[K] = V (a string)."""
+    request.session[request.GET["key"]] = request.GET.get("value", "")
+    return JsonResponse({"ok": True})
+
+
+def incr(request: HttpRequest) -> JsonResponse:
+    """``?key=K``: atomic increment through the stickless Session."""
+    value = request.session.stickless.incr(request.GET.get("key", "n"))
+    return JsonResponse({"value": value})
+
+
+def append(request: HttpRequest) -> JsonResponse:
+    """In-place change of a nested value, without ``modified = True``."""
+    items: list[Any] = request.session.setdefault("cart", [])
+    items.append(request.GET["item"])
+    return JsonResponse({"cart": items})
+
+
+def slow_set(request: HttpRequest) -> JsonResponse:
+    """Load the session, wait, then set ``?key=``. The wait is ``?delay=`` seconds, or with
+    ``?gate=G``: count this request in Redis key ``G:loaded``, then wait (up to 20 s) until
+    the test sets ``G:go``, so a test knows every request loaded before it acts."""
+    request.session.get("anything")
+    gate = request.GET.get("gate")
+    if gate:
+        client = redis.Redis.from_url(settings.STICKLESS_URL)
+        try:
+            client.incr(f"{gate}:loaded")
+            deadline = time.monotonic() + 20
+            while not client.exists(f"{gate}:go") and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            client.close()
+    else:
+        time.sleep(float(request.GET.get("delay", "0.5")))
+    request.session[request.GET["key"]] = "late"
+    return JsonResponse({"ok": True})
+
+
+def deleted_meanwhile(request: HttpRequest) -> JsonResponse:
+    """Loads the session, which another request then destroys, and writes to it."""
+    request.session.get("a")
+    type(request.session)(request.session.session_key).delete()
+    request.session["b"] = "2"
+    return JsonResponse({"ok": True})
+
+
+def cycle(request: HttpRequest) -> JsonResponse:
+    request.session.cycle_key()
+    return JsonResponse({"ok": True})
+
+
+def flush(request: HttpRequest) -> JsonResponse:
+    request.session.flush()
+    return JsonResponse({"ok": True})
+
+
+def clear(request: HttpRequest) -> JsonResponse:
+    request.session.clear()
+    return JsonResponse({"ok": True})
+
+
+def expire(request: HttpRequest) -> JsonResponse:
+    """``?seconds=N`` (int expiry) or ``?delta=S`` (timedelta, may be negative)."""
+    request.session["marker"] = "x"
+    if "delta" in request.GET:
+        request.session.set_expiry(datetime.timedelta(seconds=float(request.GET["delta"])))
+    else:
+        request.session.set_expiry(int(request.GET["seconds"]))
+    return JsonResponse({"ok": True})
+
+
+def login(request: HttpRequest) -> JsonResponse:
+    user = auth.authenticate(
+        request, username=request.POST["username"], password=request.POST["password"]
+    )
+    if user is None:
+        return JsonResponse({"ok": False}, status=403)
+    auth.login(request, user)
+    return JsonResponse({"ok": True})
+
+
+def logout(request: HttpRequest) -> JsonResponse:
+    auth.logout(request)
+    return JsonResponse({"ok": True})
+
+
+def whoami(request: HttpRequest) -> JsonResponse:
+    user = request.user
+    return JsonResponse({"user": user.get_username() if user.is_authenticated else None})
+
+
+def bad_value(request: HttpRequest) -> JsonResponse:
+    request.session["when"] = datetime.datetime.now(datetime.UTC)  # not JSON
+    return JsonResponse({"ok": True})
+
+
+async def async_incr(request: HttpRequest) -> JsonResponse:
+    """The async session API: aget / aset and astickless()."""
+    visits = await request.session.aget("visits", 0)
+    await request.session.aset("visits", visits + 1)
+    session = await request.session.astickless()
+    return JsonResponse({"visits": visits + 1, "n": session.incr("n")})
