@@ -139,3 +139,19 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(
     with command_log.counting() as sent:
         store.load(s.token)
     assert sent == ["EVALSHA"]
+
+
+def test_first_use_of_a_script_is_one_command_too(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    import redis
+
+    redis.Redis.from_url(stickless_url).script_flush()
+    store = store_factory(stickless_url, config())
+    store.sessions_for("nobody")  # opens the connection (HELLO etc.), runs no script
+    s = store.new()
+    s["a"] = 1
+    with command_log.counting() as sent:
+        store.save(s)
+        store.load(s.token)
+    assert sent == ["EVAL", "EVAL"]

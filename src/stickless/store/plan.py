@@ -174,11 +174,27 @@ class Planner:
     def __post_init__(self) -> None:
         self.layout = KeyLayout(self.config.key_prefix)
         self.codec = TokenCodec(self.config.secret_key)
+        self._scripts_sent: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
     def run(self, batch: Batch) -> Generator[Step, Any, list[Any]]:
         """Send ``batch``: retry idempotent ones on connection errors, resend scripts the
-        server forgot (NOSCRIPT, e.g. after a failover), map failures to our errors."""
+        server forgot (NOSCRIPT, e.g. after a failover), map failures to our errors.
+
+        A script this planner never sent goes by source (EVAL) the first time, so the first
+        use costs one round trip too, not NOSCRIPT + EVAL."""
+        if any(
+            isinstance(c, ScriptCall) and c.script.name not in self._scripts_sent
+            for c in batch.calls
+        ):
+            fresh = tuple(
+                _by_source(c)
+                if isinstance(c, ScriptCall) and c.script.name not in self._scripts_sent
+                else c
+                for c in batch.calls
+            )
+            batch = Batch(fresh, batch.idempotent, batch.wait)
+            self._scripts_sent.update(c.script.name for c in fresh if isinstance(c, ScriptCall))
         attempt = 0
         while True:
             try:
