@@ -38,8 +38,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Unpack
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
@@ -48,9 +48,8 @@ from stickless.store import connect
 from stickless.store.aio import AsyncSessionStore
 from stickless.web.cycle import SessionCycle
 from stickless.web.options import (
-    DEFAULT_MAX_AGE,
+    MiddlewareKwargs,
     MiddlewareOptions,
-    SecretKey,
     resolve_url,
 )
 
@@ -122,36 +121,10 @@ class SessionMiddleware:
         url: str | None = None,
         *,
         store: AsyncSessionStore | None = None,
-        secret_key: SecretKey = None,
-        session_cookie: str = "session",
-        max_age: int | None = DEFAULT_MAX_AGE,
-        path: str = "/",
-        same_site: Literal["lax", "strict", "none"] = "lax",
-        https_only: bool = False,
-        domain: str | None = None,
-        partitioned: bool = False,
-        config: SessionConfig | None = None,
-        header: str | None = None,
-        cookie: bool = True,
-        exclude_paths: Sequence[str] = (),
-        fail_open: bool = False,
+        **options: Unpack[MiddlewareKwargs],
     ) -> None:
         self.app = app
-        self.options = MiddlewareOptions(
-            secret_key=secret_key,
-            session_cookie=session_cookie,
-            max_age=max_age,
-            path=path,
-            same_site=same_site,
-            https_only=https_only,
-            domain=domain,
-            partitioned=partitioned,
-            config=config,
-            header=header,
-            cookie=cookie,
-            exclude_paths=exclude_paths,
-            fail_open=fail_open,
-        )
+        self.options = MiddlewareOptions(**options)
         self._store = store
         self._stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
         self._stores = weakref.WeakKeyDictionary()

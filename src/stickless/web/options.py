@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypedDict
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError
@@ -62,6 +62,24 @@ def _secret(value: object) -> str | Sequence[str]:
     if isinstance(value, list | tuple):
         return [str(v) for v in value]
     return str(value)
+
+
+class MiddlewareKwargs(TypedDict, total=False):
+    """The keyword options of the middlewares (see :class:`MiddlewareOptions` for defaults)."""
+
+    secret_key: SecretKey
+    session_cookie: str
+    max_age: int | None
+    path: str
+    same_site: Literal["lax", "strict", "none"]
+    https_only: bool
+    domain: str | None
+    partitioned: bool
+    config: SessionConfig | None
+    header: str | None
+    cookie: bool
+    exclude_paths: Sequence[str]
+    fail_open: bool
 
 
 @dataclass(frozen=True, slots=True)

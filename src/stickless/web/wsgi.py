@@ -35,21 +35,19 @@ framework's adapter: ``stickless.flask``, ``stickless.django``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from datetime import datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.sync import SessionStore
 from stickless.web.cycle import SessionCycle
 from stickless.web.options import (
-    DEFAULT_MAX_AGE,
+    MiddlewareKwargs,
     MiddlewareOptions,
-    SecretKey,
     resolve_url,
 )
 
@@ -259,36 +257,10 @@ class SessionMiddleware:
         url: str | None = None,
         *,
         store: SessionStore | None = None,
-        secret_key: SecretKey = None,
-        session_cookie: str = "session",
-        max_age: int | None = DEFAULT_MAX_AGE,
-        path: str = "/",
-        same_site: Literal["lax", "strict", "none"] = "lax",
-        https_only: bool = False,
-        domain: str | None = None,
-        partitioned: bool = False,
-        config: SessionConfig | None = None,
-        header: str | None = None,
-        cookie: bool = True,
-        exclude_paths: Sequence[str] = (),
-        fail_open: bool = False,
+        **options: Unpack[MiddlewareKwargs],
     ) -> None:
         self.app = app
-        self.options = MiddlewareOptions(
-            secret_key=secret_key,
-            session_cookie=session_cookie,
-            max_age=max_age,
-            path=path,
-            same_site=same_site,
-            https_only=https_only,
-            domain=domain,
-            partitioned=partitioned,
-            config=config,
-            header=header,
-            cookie=cookie,
-            exclude_paths=exclude_paths,
-            fail_open=fail_open,
-        )
+        self.options = MiddlewareOptions(**options)
         if store is not None:
             if url is not None:
                 raise ConfigurationError("pass url or store, not both")
