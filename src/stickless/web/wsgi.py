@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMappin
 from datetime import datetime
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, Unpack
 
 from stickless.errors import ConfigurationError, StoreUnavailable
 from stickless.session import Session, SessionMeta, SessionStatus
