@@ -473,3 +473,24 @@ def test_stickless_accessor_login_logout_and_reserved_keys(url: str) -> None:
     session["_stickless:mine"] = 1
     with pytest.raises(ValueError, match="reserved"):
         session.save()
+
+
+def test_header_transport(url: str) -> None:
+    """STICKLESS_HEADER: API clients carry the token in a header instead of a cookie."""
+    with override_settings(STICKLESS_HEADER="X-Session-Token"):
+        api = Client()
+        first = api.get("/set", {"key": "via", "value": "header"})
+        token = first.headers["X-Session-Token"]
+        assert token and "X-Session-Token" in first.headers.get("Vary", "")
+        fresh = Client()  # no cookie jar shared: only the header identifies the session
+        read = fresh.get("/read", headers={"X-Session-Token": token})
+        assert read.json() == {"via": "header"}
+        assert "X-Session-Token" not in read.headers  # unchanged key: nothing to send
+        cycled = fresh.get("/cycle", headers={"X-Session-Token": token})
+        renewed = cycled.headers["X-Session-Token"]
+        assert renewed and renewed != token
+        assert fresh.get("/read", headers={"X-Session-Token": token}).json() == {}
+        hostile = fresh.get("/read", headers={"X-Session-Token": "x" * 5000 + "\u00e9"})
+        assert hostile.status_code == 200 and hostile.json() == {}
+        gone = fresh.get("/flush", headers={"X-Session-Token": renewed})
+        assert gone.headers["X-Session-Token"] == ""

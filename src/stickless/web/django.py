@@ -75,6 +75,7 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpResponse
+from django.utils.cache import patch_vary_headers
 
 from stickless import codec
 from stickless.config import SessionConfig
@@ -676,18 +677,47 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
     from a view (``process_exception``). A separate middleware could not do this: Django
     turns an exception of ``SessionMiddleware.process_response`` into a 500 response before
     any other middleware sees it.
+
+    Header transport: with ``STICKLESS_HEADER = "X-Session-Token"`` in settings, a token in
+    that request header is used instead of the cookie (API and mobile clients), and the
+    response carries the header whenever the session key changed (new, renewed; empty when
+    the session ended). The cookie keeps working beside it.
     """
+
+    def process_request(self, request: Any) -> None:
+        header = _token_header()
+        presented = request.headers.get(header) if header else None
+        if presented:
+            request.session = self.SessionStore(presented.strip())
+            request.stickless_presented = presented.strip()
+        else:
+            super().process_request(request)
+            request.stickless_presented = request.session.session_key
 
     def process_response(self, request: Any, response: Any) -> Any:
         try:
-            return super().process_response(request, response)
+            response = super().process_response(request, response)
         except StoreUnavailable as exc:
             return _unavailable_response(exc, "save")
+        header = _token_header()
+        session = getattr(request, "session", None)
+        if header and session is not None:
+            key = session.session_key
+            if key != getattr(request, "stickless_presented", None):
+                response.headers[header] = key or ""
+            patch_vary_headers(response, (header,))
+        return response
 
     def process_exception(self, request: Any, exception: Exception) -> Any:
         if isinstance(exception, StoreUnavailable):
             return _unavailable_response(exception, "load")
         return None
+
+
+def _token_header() -> str | None:
+    """``STICKLESS_HEADER`` from settings: the header carrying the token (None: cookie only)."""
+    value = getattr(settings, "STICKLESS_HEADER", None)
+    return str(value) if value else None
 
 
 def _unavailable_response(exc: StoreUnavailable, during: str) -> HttpResponse:
