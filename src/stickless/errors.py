@@ -50,17 +50,23 @@ class SessionConflict(SticklessError):
     """
 
 
-class ReplicationTimeout(SticklessError):
+class ReplicationTimeout(StoreUnavailable):
     """``durability="replicated"``: fewer replicas acknowledged the save than required.
 
-    The save *was* applied on the primary; it may be lost if the primary fails before
-    replicating it. ``acknowledged`` and ``required`` give the counts.
+    The save *was* applied on the primary (the Session object reflects it); it may be lost
+    if the primary fails before replicating it. ``acknowledged`` and ``required`` give the
+    counts. It is a :class:`StoreUnavailable` (the store cannot currently give the durability
+    asked for), so web adapters answer it like an outage: 503 by default, or carry on when
+    configured to fail open.
     """
 
     def __init__(self, acknowledged: int, required: int, timeout_ms: int) -> None:
         self.acknowledged = acknowledged
         self.required = required
-        super().__init__(
+        self.address = "replicas"
+        self.cause = TimeoutError(f"WAIT {required} {timeout_ms}")
+        SticklessError.__init__(
+            self,
             f"save acknowledged by {acknowledged} replica(s) within {timeout_ms} ms, "
             f"{required} required (the write is on the primary only)"
         )

@@ -165,6 +165,7 @@ class AsyncSessionStore(StoreBase):
 
     async def _on_owner(self, batch: Batch) -> list[Any]:
         """Script + WAIT on one connection of the node owning the key's slot."""
+        await self.client.initialize()  # the slot map must be known (no-op once loaded)
         for _ in range(2):
             replies = await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
             if not is_moved(replies[0]):
