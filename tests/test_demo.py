@@ -1,0 +1,218 @@
+"""The demo: the scripted tour on every topology, the page itself, and a clean stop.
+
+* ``run(tour=True)`` for standalone, sentinel and cluster: exit 0, every step passed, and on
+  the replicated topologies a failover happened and was timed.
+* The demo app in-process (Starlette ``TestClient`` on the embedded Valkey): page content,
+  token renewal note, escaping of what the visitor typed.
+* ``python -m stickless.demo`` in a subprocess: the three URLs answer and share one session;
+  SIGINT / SIGTERM stops every process it started (checked by PID from ``demo.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+
+from starlette.testclient import TestClient  # noqa: E402
+
+from stickless.demo import run  # noqa: E402
+from stickless.demo.app import COOKIE_NAME, DemoSettings, create_app  # noqa: E402
+from stickless.embedded import Standalone  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.timeout(120)
+
+
+# ----------------------------------------------------------------------------- the tour
+@pytest.mark.parametrize("topology", ["standalone", "sentinel", "cluster"])
+def test_tour_passes_every_step(
+    topology: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = run(topology=topology, tour=True, data_dir=tmp_path)
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "tour-report.json").read_text())
+    assert code == 0, out
+    assert report["passed"] is True and report["error"] is None
+    steps = report["steps"]
+    assert steps and all(step["passed"] for step in steps), out
+    titles = " | ".join(step["title"] for step in steps)
+    for expected in (
+        "token renewed",
+        "old cookie",
+        "30 concurrent adds",
+        "second device",
+        "server-2 crashes",
+        "log out everywhere",
+        "other device is logged out",
+    ):
+        assert expected in titles
+    if topology == "standalone":
+        assert len(steps) == 11 and report["failover_seconds"] is None
+    else:
+        assert len(steps) == 14
+        assert "failover" in titles and 0 < report["failover_seconds"] < 45
+    assert "FAIL" not in out and f"All {len(steps)} steps passed" in out
+
+
+def test_a_failed_step_fails_the_tour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stickless.demo import tour
+
+    def broken(self: tour.Journey) -> tuple[str, str]:
+        raise tour.StepFailed("the old token still loads")
+
+    monkeypatch.setattr(tour.Journey, "old_cookie", broken)
+    assert run(tour=True, data_dir=tmp_path) == 1
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "tour-report.json").read_text())
+    assert report["passed"] is False and len(report["steps"]) == 3
+    assert [s["passed"] for s in report["steps"]] == [True, True, False]
+    assert "FAIL" in out and "1 of 3 step(s) failed" in out
+
+
+def test_bad_arguments() -> None:
+    assert run(topology="mesh") == 2
+    assert run(ports=[1, 2]) == 2
+
+
+# ------------------------------------------------------------------------ the page
+@pytest.fixture
+def client(stickless_valkey: Standalone) -> Iterator[TestClient]:
+    settings = DemoSettings(
+        url=stickless_valkey.url,
+        name="server-2",
+        peers=(("server-1", "http://127.0.0.1:1"), ("server-2", "http://testserver")),
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_page_shows_server_session_and_escapes_input(client: TestClient) -> None:
+    first = client.get("/")
+    assert first.status_code == 200
+    assert "Answered by server-2" in first.text
+    assert 'href="http://127.0.0.1:1/"' in first.text  # link to the other server
+    assert "anonymous" in first.text
+    assert COOKIE_NAME in first.headers.get("set-cookie", "")  # the page view counter
+
+    # POST-redirect-GET, token renewed on login, the note says so
+    old = client.cookies[COOKIE_NAME]
+    response = client.post("/login", data={"username": "bob"}, follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/"
+    assert client.cookies[COOKIE_NAME] != old
+    page = client.get("/").text
+    assert "Token renewed" in page and "Logged in as bob" in page
+    assert old not in page and client.cookies[COOKIE_NAME] not in page  # never the token
+
+    # what the visitor types is validated or escaped
+    client.post("/cart/add", data={"item": "<script>alert(1)</script>"}, follow_redirects=False)
+    client.post("/note", data={"note": "<b>hello</b>"}, follow_redirects=False)
+    page = client.get("/").text
+    assert "<script>alert" not in page and "<b>hello</b>" not in page
+    assert "&lt;b&gt;hello&lt;/b&gt;" in page
+    assert "Item names:" in page  # the rejected item's message
+
+    client.post("/cart/add", data={"item": "Apple"})
+    client.post("/cart/add", data={"item": "apple"})
+    state = client.get("/api/state").json()
+    assert state["cart"] == {"apple": 2}
+    assert state["user"] == "bob" and len(state["devices"]) == 1
+    assert state["devices"][0]["current"] is True
+    assert state["server"]["name"] == "server-2"
+
+    response = client.post("/logout-everywhere", follow_redirects=False)
+    assert response.headers["location"] == "/?note=revoked&n=1"
+    assert "Logged out everywhere: 1 session(s)" in client.get(response.headers["location"]).text
+
+
+# --------------------------------------------------------------- serve, then stop
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting for its parent counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] == "Z"
+
+
+def _wait_for_state(path: Path, proc: subprocess.Popen[bytes], log: Path) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if path.exists():
+            return dict(json.loads(path.read_text()))
+        if proc.poll() is not None:
+            pytest.fail(f"the demo exited with {proc.returncode}:\n{log.read_text()}")
+        time.sleep(0.1)
+    proc.kill()
+    pytest.fail(f"the demo did not start within 60 s:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_demo_serves_three_servers_and_stops_everything(
+    tmp_path: Path, stop_signal: signal.Signals
+) -> None:
+    data = tmp_path / "data"
+    log = tmp_path / "demo.out"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stickless.demo", "--data-dir", str(data)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        state = _wait_for_state(data / "demo.json", proc, log)
+        servers = state["servers"]
+        assert isinstance(servers, list) and len(servers) == 3
+        printed = log.read_text()
+        for server in servers:
+            assert server["url"] in printed  # the URLs are printed
+
+        # one cookie, three servers: the same session follows the visitor
+        with httpx.Client(timeout=10, follow_redirects=True) as browser:
+            first = browser.get(servers[0]["url"] + "/")
+            assert first.status_code == 200 and "Answered by server-1" in first.text
+            added = browser.post(servers[1]["url"] + "/cart/add", data={"item": "kettle"})
+            assert added.status_code == 200 and "Answered by server-2" in added.text
+            third = browser.get(servers[2]["url"] + "/api/state").json()
+            assert third["server"]["name"] == "server-3"
+            assert third["cart"] == {"kettle": 1}
+            assert set(third["hits"]) == {"server-1", "server-2"}
+
+        pids = state["pids"]
+        assert isinstance(pids, dict)
+        started = [*pids["valkey"], *pids["servers"]]
+        assert len(started) == 4 and not any(_gone(pid) for pid in started)
+
+        proc.send_signal(stop_signal)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    deadline = time.monotonic() + 5
+    while not all(_gone(pid) for pid in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in started if not _gone(pid)] == []
+    assert not (data / "demo.json").exists()
+    assert (data / "valkey" / "appendonlydir").is_dir()  # standalone keeps its data (AOF)
+    assert "Stopped" in log.read_text()
