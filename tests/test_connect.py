@@ -141,3 +141,18 @@ def test_unix_socket(tmp_path: Any, store_factory: Any) -> None:
         s["via"] = "unix"
         store.save(s)
         assert store.load(s.token)["via"] == "unix"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://u:hunter2@127.0.0.1:6379/x",
+        "redis://:hunter2@h:port/0",
+        "redis+sentinel://:hunter2@127.0.0.1:1",
+        "redis+sentinel://:hunter2@h:1/s/x",
+    ],
+)
+def test_configuration_errors_never_show_the_password(url: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        parse_url(url)
+    assert "hunter2" not in str(info.value)

@@ -77,10 +77,22 @@ def _split_hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
     return tuple(hosts)
 
 
+def redact(url: str) -> str:
+    """``url`` without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    creds, at, hosts = rest.rpartition("@")
+    if not sep or not at:
+        return url
+    user = creds.partition(":")[0]
+    return f"{scheme}://{user}:***@{hosts}"
+
+
 def parse_url(url: str) -> Endpoint:
-    """Parse and validate a store URL; raises ConfigurationError with the reason."""
+    """Parse and validate a store URL; raises ConfigurationError with the reason (the
+    message never contains the password)."""
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigurationError(f"not a store URL: {url!r} (expected e.g. redis://host:6379/0)")
+        shown = redact(url) if isinstance(url, str) else repr(url)
+        raise ConfigurationError(f"not a store URL: {shown!r} (expected e.g. redis://host:6379/0)")
     scheme = url.split("://", 1)[0].lower()
     if scheme in _STANDALONE:
         parts = urlsplit(url)
@@ -92,11 +104,11 @@ def parse_url(url: str) -> Endpoint:
         try:
             db = int(db_text or 0)
         except ValueError:
-            raise ConfigurationError(f"bad database number in {url!r}") from None
+            raise ConfigurationError(f"bad database number in {redact(url)!r}") from None
         try:
             _ = parts.port
         except ValueError:
-            raise ConfigurationError(f"bad port in {url!r}") from None
+            raise ConfigurationError(f"bad port in {redact(url)!r}") from None
         return Endpoint(
             "standalone",
             url,
@@ -125,14 +137,14 @@ def parse_url(url: str) -> Endpoint:
         if not segments:
             raise ConfigurationError(
                 f"sentinel URL needs a service name: redis+sentinel://h1:p1,h2:p2/<service>, "
-                f"got {url!r}"
+                f"got {redact(url)!r}"
             )
         service = segments[0]
         if len(segments) > 1:
             try:
                 db = int(segments[1])
             except ValueError:
-                raise ConfigurationError(f"bad database number in {url!r}") from None
+                raise ConfigurationError(f"bad database number in {redact(url)!r}") from None
     return Endpoint(
         kind,
         url,
