@@ -3,23 +3,20 @@
 The tests are not copied into this repository: the sdist of the *installed* Django version is
 downloaded from PyPI (``pip download --no-binary :all: --no-deps django==X``) into
 ``.stickless/django-suite/`` (ignored by git) the first time, and ``tests/sessions_tests`` is
-extracted from it. Then ``SessionTestsMixin`` (the contract every backend of Django passes) and
-``SessionMiddlewareTests`` run with our engine, through unittest, inside one pytest test that
-prints how many ran, passed, were skipped (and why) and failed.
+extracted from it (:func:`framework_suites.fetch_sdist`). Then ``SessionTestsMixin`` (the
+contract every backend of Django passes) and ``SessionMiddlewareTests`` run with our engine,
+through unittest, inside one pytest test that prints how many ran, passed, were skipped (and
+why) and failed.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
-import subprocess
 import sys
-import tarfile
 import unittest
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
@@ -32,9 +29,9 @@ from django.conf import settings  # noqa: E402
 from django.test import SimpleTestCase, override_settings  # noqa: E402
 from django.test.utils import setup_test_environment, teardown_test_environment  # noqa: E402
 
+from framework_suites import fetch_sdist  # noqa: E402
 from stickless.django import SessionStore  # noqa: E402
 
-CACHE = Path(__file__).resolve().parent.parent / ".stickless" / "django-suite"
 PACKAGE = "sessions_tests"
 
 SKIPPED_MIDDLEWARE_TESTS = {
@@ -53,43 +50,7 @@ SKIPPED_MIDDLEWARE_TESTS = {
 
 def fetch_suite() -> Path:
     """Directory holding ``sessions_tests/`` of the installed Django (downloaded once)."""
-    version = django.get_version()
-    root = CACHE / version
-    if (root / PACKAGE / "tests.py").exists():
-        return root
-    sdist = CACHE / f"django-{version}.tar.gz"
-    if not sdist.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--no-binary",
-                ":all:",
-                "--no-deps",
-                f"django=={version}",
-                "-d",
-                str(CACHE),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if done.returncode != 0 or not sdist.exists():
-            pytest.skip(f"could not download the Django {version} sdist: {done.stderr[-500:]}")
-    prefix = f"django-{version}/tests/{PACKAGE}/"
-    with tarfile.open(sdist) as tar:
-        members = [m for m in tar.getmembers() if m.name.startswith(prefix) and m.isfile()]
-        for member in members:
-            target = root / PACKAGE / member.name[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            source = tar.extractfile(member)
-            assert source is not None
-            target.write_bytes(source.read())
-    return root
+    return fetch_sdist("django", django.get_version(), [f"tests/{PACKAGE}/"]) / "tests"
 
 
 def skip_test(reason: str) -> Any:

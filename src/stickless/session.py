@@ -268,6 +268,11 @@ class Session(dict[str, Any]):
         self._accessed = True
         return dict.get(self, key, default)
 
+    def mark_accessed(self) -> None:
+        """Record a read the session cannot see (Starlette's ``request.session`` calls this;
+        ``json.dumps`` reads a dict without calling its methods)."""
+        self._accessed = True
+
     def copy(self) -> dict[str, Any]:
         """A plain ``dict`` copy of the data (not tracked)."""
         return dict(self)

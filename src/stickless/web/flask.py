@@ -39,7 +39,7 @@ from itsdangerous import BadData
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
-from stickless.session import Session
+from stickless.session import Session, SessionStatus
 from stickless.store.sync import SessionStore
 from stickless.web.policy import FailurePolicy
 from stickless.web.tagged import TaggedValues
@@ -363,6 +363,18 @@ class FlaskSession(SessionMixin):
             if stored is not value and stored != dict.__getitem__(inner, key):
                 inner[key] = stored
 
+    def _end_if_emptied(self, inner: Session) -> None:
+        """As Flask does: a stored session this request left empty (no keys but
+        ``_permanent``, no user) ends, and its cookie is deleted."""
+        if (
+            inner.meta is not None
+            and inner.status is not SessionStatus.INVALIDATED
+            and inner.user_id is None
+            and inner.pending_changes()
+            and not any(key != PERMANENT_KEY for key in dict.keys(inner))
+        ):
+            inner.invalidate()
+
     def _worth_saving(self, inner: Session) -> bool:
         """False only for a new session holding nothing but ``_permanent``: not stored (an
         app marking every visitor's session permanent must not create one per anonymous
@@ -525,6 +537,7 @@ class Stickless(SessionInterface):
         if inner is None or session._failure is not None or session._unsaved:
             return
         session._flush(inner)
+        session._end_if_emptied(inner)
         if session._worth_saving(inner):
             try:
                 state.store.save(inner)
@@ -567,7 +580,8 @@ class Stickless(SessionInterface):
             cookie = CookieSettings(
                 name=name,
                 path=path or "/",
-                domain=domain or None,
+                # as Werkzeug does (RFC 6265 5.2.3): a leading dot is not part of the domain
+                domain=(domain.partition(":")[0].lstrip(".") or None) if domain else None,
                 secure=True if secure else None,
                 httponly=httponly,
                 samesite=_SAMESITE[samesite],

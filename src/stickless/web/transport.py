@@ -12,7 +12,6 @@ session cookie instead.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -95,7 +94,7 @@ class Transport:
         if self.cookie is not None:
             max_age = None
             if self.cookie.persistent and session.meta is not None:
-                max_age = max(0, math.floor(session.meta.deadline_ms / 1000 - time.time()))
+                max_age = max(0, round(session.meta.deadline_ms / 1000 - time.time()))
             headers.append(("Set-Cookie", self._cookie(session.token, max_age, https)))
         if self.header:
             headers.append((self.header, session.token))
