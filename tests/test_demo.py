@@ -169,15 +169,18 @@ def _wait_for_state(path: Path, proc: subprocess.Popen[bytes], log: Path) -> dic
 def test_demo_serves_three_servers_and_stops_everything(
     tmp_path: Path, stop_signal: signal.Signals
 ) -> None:
-    data = tmp_path / "data"
     log = tmp_path / "demo.out"
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if stop_signal == signal.SIGINT:
+        # as the README runs it: the console script, default (relative) data directory
+        data = tmp_path / ".stickless" / "demo-data"
+        command = [str(Path(sys.executable).parent / "stickless"), "demo"]
+    else:
+        data = tmp_path / "data"
+        command = [sys.executable, "-m", "stickless.demo", "--data-dir", str(data)]
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stickless.demo", "--data-dir", str(data)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path
         )
     try:
         state = _wait_for_state(data / "demo.json", proc, log)

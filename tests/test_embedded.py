@@ -384,3 +384,11 @@ def test_cluster_failover(cluster: ClusterSetup) -> None:
         client.close()
     with pytest.raises(ValueError, match="not a current primary"):
         cluster.kill_primary(old)
+
+
+def test_relative_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A relative data_dir (as `stickless demo` passes) is taken from the caller's cwd."""
+    monkeypatch.chdir(tmp_path)
+    with start_standalone(aof=True, data_dir=Path("rel/data")) as server:
+        assert server.node.client().ping()
+    assert (tmp_path / "rel" / "data").is_dir()

@@ -478,7 +478,7 @@ def _data_config(host: str = LOOPBACK) -> dict[str, str]:
 def _launch(spec: _Spec) -> Node:
     """Write the config file and start the process (do not wait for it)."""
     if spec.data_dir is not None:
-        directory, owns_dir = spec.data_dir, False
+        directory, owns_dir = spec.data_dir.resolve(), False  # the server runs in it
         directory.mkdir(parents=True, exist_ok=True)
     else:
         directory, owns_dir = Path(tempfile.mkdtemp(prefix=f"stickless-{spec.role}-")), True
