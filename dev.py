@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
         workers = [] if any(a.startswith("-n") for a in rest) else ["-n", "2"]
         args = [str(BIN / "python"), "-m", "pytest", *workers, *rest]
     os.chdir(ROOT)
-    return subprocess.call(args)
+    os.execv(args[0], args)  # replace this process: Ctrl-C and the exit code go straight through
 
 
 if __name__ == "__main__":
