@@ -68,5 +68,5 @@ class ReplicationTimeout(StoreUnavailable):
         SticklessError.__init__(
             self,
             f"save acknowledged by {acknowledged} replica(s) within {timeout_ms} ms, "
-            f"{required} required (the write is on the primary only)"
+            f"{required} required (the write is on the primary only)",
         )
