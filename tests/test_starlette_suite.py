@@ -38,33 +38,11 @@ SKIPPED = {
         "(its accessed/modified flags): it builds no middleware, so it never reaches the one "
         "under test; stickless.Session's change tracking is tested in tests/test_session.py"
     ),
-    "test_partitioned_session[False]": (
-        "expects a Set-Cookie on the response to request.session.clear(); stickless's clear() "
-        "empties the data but keeps the session and its token (docs/adapters/starlette.md, "
-        "Migrating: logout() ends a session), so no cookie changes and none is sent"
-    ),
 }
 """Test name (with its parameters when only some cases are concerned) -> why it cannot
 apply to stickless: Starlette internals, or a documented difference on purpose."""
 
 KNOWN_ISSUES = {
-    "test_session_cookie_subpath": (
-        "undocumented difference: reads the cookie path with the case-sensitive regex "
-        "'; path=(\\S+);' (Starlette writes attribute names in lower case); stickless writes "
-        "'Path=/second_app', the RFC 6265 spelling (user agents match attribute names "
-        "case-insensitively, RFC 6265 5.2); the path itself is right"
-    ),
-    "test_domain_cookie": (
-        "undocumented difference: looks for 'domain=.example.com' case-sensitively (Starlette "
-        "writes attribute names in lower case); stickless writes 'Domain=.example.com', the "
-        "RFC 6265 spelling (user agents match attribute names case-insensitively, RFC 6265 5.2)"
-    ),
-    "test_partitioned_session[True]": (
-        "undocumented difference: looks for the attribute 'partitioned' in lower case, as "
-        "Starlette writes it; stickless writes 'Partitioned' (RFC 6265 spelling, matched "
-        "case-insensitively by user agents). Then, like the [False] case (skipped), it "
-        "expects a Set-Cookie on the response to clear(), which keeps the token in stickless"
-    ),
     "test_session_expires": (
         "undocumented difference: builds the middleware with max_age=-1 (Starlette then "
         "issues already-expired cookies, so no session survives); stickless raises "

@@ -159,6 +159,21 @@ class Session(dict[str, Any]):
         return bool(self.pending_changes()) or self._renew or self.user_changed
 
     @property
+    def emptied(self) -> bool:
+        """True when this request removed the last key of a stored session that no user is
+        bound to. The web middlewares then invalidate it, as Starlette and Flask do (an
+        emptied session ends and its cookie is deleted); the store itself saves it as is
+        (Django's contract keeps an emptied session)."""
+        return (
+            self._status is SessionStatus.LOADED
+            and self._meta is not None
+            and not dict.__len__(self)
+            and self._user_id is None
+            and not self._renew
+            and any(op is _Op.DELETE for op in self._ops.values())
+        )
+
+    @property
     def user_id(self) -> str | None:
         """The user this session belongs to (None: anonymous). Setting it binds the session
         to the user's index at the next save; prefer renewing at the same time (login)."""

@@ -221,6 +221,7 @@ class SessionMiddleware:
         if not cycle.should_save:
             return True
         assert cycle.session is not None
+        cycle.end_if_emptied()
         try:
             await store.save(cycle.session)
         except StoreUnavailable as exc:

@@ -77,6 +77,12 @@ class SessionCycle:
             self.session = stand_in
         return False
 
+    def end_if_emptied(self) -> None:
+        """Before the save: a stored session the request emptied ends (destroyed, cookie
+        deleted), as with Starlette's and Flask's own sessions."""
+        if self.session is not None and self.session.emptied:
+            self.session.invalidate()
+
     @property
     def should_save(self) -> bool:
         """True when a save must run before the response headers go out."""

@@ -109,24 +109,26 @@ class Transport:
         return headers
 
     def _cookie(self, value: str, max_age: int | None, https: bool, deleting: bool = False) -> str:
+        """The ``Set-Cookie`` value, attributes spelled as Starlette writes them (user agents
+        match attribute names case-insensitively, RFC 6265 5.2)."""
         c = self.cookie
         assert c is not None
-        parts = [f"{c.name}={value}", f"Path={c.path}"]
+        parts = [f"{c.name}={value}", f"path={c.path}"]
         if max_age is not None:
             parts.append(f"Max-Age={max_age}")
         if deleting:
-            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-        if c.domain:
-            parts.append(f"Domain={c.domain}")
+            parts.append("expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        if c.httponly:
+            parts.append("httponly")
+        if c.samesite:
+            parts.append(f"samesite={c.samesite}")
         secure = c.secure if c.secure is not None else https
         if secure or c.samesite == "none" or c.partitioned:
-            parts.append("Secure")
-        if c.httponly:
-            parts.append("HttpOnly")
-        if c.samesite:
-            parts.append(f"SameSite={c.samesite.capitalize()}")
+            parts.append("secure")
+        if c.domain:
+            parts.append(f"domain={c.domain}")
         if c.partitioned:
-            parts.append("Partitioned")
+            parts.append("partitioned")
         return "; ".join(parts)
 
 

@@ -356,6 +356,7 @@ class _Exchange:
         cycle = self.cycle
         if cycle.should_save:
             assert cycle.session is not None
+            cycle.end_if_emptied()
             try:
                 self.store.save(cycle.session)
             except StoreUnavailable as exc:
