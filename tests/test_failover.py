@@ -136,3 +136,32 @@ async def test_async_cluster_replicated_save_on_a_fresh_store(cluster: ClusterSe
         assert exc.acknowledged == 0
     assert (await store.load(s.token))["first"] is True
     await store.aclose()
+
+
+def test_cluster_replicated_saves_recover_without_any_load() -> None:
+    """After a primary dies, replicated saves (routed to the slot owner by the store itself)
+    must find the promoted replica, even when no other command refreshes the slot map."""
+    with start_cluster(node_timeout_ms=800) as setup:
+        config = SessionConfig(key_prefix="fs", durability="replicated", min_replicas=0, retries=0)
+        store = SessionStore.from_url(setup.url, config)
+        layout = KeyLayout(config.key_prefix)
+        victim = setup.primaries[0]
+        on_victim = 0
+        while on_victim < 3:  # warm: the store holds a client for the victim
+            s = store.new()
+            s["warm"] = True
+            store.save(s)
+            on_victim += setup.primary_for_key(layout.data(token_id(s.raw_token))) == victim
+        setup.kill_primary(victim)
+        setup.wait_for_failover(victim, timeout=30)
+        outcomes = []
+        for _ in range(40):
+            s = store.new()
+            s["after"] = True
+            try:
+                outcomes.append(store.save(s).outcome)
+            except StoreUnavailable:
+                outcomes.append("unavailable")
+        assert outcomes[-20:] == ["saved"] * 20, outcomes
+        assert outcomes.count("unavailable") <= 3, outcomes
+        store.close()

@@ -121,7 +121,7 @@ def test_login_save_updates_the_index_in_the_same_round_trip(
     finally:
         target.send = original
     assert len(calls) == 1  # one pipeline = one round trip
-    assert sent == ["EVALSHA", "EVALSHA", "EVALSHA"]  # save, old user index, new user index
+    assert sent == ["EVALSHA", "EVALSHA"]  # save + the new user's index (old entries: lazy)
 
 
 def test_scripts_are_reloaded_after_the_server_forgets_them(

@@ -474,3 +474,112 @@ def test_one_async_store_serves_several_event_loops(stickless_url: str) -> None:
     thread.start()
     thread.join()
     assert results and results[0] is not None
+
+
+# ------------------------------------------------------------- review findings
+def test_a_stale_pre_login_copy_cannot_renew_or_rebind_the_live_session(
+    stickless_url: str, store_factory: Any
+) -> None:
+    """Fixation: a request opened with the planted token before the victim's login may still
+    save its data (forward), but never get a token of the victim's session or change its user."""
+    store = store_factory(stickless_url, fresh_config())
+    planted = store.new()
+    planted["cart"] = []
+    store.save(planted)
+    attacker = store.load(planted.token)
+    victim = store.load(planted.token)
+    victim.login("alice")
+    victim["secret"] = "victim-data"
+    store.save(victim)
+    attacker.renew()
+    attacker.user_id = "mallory"
+    attacker["note"] = "late"
+    assert store.save(attacker).outcome == "saved"  # data merged into the live session
+    assert attacker.token == planted.token  # no new token handed out
+    assert store.load(attacker.token) is None
+    live = store.load(victim.token)
+    assert live is not None and live.user_id == "alice" and live["note"] == "late"
+    assert store.sessions_for("mallory") == []
+
+
+def test_a_refused_save_leaves_the_user_index_usable(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["n"] = 1
+    s.user_id = "alice"
+    store.save(s)
+    rebinding, other = store.load(s.token), store.load(s.token)
+    other["n"] = "text"
+    store.save(other)
+    rebinding.user_id = "bob"
+    rebinding.incr("n")
+    with pytest.raises(SessionConflict):
+        store.save(rebinding)
+    assert store.load(s.token).user_id == "alice"
+    assert store.sessions_for("bob") == []  # the hint added for bob is pruned
+    assert store.revoke_user("bob") == 0  # and cannot destroy alice's session
+    assert store.revoke_user("alice") == 1
+    assert store.load(s.token) is None
+
+
+@pytest.mark.parametrize("how", ["destroyed", "expired"])
+def test_a_gone_session_reused_never_comes_back_under_its_token(
+    stickless_url: str, store_factory: Any, how: str
+) -> None:
+    store = store_factory(stickless_url, fresh_config(idle_timeout=0.3, touch_interval=0))
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    stale = store.load(s.token)
+    if how == "destroyed":
+        store.destroy(s.token)
+    else:
+        time.sleep(0.45)
+    stale["b"] = 2
+    assert store.save(stale).outcome == "gone"
+    stale["c"] = 3  # the object is used again
+    assert store.save(stale).outcome == "saved"
+    assert stale.token != s.token and store.load(s.token) is None
+    assert dict(store.load(stale.token)) == {"c": 3}
+
+
+def test_a_key_of_another_type_is_refused_cleanly(
+    stickless_url: str, store_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = fresh_config()
+    store = store_factory(stickless_url, config)
+    s = store.new()
+    s["a"] = 1
+    store.save(s)
+    r = redis.Redis.from_url(stickless_url)
+    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    r.delete(key)
+    r.set(key, b"\x80\x04\x95 pickled-by-someone-else")
+    with caplog.at_level(logging.WARNING, logger="stickless"):
+        assert store.load(s.token) is None
+    assert "not a session hash" in caplog.text
+    s["b"] = 2
+    with pytest.raises(SessionConflict, match="not a session hash"):
+        store.save(s)
+    assert r.get(key) == b"\x80\x04\x95 pickled-by-someone-else"
+
+
+def test_incr_overflow_is_refused_and_writes_nothing(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["n"] = 2**63 - 2
+    s["m"] = 0
+    store.save(s)
+    a, b = store.load(s.token), store.load(s.token)
+    a.incr("n")
+    store.save(a)
+    b.incr("m")  # applied first in the script, then undone
+    b.incr("n")  # would overflow now
+    b["other"] = "partial"
+    with pytest.raises(SessionConflict, match="overflow"):
+        store.save(b)
+    assert dict(store.load(s.token)) == {"n": 2**63 - 1, "m": 0}

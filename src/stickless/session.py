@@ -360,10 +360,9 @@ class Session(dict[str, Any]):
         return dict.__iter__(self)
 
     def _mutating(self) -> None:
+        # Data written to an invalidated (or gone) session is saved into a brand-new
+        # session under a new token (see SessionStore.save), never under the old token.
         self._accessed = True
-        if self._status is SessionStatus.INVALIDATED and self._meta is None:
-            # A session that was invalidated before it was ever stored starts over as new.
-            self._status = SessionStatus.NEW
 
     # ------------------------------------------------------------ for the store
     def pending_changes(self) -> Changes:

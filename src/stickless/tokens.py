@@ -20,11 +20,14 @@ from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
 
+from stickless.errors import ConfigurationError
+
 FAMILY_BYTES = 8
 SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 256
 _B64 = r"[A-Za-z0-9_-]"
 _TOKEN_RE = re.compile(rf"({_B64}{{11}})\.({_B64}{{43}})")
+_SESSION_ID_RE = re.compile(rf"{_B64}{{1,64}}:{_B64}{{1,128}}")
 
 
 def _b64(raw: bytes) -> str:
@@ -47,6 +50,18 @@ class TokenId:
     def from_member(cls, member: str) -> TokenId | None:
         family, sep, digest = member.partition(":")
         return cls(family, digest) if sep and family and digest else None
+
+
+def parse_session_id(session_id: str) -> TokenId:
+    """A session id (``family:digest``, as in ``SessionInfo.session_id``) -> TokenId.
+    Raises :class:`~stickless.errors.ConfigurationError` (a ValueError) otherwise."""
+    if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
+        raise ConfigurationError(
+            f"not a session id: {session_id!r} (expected family:digest, as listed by "
+            "`stickless sessions ls` or SessionInfo.session_id)"
+        )
+    family, _, digest = session_id.partition(":")
+    return TokenId(family, digest)
 
 
 def new_family() -> str:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import statistics
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stickless import codec
-from stickless.errors import ConfigurationError
 from stickless.ops._nodes import (
     DataNode,
     ReadScript,
@@ -39,9 +37,8 @@ from stickless.ops._nodes import (
 )
 from stickless.store import keys
 from stickless.store.keys import KeyLayout
-from stickless.store.plan import DESTROY, INDEX, Batch, Command, Op, Planner, ScriptCall
-from stickless.store.sync import SessionStore, drive
-from stickless.tokens import TokenId
+from stickless.store.sync import SessionStore
+from stickless.tokens import parse_session_id
 
 __all__ = [
     "TTL_BUCKETS",
@@ -61,7 +58,6 @@ __all__ = [
 
 log = logging.getLogger("stickless.ops")
 
-_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}:[A-Za-z0-9_-]{1,128}")
 _CHUNK = 500
 
 # Read-only summary of one session hash: the values stay on the server.
@@ -204,17 +200,6 @@ TTL_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
 
 
 # ------------------------------------------------------------------------ helpers
-def parse_session_id(session_id: str) -> TokenId:
-    """``family:digest`` -> TokenId; ConfigurationError for anything else."""
-    tid = TokenId.from_member(session_id) if _ID_RE.fullmatch(session_id) else None
-    if tid is None:
-        raise ConfigurationError(
-            f"not a session id: {session_id!r} (expected family:digest, as listed by "
-            "`stickless sessions ls`)"
-        )
-    return tid
-
-
 def _ms(value: bytes | str | None) -> int | None:
     if value is None:
         return None
@@ -350,84 +335,17 @@ def show_session(
 
 
 # ------------------------------------------------------------------ destroy by id
-def _destroy_call(planner: Planner, tid: TokenId) -> ScriptCall:
-    """The very call the store's destroy sends (``destroy.lua``: follows renew forwards,
-    leaves a tombstone so a late save of the session reports ``gone``)."""
-    cfg = planner.config
-    return ScriptCall(
-        DESTROY,
-        (planner.layout.data(tid),),
-        (
-            cfg.key_prefix,
-            planner.layout.tag(tid.family),
-            tid.digest,
-            int(cfg.tombstone_ttl * 1000),
-        ),
-    )
-
-
-def _unindex_call(planner: Planner, user_id: str, members: Sequence[str]) -> ScriptCall:
-    """``index.lua`` removing ``members`` from the user's index (and pruning it)."""
-    return ScriptCall(
-        INDEX,
-        (planner.layout.user_index(user_id),),
-        ("", 0, planner.config.absolute_ms, *members),
-    )
-
-
-def _destroy_op(planner: Planner, tid: TokenId) -> Op[bool]:
-    (reply,) = yield from planner.run(Batch((_destroy_call(planner, tid),), idempotent=True))
-    raise_if_error(reply)
-    if int(reply[0]) != 1:
-        return False
-    user = text(reply[1])
-    if user:
-        (unindexed,) = yield from planner.run(
-            Batch((_unindex_call(planner, user, [tid.member]),), idempotent=True)
-        )
-        if isinstance(unindexed, Exception):
-            log.warning("user index update failed (repaired lazily): %s", unindexed)
-    return True
-
-
-def _revoke_op(planner: Planner, user_id: str, keep: str) -> Op[int]:
-    index = planner.layout.user_index(user_id)
-    (members,) = yield from planner.run(
-        Batch((Command(("ZRANGE", index, 0, -1)),), idempotent=True)
-    )
-    raise_if_error(members)
-    doomed = [m for m in (text(x) for x in members) if m != keep]
-    tids = [tid for m in doomed if (tid := TokenId.from_member(m)) is not None]
-    count = 0
-    if tids:
-        calls = tuple(_destroy_call(planner, tid) for tid in tids)
-        for reply in (yield from planner.run(Batch(calls, idempotent=True))):
-            raise_if_error(reply)
-            count += int(reply[0]) == 1
-    if doomed:
-        yield from planner.run(Batch((_unindex_call(planner, user_id, doomed),), idempotent=True))
-    return count
-
-
-def _planner(store: SessionStore) -> Planner:
-    address = getattr(getattr(store, "_plan", None), "address", None) or "session store"
-    return Planner(store.config, str(address))
-
-
 def destroy_by_id(store: SessionStore, session_id: str) -> bool:
-    """Destroy a session by its id, exactly as ``store.destroy(token)`` would (tombstone
-    included, user index updated). True if a live session was destroyed."""
-    tid = parse_session_id(session_id)
-    return drive(_destroy_op(_planner(store), tid), store)
+    """Destroy a session by its id (``store.destroy_id``). True if it was live."""
+    return store.destroy_id(session_id)
 
 
 def revoke_user(store: SessionStore, user_id: str, *, keep: str | None = None) -> int:
     """Log ``user_id`` out everywhere but the session with id ``keep``; how many were
-    destroyed. Without ``keep`` this is ``store.revoke_user(user_id)``."""
-    if keep is None:
-        return store.revoke_user(user_id)
-    parse_session_id(keep)
-    return drive(_revoke_op(_planner(store), user_id, keep), store)
+    destroyed (``store.revoke_user``, which accepts a session id as ``keep``)."""
+    if keep is not None:
+        parse_session_id(keep)
+    return store.revoke_user(user_id, keep=keep)
 
 
 # --------------------------------------------------------------------------- stats

@@ -9,7 +9,9 @@ from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
@@ -24,6 +26,7 @@ from stickless.store.plan import (
     order_replies,
     pipeline_commands,
 )
+from stickless.tokens import parse_session_id
 
 T = TypeVar("T")
 
@@ -80,6 +83,12 @@ class AsyncSessionStore(StoreBase):
     async def destroy(self, token: object) -> bool:
         """See :meth:`SessionStore.destroy`."""
         return await drive(self._plan.destroy(token), self)
+
+    async def destroy_id(self, session_id: str) -> bool:
+        """Destroy a session by its id (``SessionInfo.session_id``, ``stickless sessions
+        ls``), as :meth:`destroy` does. True if it was live. Raises ValueError for a
+        malformed id."""
+        return await drive(self._plan.destroy_id(parse_session_id(session_id)), self)
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """See :meth:`SessionStore.sessions_for`."""
@@ -167,7 +176,15 @@ class AsyncSessionStore(StoreBase):
         """Script + WAIT on one connection of the node owning the key's slot."""
         await self.client.initialize()  # the slot map must be known (no-op once loaded)
         for _ in range(2):
-            replies = await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+            key = batch.calls[0].routing_key
+            try:
+                replies = await self._pipeline(self._owner_client(key), batch)
+            except (RedisConnectionError, RedisTimeoutError):
+                # the owner is down (failover under way): forget it and reload the slot map,
+                # so that the next save goes to the promoted replica; this one is not resent
+                self._forget_owner(key)
+                await self.client.nodes_manager.initialize()
+                raise
             if not is_moved(replies[0]):
                 return replies
             await self.client.nodes_manager.initialize()  # the slot moved (failover)

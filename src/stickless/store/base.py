@@ -86,6 +86,10 @@ class StoreBase:
             cache[node.name] = client
         return client
 
+    def _forget_owner(self, key: str) -> None:
+        """Drop the cached client of ``key``'s current owner (it stopped answering)."""
+        self._node_cache().pop(self.client.get_node_from_key(key).name, None)
+
     def _node_cache(self) -> dict[str, Any]:
         """Where per-node clients are kept (the async store keeps one cache per loop)."""
         return self._node_clients

@@ -239,6 +239,9 @@ class Planner:
         )
         (reply,) = yield from self.run(Batch((call,), idempotent=True))
         _raise_server_error(reply)
+        if reply == [-1]:
+            log.warning("session %s: the key is not a session hash, ignored", tid.member[:20])
+            return None
         if not reply:
             return None
         return self._session_from_hash(raw, tid, reply)
@@ -324,11 +327,13 @@ class Planner:
         if status == -3:
             field_name = _text(reply[1])[len(keys.DATA_PREFIX) :]
             raise SessionConflict(
-                f"session[{field_name!r}] holds a non-integer value in Redis; incr refused, "
-                "nothing was saved"
+                f"session[{field_name!r}]: incr refused (the value in Redis is not an integer, "
+                "or the result would overflow 64 bits); nothing was saved"
             )
         if status == -2:
             raise SessionConflict("new session token already exists; nothing was saved")
+        if status == -4:
+            raise SessionConflict("the key is not a session hash (written by another program?)")
         if status in (0, -1):
             session.mark_gone()
             return SaveResult("gone")
@@ -342,7 +347,9 @@ class Planner:
             idle_ms=self.config.idle_ms,
         )
         counters = {k: int(v) for k, v in zip(changes.incrs, reply[4:], strict=True)}
-        raw = renew_to or session.raw_token
+        # status 2: saved through a renew forward (a request still carrying the pre-login
+        # token): its data went into the live session, but it may not renew or rebind it
+        raw = renew_to if renew_to and status == 1 else session.raw_token
         session.mark_saved(
             changes=changes,
             meta=meta,
@@ -396,16 +403,14 @@ class Planner:
         return ScriptCall(SAVE, (self.layout.data(tid),), tuple(args))
 
     def _index_calls(self, session: Session, old: TokenId, new: TokenId) -> list[Call]:
-        """User index maintenance: only when the user binding or the token changes."""
-        calls: list[Call] = []
+        """User index upkeep sent with the save: additions only (the save may yet be
+        refused). Entries a save makes stale (old user, renewed token) are not removed here:
+        readers check each entry's owner and existence and prune the dead ones."""
         moved = old != new
+        if session.user_id is None or not (session.user_changed or moved):
+            return []
         deadline = session.meta.deadline_ms if session.meta else 0
-        if session.user_changed and session.stored_user_id is not None:
-            calls.append(self._index_call(session.stored_user_id, "", 0, [old.member]))
-        if session.user_id is not None and (session.user_changed or moved):
-            removed = [old.member] if moved and not session.user_changed else []
-            calls.append(self._index_call(session.user_id, new.member, deadline, removed))
-        return calls
+        return [self._index_call(session.user_id, new.member, deadline, [])]
 
     def _index_call(
         self, user_id: str, add: str, deadline_ms: int, remove: Sequence[str]
@@ -418,11 +423,18 @@ class Planner:
 
     # ----------------------------------------------------------------- destroy
     def destroy(self, presented: object) -> Op[bool]:
-        """Destroy the session of a token (raw or client-facing). True if one was live."""
-        raw = presented.raw_token if isinstance(presented, Session) else self.codec.parse(presented)
+        """Destroy the session of a token (client-facing) or Session. True if one was live."""
+        if isinstance(presented, Session):
+            raw: str | None = presented.raw_token
+        else:
+            raw = self.codec.parse(presented)
         if raw is None:
             return False
-        tid = tokens.token_id(raw)
+        return (yield from self.destroy_id(tokens.token_id(raw)))
+
+    def destroy_id(self, tid: TokenId) -> Op[bool]:
+        """Destroy the session with storage id ``tid`` (follows renew forwards, leaves a
+        tombstone, drops the user index entry). True if one was live."""
         (reply,) = yield from self.run(Batch((self._destroy_call(tid),), idempotent=True))
         _raise_server_error(reply)
         if int(reply[0]) != 1:
@@ -500,7 +512,7 @@ class Planner:
         ]
         count = 0
         if doomed:
-            calls = tuple(self._destroy_call(tid) for tid in doomed)
+            calls = tuple(self._destroy_call(tid, owner=user_id) for tid in doomed)
             for reply in (yield from self.run(Batch(calls, idempotent=True))):
                 _raise_server_error(reply)
                 count += int(reply[0]) == 1
@@ -511,7 +523,8 @@ class Planner:
             )
         return count
 
-    def _destroy_call(self, tid: TokenId) -> ScriptCall:
+    def _destroy_call(self, tid: TokenId, owner: str = "") -> ScriptCall:
+        """Destroy the session of ``tid``; with ``owner``, only if bound to that user."""
         return ScriptCall(
             DESTROY,
             (self.layout.data(tid),),
@@ -520,12 +533,16 @@ class Planner:
                 self.layout.tag(tid.family),
                 tid.digest,
                 int(self.config.tombstone_ttl * 1000),
+                owner,
             ),
         )
 
     def _member_of(self, keep: object) -> str | None:
+        """``keep`` as an index member: a Session, a client token, or a session id."""
         if keep is None:
             return None
+        if isinstance(keep, str) and (tid := TokenId.from_member(keep)) is not None:
+            return tid.member
         raw = keep.raw_token if isinstance(keep, Session) else self.codec.parse(keep)
         return tokens.token_id(raw).member if raw else None
 

@@ -7,7 +7,9 @@ from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
@@ -22,6 +24,7 @@ from stickless.store.plan import (
     order_replies,
     pipeline_commands,
 )
+from stickless.tokens import parse_session_id
 
 T = TypeVar("T")
 
@@ -71,6 +74,12 @@ class SessionStore(StoreBase):
     def destroy(self, token: object) -> bool:
         """Destroy a session now, by client token or Session. True if it was live."""
         return drive(self._plan.destroy(token), self)
+
+    def destroy_id(self, session_id: str) -> bool:
+        """Destroy a session by its id (``SessionInfo.session_id``, ``stickless sessions
+        ls``), as :meth:`destroy` does. True if it was live. Raises ValueError for a
+        malformed id."""
+        return drive(self._plan.destroy_id(parse_session_id(session_id)), self)
 
     def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions (devices), oldest first."""
@@ -127,7 +136,15 @@ class SessionStore(StoreBase):
     def _on_owner(self, batch: Batch) -> list[Any]:
         """Script + WAIT on one connection of the node owning the key's slot."""
         for _ in range(2):
-            replies = self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+            key = batch.calls[0].routing_key
+            try:
+                replies = self._pipeline(self._owner_client(key), batch)
+            except (RedisConnectionError, RedisTimeoutError):
+                # the owner is down (failover under way): forget it and reload the slot map,
+                # so that the next save goes to the promoted replica; this one is not resent
+                self._forget_owner(key)
+                self.client.nodes_manager.initialize()
+                raise
             if not is_moved(replies[0]):
                 return replies
             self.client.nodes_manager.initialize()  # the slot moved (failover)
