@@ -101,6 +101,25 @@ def client(stickless_valkey: Standalone) -> Iterator[TestClient]:
         yield test_client
 
 
+def test_sign_out_one_other_device(stickless_valkey: Standalone) -> None:
+    settings = DemoSettings(url=stickless_valkey.url, name="server-1", peers=())
+    app = create_app(settings)
+    with TestClient(app) as laptop, TestClient(app) as phone, TestClient(app) as other:
+        laptop.post("/login", data={"username": "dora"})
+        phone.post("/login", data={"username": "dora"})
+        other.post("/login", data={"username": "eve"})
+        devices = laptop.get("/api/state").json()["devices"]
+        assert len(devices) == 2
+        phone_id = next(d["session_id"] for d in devices if not d["current"])
+        eve_id = other.get("/api/state").json()["devices"][0]["session_id"]
+        assert "Sign out" in laptop.get("/").text
+        laptop.post("/devices/revoke", data={"session_id": eve_id})  # not dora's: refused
+        assert other.get("/api/state").json()["user"] == "eve"
+        laptop.post("/devices/revoke", data={"session_id": phone_id})
+        assert phone.get("/api/state").json()["user"] is None  # the phone is signed out
+        assert len(laptop.get("/api/state").json()["devices"]) == 1
+
+
 def test_page_shows_server_session_and_escapes_input(client: TestClient) -> None:
     first = client.get("/")
     assert first.status_code == 200

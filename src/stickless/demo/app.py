@@ -279,6 +279,7 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
                 else [
                     {
                         "id": short_member(info.session_id),
+                        "session_id": info.session_id,  # a digest: cannot be used as a cookie
                         "current": info.session_id == current,
                         "created": _iso(info.created_at),
                         "last_access": _iso(info.last_access),
@@ -367,6 +368,20 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
         session.logout()
         return RedirectResponse(f"/?note=revoked&n={count}", status_code=303)
 
+    async def revoke_device(request: Request) -> Response:
+        """Sign out one of the user's other devices (``store.destroy_id``)."""
+        session = session_of(request.scope)
+        target = (await _form(request)).get("session_id", "")
+        user = session.user_id
+        owned = user is not None and any(
+            info.session_id == target for info in await _store(request).sessions_for(user)
+        )
+        if owned and await _store(request).destroy_id(target):
+            session["flash"] = "That device was signed out."
+        else:
+            session["flash"] = "No such device among your sessions."
+        return _back()
+
     async def set_note(request: Request) -> Response:
         session = session_of(request.scope)
         text = (await _form(request)).get("note", "").strip()[:_NOTE_MAX]
@@ -389,6 +404,7 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             Route("/login", login, methods=["POST"]),
             Route("/logout", logout, methods=["POST"]),
             Route("/logout-everywhere", logout_everywhere, methods=["POST"]),
+            Route("/devices/revoke", revoke_device, methods=["POST"]),
             Route("/note", set_note, methods=["POST"]),
             Route("/healthz", health),
         ],
@@ -594,7 +610,7 @@ def render_page(
     else:
         rows = "".join(
             "<tr class='{cls}'><td><code>{id}</code>{mine}</td><td>{created}</td>"
-            "<td>{seen}</td></tr>".format(
+            "<td>{seen}</td><td>{action}</td></tr>".format(
                 cls="mine" if info.session_id == current else "",
                 id=_e(short_member(info.session_id)),
                 mine=" <span class='badge'>this browser</span>"
@@ -602,6 +618,11 @@ def render_page(
                 else "",
                 created=_e(info.created_at.strftime("%H:%M:%S")),
                 seen=_e(_when(info.last_access, short=True)),
+                action=""
+                if info.session_id == current
+                else "<form method='post' action='/devices/revoke'>"
+                f"<input type='hidden' name='session_id' value='{_e(info.session_id)}'>"
+                "<button type='submit' class='warn'>Sign out</button></form>",
             )
             for info in devices
         )
@@ -609,7 +630,7 @@ def render_page(
             f"<p>{len(devices)} live session(s) of <b>{_e(user)}</b> "
             "(<code>store.sessions_for</code>):</p>"
             f"<table id='devices'><tr><th>session</th><th>created (UTC)</th>"
-            f"<th>last access</th></tr>{rows}</table>"
+            f"<th>last access</th><th></th></tr>{rows}</table>"
             "<p class='muted'>Log in with the same name in another browser (or a private "
             "window) to add a device.</p>"
         )
