@@ -156,3 +156,9 @@ def test_configuration_errors_never_show_the_password(url: str) -> None:
     with pytest.raises(ConfigurationError) as info:
         parse_url(url)
     assert "hunter2" not in str(info.value)
+
+
+def test_a_secret_passed_as_url_is_not_echoed() -> None:
+    with pytest.raises(ConfigurationError, match="secret_key= by keyword") as info:
+        parse_url("my-very-secret-key")
+    assert "my-very-secret" not in str(info.value)

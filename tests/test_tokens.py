@@ -69,3 +69,20 @@ def test_signed_tokens_reject_forgeries_and_support_rotation() -> None:
     assert rotated.parse(signed) == raw  # old tokens still verify
     assert rotated.dump(raw) != signed  # new ones are signed with the new key
     assert TokenCodec("new-secret").parse(rotated.dump(raw)) == raw
+
+
+def test_a_token_is_never_echoed_by_session_id_errors() -> None:
+    from stickless.errors import ConfigurationError
+
+    raw = tokens.new_raw_token()
+    with pytest.raises(ConfigurationError) as info:
+        tokens.parse_session_id(raw)
+    assert raw not in str(info.value) and raw.split(".")[1] not in str(info.value)
+
+
+def test_blank_token_header_falls_back_to_the_cookie() -> None:
+    from stickless.web.transport import Transport
+
+    transport = Transport(header="X-Session-Token")
+    assert transport.read_token("session=abc", "   ") == "abc"
+    assert transport.read_token("session=abc", " tok ") == "tok"

@@ -345,6 +345,8 @@ def sessions_ls(
         found = list_sessions(settings.store(), user=user, limit=limit or None)
     if as_json:
         _print_json(found)
+        if limit and len(found) >= limit:
+            typer.echo(f"note: stopped at --limit {limit}; --limit 0 lists all", err=True)
         return
     out = _out()
     if not found:
@@ -511,9 +513,13 @@ def users_revoke(
     from stickless.ops.inspect import revoke_user  # noqa: PLC0415
 
     with _handled():
-        count = revoke_user(_settings(ctx).store(), user, keep=keep)
+        store = _settings(ctx).store()
+        owned = keep is not None and any(i.session_id == keep for i in store.sessions_for(user))
+        count = revoke_user(store, user, keep=keep)
+    if keep is not None and not owned:
+        typer.echo(f"note: --keep {keep} is not one of {user!r}'s sessions", err=True)
     if as_json:
-        _print_json({"user": user, "revoked": count, "kept": keep})
+        _print_json({"user": user, "revoked": count, "kept": keep if owned else None})
     else:
         _out().print(f"revoked {count} session(s) of {user!r}", soft_wrap=True)
 

@@ -56,9 +56,10 @@ def parse_session_id(session_id: str) -> TokenId:
     """A session id (``family:digest``, as in ``SessionInfo.session_id``) -> TokenId.
     Raises :class:`~stickless.errors.ConfigurationError` (a ValueError) otherwise."""
     if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
+        # never echo the value: an operator may have pasted a user's token
         raise ConfigurationError(
-            f"not a session id: {session_id!r} (expected family:digest, as listed by "
-            "`stickless sessions ls` or SessionInfo.session_id)"
+            "not a session id (expected family:digest, as listed by `stickless sessions ls` "
+            "or SessionInfo.session_id; a token is never accepted here)"
         )
     family, _, digest = session_id.partition(":")
     return TokenId(family, digest)

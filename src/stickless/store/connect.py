@@ -91,8 +91,11 @@ def parse_url(url: str) -> Endpoint:
     """Parse and validate a store URL; raises ConfigurationError with the reason (the
     message never contains the password)."""
     if not isinstance(url, str) or "://" not in url:
-        shown = redact(url) if isinstance(url, str) else repr(url)
-        raise ConfigurationError(f"not a store URL: {shown!r} (expected e.g. redis://host:6379/0)")
+        # not echoed: it may be a secret passed in the wrong place (Starlette's second
+        # positional argument is secret_key; ours is url)
+        raise ConfigurationError(
+            "not a store URL (expected e.g. redis://host:6379/0; pass secret_key= by keyword)"
+        )
     scheme = url.split("://", 1)[0].lower()
     if scheme in _STANDALONE:
         parts = urlsplit(url)

@@ -66,8 +66,8 @@ class Transport:
     # ------------------------------------------------------------------ inbound
     def read_token(self, cookie_header: str | None, token_header: str | None) -> str | None:
         """The presented token (unvalidated: the store validates), or None."""
-        if self.header and token_header:
-            return token_header.strip() or None
+        if self.header and token_header and token_header.strip():
+            return token_header.strip()
         if self.cookie is not None and cookie_header:
             return cookie_value(cookie_header, self.cookie.name)
         return None
