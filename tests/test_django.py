@@ -421,8 +421,14 @@ def test_engine_module_and_settings(url: str) -> None:
 
 
 @override_settings(STICKLESS_MIGRATE_FROM="django.contrib.sessions.backends.cache")
-def test_migration_from_the_cache_engine(url: str, alice: User) -> None:
+def test_migration_from_the_cache_engine(
+    url: str, alice: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from django.contrib.sessions.backends.cache import SessionStore as CacheSession
+
+    import stickless.web.django as engine
+
+    monkeypatch.setattr(engine, "LEGACY_GRACE", 1)
 
     old = CacheSession()
     old.update(
@@ -442,6 +448,11 @@ def test_migration_from_the_cache_engine(url: str, alice: User) -> None:
     assert "." in new
     assert client.get("/read").json()["cart"] == ["apple"]
     assert len(get_store().sessions_for(str(alice.pk))) == 1  # bound to the user
+    # a request the browser sent in parallel with the old cookie still finds the user
+    parallel = Client()
+    parallel.cookies[COOKIE] = legacy_key
+    assert parallel.get("/whoami").json() == {"user": "alice"}
+    time.sleep(1.2)  # LEGACY_GRACE (1 s here): then the old key is dead
     assert not CacheSession().exists(legacy_key)  # moved, not copied
     replay = Client()
     replay.cookies[COOKIE] = legacy_key

@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any, Literal, TypeVar
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
@@ -370,7 +371,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if legacy is not None:
             moved = legacy.load()
             if moved:
-                legacy.delete()  # a replayed old cookie must not log anyone in again
+                _retire(legacy, moved)
                 self._take_over(moved)
         return data
 
@@ -381,7 +382,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if legacy is not None:
             moved = await legacy.aload()
             if moved:
-                await legacy.adelete()
+                await sync_to_async(_retire)(legacy, moved)
                 self._take_over(moved)
         return data
 
@@ -712,6 +713,27 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         if isinstance(exception, StoreUnavailable):
             return _unavailable_response(exception, "load")
         return None
+
+
+LEGACY_GRACE = 60
+"""Seconds an old-engine session stays readable after it was migrated."""
+
+
+_RETIRED = "_stickless_migrated"
+
+
+def _retire(legacy: SessionBase, moved: dict[str, Any]) -> None:
+    """Let a migrated old-engine session live ``LEGACY_GRACE`` more seconds, then die.
+
+    Not deleted at once: requests the browser sent in parallel with the same old cookie
+    (a page's XHRs right after the deploy) must still find it, or their responses would
+    delete the new cookie and log the user out. A replayed old cookie stops working after
+    the grace period (which later uses do not extend)."""
+    if moved.pop(_RETIRED, False):
+        return
+    legacy[_RETIRED] = True
+    legacy.set_expiry(LEGACY_GRACE)
+    legacy.save()
 
 
 def _token_header() -> str | None:
