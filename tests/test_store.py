@@ -39,6 +39,15 @@ def fresh_config(**options: Any) -> SessionConfig:
     return SessionConfig(key_prefix=f"t{uuid.uuid4().hex[:10]}", **options)
 
 
+def saved_with_key(store: Any, url: str, config: SessionConfig, **data: Any) -> Any:
+    """A saved session, a raw client and the session's Redis key, to look behind the store."""
+    s = store.new()
+    s.update(data)
+    store.save(s)
+    r = redis.Redis.from_url(url)
+    return s, r, next(r.scan_iter(f"{config.key_prefix}:s:*"))
+
+
 # ------------------------------------------------------------------ basic contract
 def test_save_and_load_round_trip(topology_url: str, store_factory: Any) -> None:
     store = store_factory(topology_url, fresh_config())
@@ -304,11 +313,7 @@ def test_idle_expiry(stickless_url: str, store_factory: Any) -> None:
 def test_absolute_expiry_beats_activity(stickless_url: str, store_factory: Any) -> None:
     config = fresh_config(idle_timeout=0.8, absolute_timeout=1.5, touch_interval=0)
     store = store_factory(stickless_url, config)
-    s = store.new()
-    s["a"] = 1
-    store.save(s)
-    r = redis.Redis.from_url(stickless_url)
-    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    s, r, key = saved_with_key(store, stickless_url, config, a=1)
     deadline = time.time() + 1.5
     while time.time() < deadline - 0.25:
         assert store.load(s.token) is not None
@@ -321,11 +326,7 @@ def test_absolute_expiry_beats_activity(stickless_url: str, store_factory: Any) 
 def test_touch_is_throttled(stickless_url: str, store_factory: Any) -> None:
     config = fresh_config(idle_timeout=60, touch_interval=30)
     store = store_factory(stickless_url, config)
-    s = store.new()
-    s["a"] = 1
-    store.save(s)
-    r = redis.Redis.from_url(stickless_url)
-    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    s, r, key = saved_with_key(store, stickless_url, config, a=1)
     stamp = r.hget(key, "m:a")
     time.sleep(0.05)
     first = store.load(s.token)
@@ -378,11 +379,7 @@ def test_corrupt_data_is_never_unpickled(
 
     config = fresh_config()
     store = store_factory(stickless_url, config)
-    s = store.new()
-    s["good"] = 1
-    store.save(s)
-    r = redis.Redis.from_url(stickless_url)
-    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    s, r, key = saved_with_key(store, stickless_url, config, good=1)
 
     class Boom:
         def __reduce__(self) -> Any:
@@ -550,11 +547,7 @@ def test_a_key_of_another_type_is_refused_cleanly(
 ) -> None:
     config = fresh_config()
     store = store_factory(stickless_url, config)
-    s = store.new()
-    s["a"] = 1
-    store.save(s)
-    r = redis.Redis.from_url(stickless_url)
-    key = next(r.scan_iter(f"{config.key_prefix}:s:*"))
+    s, r, key = saved_with_key(store, stickless_url, config, a=1)
     r.delete(key)
     r.set(key, b"\x80\x04\x95 pickled-by-someone-else")
     with caplog.at_level(logging.WARNING, logger="stickless"):

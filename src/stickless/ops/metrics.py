@@ -38,12 +38,13 @@ Several stores instrumented on one registry share the same collectors.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 __all__ = ["DEFAULT_BUCKETS", "OPERATIONS", "SessionMetrics", "instrument"]
@@ -167,6 +168,18 @@ class SessionMetrics:
     def observe(self, operation: str, seconds: float) -> None:
         self.duration.labels(operation).observe(seconds)
 
+    @contextlib.contextmanager
+    def measuring(self, operation: str) -> Iterator[None]:
+        """Time the block and count its exception (if any) for ``operation``."""
+        start = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            self.failed(operation, exc)
+            raise
+        finally:
+            self.observe(operation, time.perf_counter() - start)
+
     # ------------------------------------------------------------------ wrapping
     def wrap(self, operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
         """``method`` (bound, sync or async) wrapped to time and count its calls."""
@@ -174,14 +187,8 @@ class SessionMetrics:
 
             @functools.wraps(method)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                start = time.perf_counter()
-                try:
+                with self.measuring(operation):
                     result = await method(*args, **kwargs)
-                except Exception as exc:
-                    self.failed(operation, exc)
-                    raise
-                finally:
-                    self.observe(operation, time.perf_counter() - start)
                 self.record(operation, result)
                 return result
 
@@ -189,14 +196,8 @@ class SessionMetrics:
 
         @functools.wraps(method)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
+            with self.measuring(operation):
                 result = method(*args, **kwargs)
-            except Exception as exc:
-                self.failed(operation, exc)
-                raise
-            finally:
-                self.observe(operation, time.perf_counter() - start)
             self.record(operation, result)
             return result
 
