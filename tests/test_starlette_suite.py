@@ -38,23 +38,24 @@ SKIPPED = {
         "(its accessed/modified flags): it builds no middleware, so it never reaches the one "
         "under test; stickless.Session's change tracking is tested in tests/test_session.py"
     ),
-}
-"""Test name (with its parameters when only some cases are concerned) -> why it cannot
-apply to stickless: Starlette internals, or a documented difference on purpose."""
-
-KNOWN_ISSUES = {
     "test_session_expires": (
-        "undocumented difference: builds the middleware with max_age=-1 (Starlette then "
+        "documented difference (docs/adapters/starlette.md, max_age): builds the "
+        "middleware with max_age=-1 (Starlette then "
         "issues already-expired cookies, so no session survives); stickless raises "
         "ConfigurationError('max_age must be > 0') when the middleware is built, as max_age "
         "becomes the stored session's idle timeout"
     ),
     "test_session_zero_max_age": (
-        "undocumented difference: builds the middleware with max_age=0 to get 'Max-Age=0' "
+        "documented difference (docs/adapters/starlette.md, max_age): builds the "
+        "middleware with max_age=0 to get 'Max-Age=0' "
         "cookies; stickless raises ConfigurationError('max_age must be > 0') when the "
         "middleware is built, as max_age becomes the stored session's idle timeout"
     ),
 }
+"""Test name (with its parameters when only some cases are concerned) -> why it cannot
+apply to stickless: Starlette internals, or a documented difference on purpose."""
+
+KNOWN_ISSUES: dict[str, str] = {}
 """Test name -> adapter bug, or difference not documented as deliberate, that makes it fail.
 Run as strict xfail: a fix shows up as XPASS (a failure), and the entry must then go (to
 :data:`SKIPPED` if the difference gets documented instead)."""
