@@ -14,12 +14,14 @@ returns each test's outcome from the JUnit XML report.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import textwrap
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +30,33 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+_MARKING = '''
+
+MARKS = json.loads(Path(__file__).with_name("marks.json").read_text())
+
+
+def apply_marks(items):
+    """Skip (documented differences) or strict-xfail (known issues) by test name."""
+    for item in items:
+        for kind, reasons in MARKS.items():
+            reason = reasons.get(item.name) or reasons.get(item.originalname)
+            if reason and kind == "skip":
+                item.add_marker(pytest.mark.skip(reason=reason))
+            elif reason:
+                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+'''
+
+
+def write_conftest(
+    directory: Path, body: str, skipped: Mapping[str, str], known_issues: Mapping[str, str]
+) -> None:
+    """Write a generated ``conftest.py`` (``body`` plus ``apply_marks(items)``, which its
+    collection hook calls) and the ``marks.json`` it reads."""
+    (directory / "conftest.py").write_text(textwrap.dedent(body) + _MARKING)
+    (directory / "marks.json").write_text(json.dumps({"skip": skipped, "xfail": known_issues}))
+
+
 CACHE = ROOT / ".stickless"
 COMPLETE = ".complete"
 """Marker written last in an extracted directory (an interrupted extraction is redone)."""

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import textwrap
 from pathlib import Path
 
-from framework_suites import fetch_sdist, marked_by, run_pytest, short_id
+from framework_suites import fetch_sdist, marked_by, run_pytest, short_id, write_conftest
 
 MODULES = ("test_basic.py", "test_testing.py", "test_signals.py", "test_templating.py")
 """Flask's test modules (in its ``tests/``) the session tests are taken from."""
@@ -92,7 +91,6 @@ import pytest
 
 from stickless.flask import Stickless, SticklessState
 
-MARKS = json.loads(Path(__file__).with_name("marks.json").read_text())
 WORDS = ("session", "flash")
 USED = {}
 OWN_APP = []
@@ -131,13 +129,7 @@ def pytest_collection_modifyitems(config, items):
             selected.append(item)
     config.hook.pytest_deselected(items=deselected)
     items[:] = selected
-    for item in items:
-        for kind, reasons in MARKS.items():
-            reason = reasons.get(item.name) or reasons.get(item.originalname)
-            if reason and kind == "skip":
-                item.add_marker(pytest.mark.skip(reason=reason))
-            elif reason:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+    apply_marks(items)
 
 
 def pytest_sessionfinish(session):
@@ -170,8 +162,7 @@ def build_project(directory: Path, source: Path) -> None:
     (tests / "conftest.py").write_bytes((source / "tests" / "conftest.py").read_bytes())
     for module in MODULES:
         (suite / module).write_bytes((source / "tests" / module).read_bytes())
-    (suite / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (suite / "marks.json").write_text(json.dumps({"skip": SKIPPED, "xfail": KNOWN_ISSUES}))
+    write_conftest(suite, CONFTEST, SKIPPED, KNOWN_ISSUES)
     (directory / "flask_suite_compat.py").write_text(COMPAT)
     (directory / "pytest.ini").write_text(INI)
 

@@ -23,12 +23,11 @@ The test prints how many ran, passed, were skipped or xfailed (and why) and fail
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import starlette
 
-from framework_suites import fetch_sdist, marked_by, run_pytest, short_id
+from framework_suites import fetch_sdist, marked_by, run_pytest, short_id, write_conftest
 
 SUITE = "tests/middleware/test_session.py"
 
@@ -75,7 +74,6 @@ from starlette.testclient import TestClient
 
 import stickless.asgi
 
-MARKS = json.loads(Path(__file__).with_name("marks.json").read_text())
 BUILT = {}
 CURRENT = []
 
@@ -116,13 +114,7 @@ def test_client_factory(anyio_backend_name, anyio_backend_options):
 
 
 def pytest_collection_modifyitems(config, items):
-    for item in items:
-        for kind, reasons in MARKS.items():
-            reason = reasons.get(item.name) or reasons.get(item.originalname)
-            if reason and kind == "skip":
-                item.add_marker(pytest.mark.skip(reason=reason))
-            elif reason:
-                item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+    apply_marks(items)
 
 
 def pytest_sessionfinish(session):
@@ -151,8 +143,7 @@ def build_project(directory: Path, source: Path) -> None:
     (tests / "__init__.py").write_text("")
     (tests / "middleware" / "__init__.py").write_text("")
     (tests / "types.py").write_text(TYPES)
-    (tests / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (tests / "marks.json").write_text(json.dumps({"skip": SKIPPED, "xfail": KNOWN_ISSUES}))
+    write_conftest(tests, CONFTEST, SKIPPED, KNOWN_ISSUES)
     (tests / "middleware" / "test_session.py").write_bytes((source / SUITE).read_bytes())
     (directory / "pytest.ini").write_text(INI)
 

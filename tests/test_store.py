@@ -144,18 +144,10 @@ def _hammer_threads(store: Any, token: str, action: Any, n: int = 50) -> None:
     assert not errors, errors
 
 
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-def test_50_threads_distinct_keys_all_kept(topology: str, request: pytest.FixtureRequest) -> None:
+def test_50_threads_distinct_keys_all_kept(topology_url: str) -> None:
     from stickless import SessionStore
 
-    url = request.getfixturevalue(
-        {
-            "standalone": "stickless_valkey",
-            "sentinel": "stickless_sentinel",
-            "cluster": "stickless_cluster",
-        }[topology]
-    ).url
-    store = SessionStore.from_url(url, fresh_config())
+    store = SessionStore.from_url(topology_url, fresh_config())
     s = store.new()
     s["start"] = True
     store.save(s)
@@ -167,18 +159,8 @@ def test_50_threads_distinct_keys_all_kept(topology: str, request: pytest.Fixtur
     store.close()
 
 
-@pytest.mark.parametrize("topology", TOPOLOGIES)
-async def test_50_tasks_distinct_keys_and_counter(
-    topology: str, request: pytest.FixtureRequest
-) -> None:
-    url = request.getfixturevalue(
-        {
-            "standalone": "stickless_valkey",
-            "sentinel": "stickless_sentinel",
-            "cluster": "stickless_cluster",
-        }[topology]
-    ).url
-    store = AsyncSessionStore.from_url(url, fresh_config())
+async def test_50_tasks_distinct_keys_and_counter(topology_url: str) -> None:
+    store = AsyncSessionStore.from_url(topology_url, fresh_config())
     s = store.new()
     s["start"] = True
     await store.save(s)
