@@ -144,3 +144,80 @@ def test_user_id_must_be_a_string(new: Session) -> None:
         new.user_id = 42  # type: ignore[assignment]
     new.user_id = "bob"
     new.user_id = None
+
+
+# ------------------------------------------------- values JSON cannot hold faithfully
+NAN = float("nan")
+INF = float("inf")
+SURROGATE = "\ud800"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        NAN,
+        INF,
+        -INF,
+        {"a": [1, {"b": NAN}]},
+        [0.5, (INF,)],
+        "x" + SURROGATE,
+        ["ok", {"k" + SURROGATE: 1}],
+        {"deep": [{"deeper": ["\udfff"]}]},
+    ],
+    ids=["nan", "inf", "-inf", "nested-nan", "tuple-inf", "str", "nested-key", "nested-str"],
+)
+def test_nan_infinity_and_lone_surrogates_are_refused_at_the_assignment(
+    new: Session, value: object
+) -> None:
+    """orjson alone writes NaN / infinities as ``null`` (the value silently changes) and
+    refuses lone surrogates: both are a TypeError naming the key, on the assigning line."""
+    with pytest.raises(TypeError, match="'bad'"):
+        new["bad"] = value
+    with pytest.raises(TypeError, match="'bad'"):
+        new.update(bad=value)
+    with pytest.raises(TypeError, match="'bad'"):
+        new.setdefault("bad", value)
+    assert "bad" not in dict.keys(new) and not new.pending_changes()
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_at_the_assignment(new: Session) -> None:
+    """Such a key used to be accepted and to fail only at save (a 500)."""
+    key = "cart" + SURROGATE
+    for assign in (
+        lambda: new.__setitem__(key, 1),
+        lambda: new.update({key: 1}),
+        lambda: new.setdefault(key, 1),
+        lambda: new.incr(key),
+    ):
+        with pytest.raises(TypeError, match=r"'cart\\ud800'"):
+            assign()
+    assert not dict.keys(new) and not new.pending_changes()
+
+
+def test_refused_values_never_reach_redis_and_the_save_still_works(stickless_url: str) -> None:
+    """Against a real server: what was refused is not stored, what was accepted round-trips
+    exactly (before the fix NaN came back as None and a surrogate key made save raise), and
+    a NaN slipped in by an in-place change fails the save cleanly instead of becoming null."""
+    from stickless import SessionStore
+
+    store = SessionStore.from_url(stickless_url)
+    try:
+        s = store.new()
+        for key, value in (("score", NAN), ("k" + SURROGATE, 1), ("name", "a" + SURROGATE)):
+            with pytest.raises(TypeError):
+                s[key] = value
+        s["score"] = 0.5
+        s["big"] = 1e308
+        s["cart"] = ["apple"]
+        assert store.save(s).outcome == "saved"
+        again = store.load(s.token)
+        assert again is not None
+        assert dict(again) == {"score": 0.5, "big": 1e308, "cart": ["apple"]}
+
+        again["cart"].append(NAN)  # in place: no assignment to refuse it at
+        with pytest.raises(TypeError, match="NaN"):
+            store.save(again)
+        reloaded = store.load(s.token)
+        assert reloaded is not None and reloaded["cart"] == ["apple"]
+    finally:
+        store.close()

@@ -4,13 +4,24 @@ Each top-level session key is one Redis hash field holding the JSON of its value
 integer is its decimal string, which is what lets ``incr`` use ``HINCRBY`` on it.
 
 Strictness: values must be JSON types (``dict`` with ``str`` keys, ``list``, ``tuple``
-(stored as a list), ``str``, ``int`` within 64 bits, ``float``, ``bool``, ``None``).
-``datetime``, dataclasses and other objects raise ``TypeError`` rather than silently
-turning into strings; the Flask adapter adds Flask's own tagged types on top.
+(stored as a list), ``str``, ``int`` within 64 bits, finite ``float``, ``bool``, ``None``;
+subclasses of ``dict``, ``list``, ``str`` and ``int`` are stored as their base type).
+Anything else raises ``TypeError`` rather than being stored as something it is not:
+
+* ``datetime``, ``set``, dataclasses and other objects;
+* ``NaN`` and the infinities, at any depth (orjson alone writes them as ``null``);
+* strings or keys, at any depth, holding a lone surrogate such as ``"\\ud800"`` (not
+  encodable as UTF-8).
+
+orjson's native types are the exception: a ``UUID`` is stored as its string and an
+``Enum`` as its value (they come back as ``str`` / the plain value).
+
+The Flask adapter adds Flask's own tagged types on top.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -22,12 +33,45 @@ def _refuse(value: object) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def encode(value: object) -> bytes:
-    """JSON bytes of ``value``; raises TypeError for anything that is not plain JSON."""
+def check_text(text: str) -> None:
+    """Raise TypeError when ``text`` cannot be stored (a lone surrogate: not UTF-8)."""
     try:
-        return orjson.dumps(value, default=_refuse, option=_OPTIONS)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TypeError("str holds a lone surrogate (not encodable as UTF-8)") from None
+
+
+def _where(path: tuple[object, ...]) -> str:
+    return "".join(f"[{step!r}]" for step in path) or "the value"
+
+
+def _refuse_non_finite(value: object, path: tuple[object, ...]) -> None:
+    """Raise TypeError at the first NaN or infinity nested in ``value``, naming where it
+    sits (never the value around it: it may be personal data)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise TypeError(f"{_where(path)}: NaN and infinities are not JSON")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _refuse_non_finite(item, (*path, index))
+
+
+def encode(value: object) -> bytes:
+    """JSON bytes of ``value``; raises TypeError for anything that is not plain JSON (see the
+    module docstring), nested values included."""
+    try:
+        data = orjson.dumps(value, default=_refuse, option=_OPTIONS)
     except orjson.JSONEncodeError as exc:
-        raise TypeError(str(exc)) from None
+        message = str(exc)
+        if "surrogates" in message:
+            message = "a str or key holds a lone surrogate (not encodable as UTF-8)"
+        raise TypeError(message) from None
+    if b"null" in data:  # orjson writes NaN and infinities as null: look only then
+        _refuse_non_finite(value, ())
+    return data
 
 
 def decode(data: bytes) -> Any:

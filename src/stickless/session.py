@@ -75,12 +75,20 @@ def _ms_to_datetime(ms: int | None) -> datetime | None:
 
 
 def _check_key(key: object) -> str:
+    """``key`` if it can name a stored value (a ``str`` encodable as UTF-8), else TypeError
+    naming it (a lone surrogate would only fail at save, as a 500)."""
     if not isinstance(key, str):
         raise TypeError(f"session keys must be str, not {type(key).__name__} ({key!r})")
+    try:
+        codec.check_text(key)
+    except TypeError as exc:
+        raise TypeError(f"session key {key!r} cannot be stored: {exc}") from None
     return key
 
 
 def _encode_for(key: str, value: object) -> bytes:
+    """The JSON of ``value`` for ``session[key]``; TypeError naming the key otherwise (NaN,
+    infinities, lone surrogates and non-JSON types, at any depth)."""
     try:
         return codec.encode(value)
     except TypeError as exc:
