@@ -379,6 +379,46 @@ class Node:
         remove the working directory if it is a temporary one. Idempotent."""
         _stop_nodes([self], grace)
 
+    def pause(self) -> None:
+        """SIGSTOP the process: it keeps its sockets and its role but answers nothing (a hung
+        server, a long GC-like stall) until :meth:`resume`. No-op if it is not running."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a process stopped by :meth:`pause`. No-op if it is not running."""
+        if self._process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.send_signal(signal.SIGCONT)
+
+    def restart(self, timeout: float = START_TIMEOUT) -> None:
+        """Start the process again after it ended (:meth:`kill`, a crash): the same command
+        line, configuration file, port and working directory, so whatever it persisted there
+        (append-only file, ``nodes.conf``) is loaded. Waits until it answers PING as the new
+        process; RuntimeError (with the end of its log) if it does not within ``timeout``
+        seconds (default 15)."""
+        if self._process.poll() is None:
+            raise RuntimeError(f"{self!r} is still running: kill() it before restart()")
+        launched = self._process.args
+        args = [str(a) for a in launched] if isinstance(launched, list) else [str(launched)]
+        self._process = _spawn(args, self.dir, self.log_path)
+        self.pid = self._process.pid
+        with _registry_lock:
+            _registry[self.pid] = self
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self._probe()
+            if state:
+                return
+            if state is False or time.monotonic() > deadline:
+                what = "exited" if state is False else f"did not answer within {timeout:g}s"
+                raise RuntimeError(
+                    f"valkey-server ({self.role}, port {self.port}) {what} after restart; "
+                    f"its log ends:\n{self.log_tail()}"
+                )
+            time.sleep(_POLL)
+
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the node's log (empty if there is none)."""
         try:
@@ -693,6 +733,23 @@ class SentinelSetup(_Topology):
         old.kill()
         return old
 
+    def request_failover(self) -> Node:
+        """Ask a sentinel for a planned failover (``SENTINEL FAILOVER <service>``, tried on
+        each live sentinel until one accepts) and return at once with the current primary;
+        :meth:`wait_for_failover` then waits for the promotion. The old primary stays up
+        and is turned into a replica by the sentinels."""
+        errors: list[str] = []
+        for sentinel in self.sentinels:
+            if not sentinel.alive:
+                continue
+            try:
+                _cmd(sentinel, "SENTINEL", "FAILOVER", self.service_name)
+            except (redis.RedisError, OSError) as exc:  # e.g. INPROG, or no good replica yet
+                errors.append(f"{sentinel.port}: {exc}")
+                continue
+            return self.primary
+        raise RuntimeError("no sentinel accepted SENTINEL FAILOVER: " + "; ".join(errors))
+
     def wait_for_failover(self, old: Node, timeout: float = 30) -> Node:
         """Wait until a majority of sentinels name a primary other than ``old`` and that node
         says ``role:master``; make it ``self.primary`` and return it. Default timeout 30 s."""
@@ -844,6 +901,21 @@ class ClusterSetup(_Topology):
                         if node.port == port:
                             return node
         raise RuntimeError(f"no live cluster node could tell the owner of slot {slot}")
+
+    def replicas_of(self, primary: Node) -> list[Node]:
+        """The replicas following ``primary``, as this object last knew them."""
+        return [replica for replica, owner in self._primary_of.items() if owner is primary]
+
+    def request_failover(self, replica: Node, option: str | None = None) -> None:
+        """Run ``CLUSTER FAILOVER`` (or ``CLUSTER FAILOVER FORCE`` / ``TAKEOVER`` with
+        ``option``) on ``replica`` and return at once: the replica and its primary now
+        coordinate a manual failover. :meth:`wait_for_failover` (given the primary) waits for
+        it."""
+        if replica not in self.replicas:
+            raise ValueError(f"{replica!r} is not a replica of this cluster")
+        if option is not None and option.upper() not in ("FORCE", "TAKEOVER"):
+            raise ValueError("option must be None, 'FORCE' or 'TAKEOVER'")
+        _cmd(replica, "CLUSTER", "FAILOVER", *([option.upper()] if option else []))
 
     def kill_primary(self, node: Node) -> None:
         """SIGKILL ``node`` (one of ``primaries``) and wait until it is reaped."""
