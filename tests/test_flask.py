@@ -358,11 +358,104 @@ def test_session_special_types(make_app: AppFactory) -> None:
         assert s["di_t_tag"] == {" t__": "not-a-tuple"}
         assert s["di_tag"] == {" di": "not-a-dict"}
         assert s["nested"] == {"when": [NOW, (b"x", {" u": 1})], "plain": [1, "two"]}
-    # The stored form is Flask's tagged JSON, one hash field per key.
+    # The stored form is Flask's tagged JSON, one hash field per key, in the envelope that
+    # marks it as tagged by the adapter (other writers cannot produce it); plain values
+    # stay plain JSON.
     loaded = state(app).store.load(cookie_token(client))
     assert loaded is not None
-    assert dict.__getitem__(loaded, "t") == {" t": [1, 2, 3]}
-    assert dict.__getitem__(loaded, "b") == {" b": "/w=="}
+    assert dict.__getitem__(loaded, "t") == {"\x00stickless:tagged": {" t": [1, 2, 3]}}
+    assert dict.__getitem__(loaded, "b") == {"\x00stickless:tagged": {" b": "/w=="}}
+    assert dict.__getitem__(loaded, "t_tag") == {
+        "\x00stickless:tagged": {" di": {" t__": "not-a-tuple"}}
+    }
+
+
+TAG_LOOKALIKES: dict[str, Any] = {
+    "xss": {" m": "<script>x</script>"},
+    "uuid": {" u": "junk"},
+    "bytes": {" b": "!!not base64!!"},
+    "date": {" d": "not a date"},
+    "tuple": {" t": 5},
+    "nested": [{" m": "<b>bold</b>"}, {"deep": {" u": "junk"}}],
+}
+
+
+def test_tag_lookalikes_from_other_writers_stay_plain_data(
+    make_app: AppFactory, stickless_url: str
+) -> None:
+    """Values another writer (here the core API; an ASGI service is the same) stored that
+    look like Flask's tagged JSON are served as the plain dicts they are: ``{" m": ...}``
+    is never ``Markup`` (so Jinja escapes it), junk tags never 500, and reading them does
+    not rewrite them."""
+    app = make_app()
+
+    @app.get("/render/<key>")
+    def render(key: str) -> str:
+        return flask.render_template_string("<p>{{ session[key] }}</p>", key=key)
+
+    @app.get("/type/<key>")
+    def type_of(key: str) -> str:
+        return type(flask.session[key]).__name__
+
+    core = SessionStore.from_url(stickless_url)
+    try:
+        s = core.new()
+        s.update(TAG_LOOKALIKES)
+        core.save(s)
+        client = app.test_client(use_cookies=False)
+        cookie = {"Cookie": f"session={s.token}"}
+
+        rv = client.get("/render/xss", headers=cookie)
+        assert rv.status_code == 200
+        assert "<script>" not in rv.text and "&lt;script&gt;x&lt;/script&gt;" in rv.text
+        for key in TAG_LOOKALIKES:
+            rv = client.get(f"/render/{key}", headers=cookie)
+            assert rv.status_code == 200, key
+            assert "<b>" not in rv.text
+            assert client.get(f"/type/{key}", headers=cookie).text in {"dict", "list"}
+
+        again = core.load(s.token)
+        assert again is not None and dict(again) == TAG_LOOKALIKES  # not re-tagged by reads
+    finally:
+        core.close()
+
+
+def test_the_tagged_envelope_cannot_be_forged_and_bad_tags_inside_never_500(
+    make_app: AppFactory, stickless_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Plain JSON holding the envelope's key is refused (at any depth), so only the adapter's
+    own values are untagged; a tag that fails inside a real envelope (a custom tag gone
+    wrong) is served as plain data with a log line that does not show the value."""
+    from stickless.codec import TAGGED_KEY, Tagged
+
+    app = make_app()
+
+    @app.get("/type/<key>")
+    def type_of(key: str) -> str:
+        return type(flask.session[key]).__name__
+
+    core = SessionStore.from_url(stickless_url)
+    try:
+        s = core.new()
+        for forged in (
+            {TAGGED_KEY: {" m": "<script>"}},
+            [{TAGGED_KEY: {" m": "<script>"}}],
+            {"a": {TAGGED_KEY: 1}},
+        ):
+            with pytest.raises(TypeError, match=r"'forged'.*reserved"):
+                s["forged"] = forged
+        s["broken"] = Tagged({" u": "secret-junk"})  # only Python code can build this
+        s["markup"] = Tagged({" m": "<i>ok</i>"})  # what the adapter itself writes
+        core.save(s)
+        client = app.test_client(use_cookies=False)
+        cookie = {"Cookie": f"session={s.token}"}
+        with caplog.at_level(logging.WARNING, logger="stickless.web"):
+            rv = client.get("/type/broken", headers=cookie)
+        assert rv.status_code == 200 and rv.text == "dict"
+        assert "'broken'" in caplog.text and "secret-junk" not in caplog.text
+        assert client.get("/type/markup", headers=cookie).text == "Markup"
+    finally:
+        core.close()
 
 
 def test_custom_tags_registered_on_the_serializer(make_app: AppFactory) -> None:

@@ -16,17 +16,51 @@ Anything else raises ``TypeError`` rather than being stored as something it is n
 orjson's native types are the exception: a ``UUID`` is stored as its string and an
 ``Enum`` as its value (they come back as ``str`` / the plain value).
 
-The Flask adapter adds Flask's own tagged types on top.
+The Flask adapter adds Flask's own tagged types on top, stored inside a :class:`Tagged`
+envelope: a one-key object whose key, :data:`TAGGED_KEY`, starts with a NUL character.
+No other writer can produce that envelope: :func:`encode` refuses that key anywhere except
+as the whole value of a :class:`Tagged` instance (which only Python code can build), so
+JSON that merely *looks* tagged (``{" m": "<script>"}`` from a form, another service, the
+core API) always comes back as the plain data it is.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+TAGGED_KEY: Final = "\x00stickless:tagged"
+"""The one key of a :class:`Tagged` envelope (reserved: refused in any other value)."""
+
+_NUL: Final = b"\\u0000"
+"""How orjson writes a NUL character: no reserved key can be present without it."""
+
+
+class Tagged(dict[str, Any]):
+    """A value an adapter tagged itself (Flask's tagged JSON): ``{TAGGED_KEY: form}``.
+
+    A ``dict`` (so other readers of the session, such as an ASGI service on the same store,
+    see ordinary JSON data and can pass it on unchanged), but :func:`encode` accepts the
+    reserved key only in an instance of this class used as a whole session value, and
+    :func:`decode` gives back an instance only for such an envelope. ``form`` is the tagged
+    JSON the adapter made; it is checked like any other value and may not nest another
+    envelope.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, form: Any) -> None:
+        super().__init__({TAGGED_KEY: form})
+
+    @property
+    def form(self) -> Any:
+        """The tagged JSON inside the envelope."""
+        return self[TAGGED_KEY]
 
 
 def _refuse(value: object) -> Any:
@@ -59,6 +93,23 @@ def _refuse_non_finite(value: object, path: tuple[object, ...]) -> None:
             _refuse_non_finite(item, (*path, index))
 
 
+def _refuse_reserved(value: object, path: tuple[object, ...]) -> None:
+    """Raise TypeError when :data:`TAGGED_KEY` is a key anywhere in ``value`` except as the
+    whole of a top-level :class:`Tagged` envelope."""
+    if not path and type(value) is Tagged and len(value) == 1 and TAGGED_KEY in value:
+        _refuse_reserved(value.form, (TAGGED_KEY,))
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key == TAGGED_KEY:
+                raise TypeError(
+                    f"{_where((*path, key))}: this key is reserved for values tagged by an adapter"
+                )
+            _refuse_reserved(item, (*path, key))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _refuse_reserved(item, (*path, index))
+
+
 def encode(value: object) -> bytes:
     """JSON bytes of ``value``; raises TypeError for anything that is not plain JSON (see the
     module docstring), nested values included."""
@@ -71,9 +122,21 @@ def encode(value: object) -> bytes:
         raise TypeError(message) from None
     if b"null" in data:  # orjson writes NaN and infinities as null: look only then
         _refuse_non_finite(value, ())
+    if _NUL in data:
+        _refuse_reserved(value, ())
     return data
 
 
 def decode(data: bytes) -> Any:
-    """The value of stored JSON bytes; raises ValueError when they are not JSON."""
-    return orjson.loads(data)
+    """The value of stored JSON bytes; raises ValueError when they are not JSON, or hold the
+    reserved :data:`TAGGED_KEY` other than as a whole :class:`Tagged` envelope (which comes
+    back as a :class:`Tagged`)."""
+    value = orjson.loads(data)
+    if _NUL in data:
+        if type(value) is dict and len(value) == 1 and TAGGED_KEY in value:
+            value = Tagged(value[TAGGED_KEY])
+        try:
+            _refuse_reserved(value, ())
+        except TypeError as exc:
+            raise ValueError(str(exc)) from None
+    return value

@@ -37,6 +37,8 @@ from flask.sessions import SecureCookieSessionInterface, SessionInterface, Sessi
 from flask.wrappers import Request, Response
 from itsdangerous import BadData
 
+from stickless import codec
+from stickless.codec import Tagged
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
 from stickless.session import Session, SessionStatus
@@ -144,6 +146,9 @@ class FlaskSession(SessionMixin):
         self._inner: Session | None = None
         self._live: dict[str, Any] = {}
         """Python values handed out or set in this request (re-encoded at save)."""
+        self._as_stored: dict[str, bytes] = {}
+        """JSON, at read time, of values handed out as stored (plain JSON, or a tagged
+        value that failed to decode): never re-tagged at save unless changed in place."""
         self._accessed = False
         self._modified = False
         self._failure: StoreUnavailable | None = None
@@ -207,7 +212,12 @@ class FlaskSession(SessionMixin):
         self._accessed = True
         if key in self._live and dict.__contains__(inner, key):
             return self._live[key]
-        value = self._values.decode(inner[key])
+        stored = inner[key]
+        value = self._values.decode(stored, key=key)
+        if value is stored or (isinstance(stored, Tagged) and value is stored.form):
+            self._as_stored[key] = codec.encode(value)
+        else:
+            self._as_stored.pop(key, None)
         self._live[key] = value
         return value
 
@@ -216,6 +226,7 @@ class FlaskSession(SessionMixin):
         self._accessed = True
         inner[key] = self._values.encode(value)  # TypeError here for non-JSON values
         self._live[key] = value
+        self._as_stored.pop(key, None)
         self._modified = True
 
     def __delitem__(self, key: str) -> None:
@@ -223,6 +234,7 @@ class FlaskSession(SessionMixin):
         self._accessed = True
         del inner[key]
         self._live.pop(key, None)
+        self._as_stored.pop(key, None)
         self._modified = True
 
     def __iter__(self) -> Iterator[str]:
@@ -246,6 +258,7 @@ class FlaskSession(SessionMixin):
         ``session.clear()`` before a login is therefore fixation-safe."""
         self._session().invalidate()
         self._live.clear()
+        self._as_stored.clear()
         self._accessed = self._modified = True
 
     def copy(self) -> dict[str, Any]:
@@ -355,9 +368,14 @@ class FlaskSession(SessionMixin):
 
     def _flush(self, inner: Session) -> None:
         """Re-encode the values handed out in this request: in-place changes of tagged
-        values (a list of tuples...) are then in the change log too."""
+        values (a list of tuples...) are then in the change log too. A value handed out as
+        stored and left unchanged is not re-tagged: another writer's plain JSON that looks
+        like a tag (``{" m": "x"}``) stays exactly what that writer stored."""
         for key, value in self._live.items():
             if not dict.__contains__(inner, key):
+                continue
+            as_stored = self._as_stored.get(key)
+            if as_stored is not None and _json_or_none(value) == as_stored:
                 continue
             stored = self._values.encode(value)
             if stored is not value and stored != dict.__getitem__(inner, key):
@@ -599,6 +617,14 @@ class Stickless(SessionInterface):
         for name, value in policy.headers:
             response.headers[name] = value
         return response
+
+
+def _json_or_none(value: Any) -> bytes | None:
+    """The plain JSON of ``value``, or None when it is no longer plain JSON."""
+    try:
+        return codec.encode(value)
+    except TypeError:
+        return None
 
 
 def _state(app: Flask) -> SticklessState:

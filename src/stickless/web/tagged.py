@@ -8,8 +8,14 @@ applies such a *tagger* to one session value at a time, so an adapter can offer 
 while the core keeps validating (and rejecting, with ``TypeError`` at the line that set it)
 whatever the tagger leaves as non-JSON.
 
-The wire format is the tagger's: with Flask's serializer a key holds exactly the JSON that
-Flask would have put in the cookie for that value.
+Only values this adapter tagged are ever untagged. A value that needs tags is stored in the
+codec's :class:`~stickless.codec.Tagged` envelope (``{"\\u0000stickless:tagged": <Flask's
+tagged JSON>}``), which no other writer can produce (the codec refuses that key in any
+other value). Everything else is plain JSON and is handed out as it is, even when it looks
+like a tag: ``{" m": "<script>"}`` written by another service on the same store stays a
+``dict`` and is never turned into ``Markup``. A bad tag inside an envelope (a custom tag
+that fails, data written behind the library's back) is served as plain data, with a log
+line naming the key and the error type but never the value.
 
 This module imports no framework; the tagger is passed in (anything with ``tag`` and
 ``untag`` methods shaped like Flask's).
@@ -17,7 +23,12 @@ This module imports no framework; the tagger is passed in (anything with ``tag``
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
+
+from stickless.codec import Tagged
+
+log = logging.getLogger("stickless.web")
 
 
 class Tagger(Protocol):
@@ -35,10 +46,11 @@ class TaggedValues:
     """Encodes and decodes one session value with a :class:`Tagger`.
 
     Both directions keep the *identity* of values that need no tagging: ``encode`` returns
-    the very object it was given and ``decode`` the very object it was given when nothing in
-    them is tagged. Adapters rely on that: a plain ``list`` handed to the application is the
-    same object the core holds, so an in-place change (``session["cart"].append(x)``) is seen
-    by the core's change detection without any ``modified = True``.
+    the very object it was given when nothing in it needs a tag, and ``decode`` the very
+    object it was given unless it is a :class:`~stickless.codec.Tagged` envelope. Adapters
+    rely on that: a plain ``list`` handed to the application is the same object the core
+    holds, so an in-place change (``session["cart"].append(x)``) is seen by the core's
+    change detection without any ``modified = True``.
     """
 
     __slots__ = ("tagger",)
@@ -48,8 +60,9 @@ class TaggedValues:
 
     def encode(self, value: Any) -> Any:
         """The form to store: ``value`` itself when tagging changes nothing in it, else its
-        tagged copy. Never raises for a value the tagger does not know: that value is
-        returned as is, and the core's JSON check rejects it (``TypeError``)."""
+        tagged copy in a :class:`~stickless.codec.Tagged` envelope. Never raises for a
+        value the tagger does not know: that value is returned as is, and the core's JSON
+        check rejects it (``TypeError``)."""
         tagged = self.tagger.tag(value)
         if tagged is value:
             return value
@@ -57,16 +70,34 @@ class TaggedValues:
             unchanged = bool(tagged == value)
         except Exception:  # an exotic __eq__: treat as changed, the core decides
             unchanged = False
-        return value if unchanged else tagged
+        return value if unchanged else Tagged(tagged)
 
-    def decode(self, stored: Any) -> Any:
-        """The Python value of a stored (JSON-decoded) value, tags resolved innermost first,
-        as ``TaggedJSONSerializer.loads`` does. Returns ``stored`` itself when it holds no
-        tag."""
+    def decode(self, stored: Any, *, key: str = "?") -> Any:
+        """The Python value of a stored (JSON-decoded) value. Only a
+        :class:`~stickless.codec.Tagged` envelope is untagged (tags resolved innermost
+        first, as ``TaggedJSONSerializer.loads`` does); anything else is returned as the very
+        object it is, tag-like or not. A tag that fails to decode leaves the envelope's
+        content as plain data (logged with ``key``, never with the value)."""
+        if not isinstance(stored, Tagged):
+            return stored
+        form = stored.form
+        try:
+            return self._untag(form)
+        except Exception as exc:  # a custom tag's to_python, junk behind our back: never a 500
+            log.warning(
+                "session[%r]: tagged value cannot be decoded (%s); served as plain data",
+                key,
+                type(exc).__name__,
+            )
+            return form
+
+    def _untag(self, stored: Any) -> Any:
+        """``stored`` with its tags resolved, innermost first (``stored`` itself when no
+        part of it changes)."""
         if type(stored) is dict:
             items: dict[str, Any] | None = None
             for key, item in stored.items():
-                decoded = self.decode(item)
+                decoded = self._untag(item)
                 if decoded is not item and items is None:
                     items = dict(stored)
                 if items is not None:
@@ -76,7 +107,7 @@ class TaggedValues:
         if type(stored) is list:
             result: list[Any] | None = None
             for index, item in enumerate(stored):
-                decoded = self.decode(item)
+                decoded = self._untag(item)
                 if decoded is not item and result is None:
                     result = list(stored)
                 if result is not None:
