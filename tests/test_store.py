@@ -252,30 +252,119 @@ def test_data_written_after_logout_goes_to_a_new_session(
 
 
 # ---------------------------------------------------------------------- renew
-def test_renew_moves_data_and_kills_the_old_token(topology_url: str, store_factory: Any) -> None:
+def test_login_renews_and_the_old_token_loses_all_power(
+    topology_url: str, store_factory: Any
+) -> None:
     store = store_factory(topology_url, fresh_config())
     s = store.new()
     s["cart"] = ["apple"]
     store.save(s)
     old = s.token
     in_flight = store.load(old)  # a request that started before the login
+    doomed = store.load(old)
     s.login("erin")
     assert store.save(s).outcome == "saved"
     assert s.token != old and s.token.split(".")[0] == old.split(".")[0]
     assert store.load(old) is None
     renewed = store.load(s.token)
     assert renewed["cart"] == ["apple"] and renewed.user_id == "erin"
-    assert [i.session_id.split(":")[0] for i in store.sessions_for("erin")] == [old.split(".")[0]]
-    # the in-flight request still saves into the live session (forward), not a new one
+    assert [i.session_id for i in store.sessions_for("erin")] == [old.split(".")[0]]
+    # an identity change leaves the old token no power: its saves write nothing...
     in_flight["late"] = True
-    assert store.save(in_flight).outcome == "saved"
+    assert store.save(in_flight).outcome == "gone"
+    # ...and its destroys touch nothing
+    assert store.destroy(old) is False
+    doomed.invalidate()
+    store.save(doomed)
+    assert dict(store.load(s.token)) == {"cart": ["apple"]}
+    assert store.load(s.token).user_id == "erin"
+
+
+def test_plain_renew_forwards_data_saves_only(topology_url: str, store_factory: Any) -> None:
+    store = store_factory(topology_url, fresh_config())
+    s = store.new()
+    s.login("frank")
+    s["cart"] = ["apple"]
+    store.save(s)
+    old = s.token
+    data_only, identity, rebind = store.load(old), store.load(old), store.load(old)
+    s.renew()  # same identity: a rotation
+    store.save(s)
+    assert store.load(old) is None and store.load(s.token) is not None
+    # a request still in flight with the old token saves its data into the live session
+    data_only["late"] = True
+    assert store.save(data_only).outcome == "saved"
     assert store.load(s.token)["late"] is True
-    # renew again: the index follows, a single entry
+    # but never an identity key, nor the user binding
+    identity["user_id"] = "mallory"
+    assert store.save(identity).outcome == "gone"
+    rebind.user_id = "mallory"
+    assert store.save(rebind).outcome == "gone"
+    live = store.load(s.token)
+    assert "user_id" not in live and live.user_id == "frank"
+    # renew again: the index keeps one entry (the session id does not change)
     again = store.load(s.token)
     again.renew()
     store.save(again)
-    assert len(store.sessions_for("erin")) == 1
+    assert [i.session_id for i in store.sessions_for("frank")] == [old.split(".")[0]]
     assert store.load(s.token) is None and store.load(again.token) is not None
+
+
+@pytest.mark.parametrize(
+    "login",
+    [
+        lambda s: s.__setitem__("user", "victim"),
+        lambda s: s.__setitem__("_user_id", "7"),  # Flask-Login
+        lambda s: s.__setitem__("_auth_user_id", "7"),  # Django
+        lambda s: s.update({"account_id": 7}),
+        lambda s: (s.clear(), s.__setitem__("name", "victim")),  # Flask's documented login
+        lambda s: s.__delitem__("user"),  # logout by deleting the identity key
+        lambda s: s.incr("uid"),
+    ],
+    ids=["user", "flask-login", "django", "update", "clear-then-data", "delete", "incr"],
+)
+def test_identity_change_renews_without_login(
+    stickless_url: str, store_factory: Any, login: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    planted = store.new()
+    planted["user"] = "anonymous"
+    planted["theme"] = "dark"
+    store.save(planted)
+    victim = store.load(planted.token)  # the victim's browser carries the planted token
+    login(victim)
+    assert store.save(victim).outcome == "saved"
+    assert victim.token != planted.token
+    assert store.load(planted.token) is None  # the attacker's copy loads nothing
+
+
+def test_same_identity_value_again_does_not_renew(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["user"] = "alice"
+    store.save(s)
+    token = s.token
+    again = store.load(token)
+    again["user"] = "alice"
+    again["n"] = 1
+    store.save(again)
+    assert again.token == token and store.load(token)["n"] == 1
+
+
+def test_identity_keys_are_configurable(stickless_url: str, store_factory: Any) -> None:
+    from stickless import DEFAULT_IDENTITY_KEYS
+
+    store = store_factory(
+        stickless_url, fresh_config(identity_keys=DEFAULT_IDENTITY_KEYS | {"member"})
+    )
+    s = store.new()
+    s["x"] = 1
+    store.save(s)
+    token = s.token
+    again = store.load(token)
+    again["member"] = "m-1"
+    store.save(again)
+    assert again.token != token and store.load(token) is None
 
 
 # ---------------------------------------------------------------------- expiry
@@ -459,8 +548,8 @@ def test_one_async_store_serves_several_event_loops(stickless_url: str) -> None:
 def test_a_stale_pre_login_copy_cannot_renew_or_rebind_the_live_session(
     stickless_url: str, store_factory: Any
 ) -> None:
-    """Fixation: a request opened with the planted token before the victim's login may still
-    save its data (forward), but never get a token of the victim's session or change its user."""
+    """Fixation: a request opened with the planted token before the victim's login can do
+    nothing to the victim's session: no data, no token of it, no change of its user."""
     store = store_factory(stickless_url, fresh_config())
     planted = store.new()
     planted["cart"] = []
@@ -473,11 +562,10 @@ def test_a_stale_pre_login_copy_cannot_renew_or_rebind_the_live_session(
     attacker.renew()
     attacker.user_id = "mallory"
     attacker["note"] = "late"
-    assert store.save(attacker).outcome == "saved"  # data merged into the live session
-    assert attacker.token == planted.token  # no new token handed out
+    assert store.save(attacker).outcome == "gone"  # nothing written
     assert store.load(attacker.token) is None
     live = store.load(victim.token)
-    assert live is not None and live.user_id == "alice" and live["note"] == "late"
+    assert live is not None and live.user_id == "alice" and "note" not in live
     assert store.sessions_for("mallory") == []
 
 

@@ -6,7 +6,7 @@
 See README.md and docs/ for the full tour.
 """
 
-from stickless.config import SessionConfig
+from stickless.config import DEFAULT_IDENTITY_KEYS, SessionConfig
 from stickless.errors import (
     ConfigurationError,
     ReplicationTimeout,
@@ -23,6 +23,7 @@ from stickless.store.sync import SessionStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_IDENTITY_KEYS",
     "AsyncSessionStore",
     "ConfigurationError",
     "ReplicationTimeout",

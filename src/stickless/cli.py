@@ -700,7 +700,6 @@ def events(
                 out.print(
                     f"{event.at.isoformat(timespec='milliseconds')}  "
                     f"[{style}]{event.kind:<9}[/{style}]  {event.session_id}"
-                    + (f"  (was {event.previous_id})" if event.previous_id else "")
                     + f"  {event.node}",
                     soft_wrap=True,
                 )

@@ -10,6 +10,22 @@ from stickless.errors import ConfigurationError
 
 Durability = Literal["none", "replicated"]
 
+DEFAULT_IDENTITY_KEYS: frozenset[str] = frozenset(
+    {
+        "user",
+        "user_id",
+        "username",
+        "uid",
+        "account_id",
+        "_user_id",  # Flask-Login
+        "_fresh",  # Flask-Login
+        "_auth_user_id",  # Django (django.contrib.auth)
+        "_auth_user_backend",
+        "_auth_user_hash",
+    }
+)
+"""The session keys that name the user in common frameworks' login idioms."""
+
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
@@ -58,8 +74,21 @@ class SessionConfig:
     ``destroyed`` rather than ``expired``). Default 5 min."""
 
     forward_ttl: float = 60.0
-    """After a renew, saves from requests still carrying the old token are forwarded to the
-    new key for this long (loads of the old token find nothing). Default 60 s."""
+    """After a plain ``renew()`` (same identity), requests still in flight with the old token
+    may save *data* into the renewed session for this long; loads of the old token find
+    nothing at once. After a renew that changed identity (see ``identity_keys``) the old token
+    has no power at all. Default 60 s."""
+
+    identity_keys: frozenset[str] = DEFAULT_IDENTITY_KEYS
+    """Session keys that say who the user is. A save that changes one of them (a new value,
+    or a delete; writing the stored value again changes nothing), changes the bound user
+    (``user_id``, ``login()``), or follows ``clear()`` with new data, renews the token by
+    itself, and the old token then loads, saves and destroys nothing (session fixation
+    protection without a call to ``login()``). Default: :data:`DEFAULT_IDENTITY_KEYS`
+    (``user``, ``user_id``, ``username``, ``uid``, ``account_id``, Flask-Login's
+    ``_user_id`` and ``_fresh``, Django's ``_auth_user_id``, ``_auth_user_backend`` and
+    ``_auth_user_hash``). Pass
+    ``DEFAULT_IDENTITY_KEYS | {"member"}`` to add your own."""
 
     socket_timeout: float = 2.0
     """Per-command socket timeout. Default 2 s."""
@@ -78,11 +107,22 @@ class SessionConfig:
     """Connection pool size. Standalone pools block (up to ``connect_timeout``) when all
     connections are in use instead of failing. Default 64."""
 
+    primary_check_interval: float = 0.5
+    """Sentinel only: how often the store asks the sentinels which node is the primary, as
+    a backstop to their ``+switch-master`` announcements (which it follows at once), and to
+    notice a failover under way; also re-checked after every error. Default 0.5 s."""
+
     client_options: dict[str, object] = field(default_factory=dict)
     """Extra keyword arguments passed to the redis-py client (e.g. ``{"protocol": 2}``)."""
 
     def __post_init__(self) -> None:
-        positive = ("idle_timeout", "absolute_timeout", "socket_timeout", "connect_timeout")
+        positive = (
+            "idle_timeout",
+            "absolute_timeout",
+            "socket_timeout",
+            "connect_timeout",
+            "primary_check_interval",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"SessionConfig.{name} must be > 0")
@@ -101,6 +141,11 @@ class SessionConfig:
             raise ConfigurationError("max_size must be > 0, min_replicas and retries >= 0")
         if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
             raise ConfigurationError("key_prefix must be non-empty, without braces or spaces")
+        if isinstance(self.identity_keys, str) or not all(
+            isinstance(k, str) for k in self.identity_keys
+        ):
+            raise ConfigurationError("SessionConfig.identity_keys must be a set of key names")
+        object.__setattr__(self, "identity_keys", frozenset(self.identity_keys))
         if isinstance(self.secret_key, str | bytes) and not self.secret_key:
             raise ConfigurationError("secret_key must be non-empty (or None)")
 

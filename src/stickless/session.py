@@ -103,6 +103,7 @@ class Session(dict[str, Any]):
 
     __slots__ = (
         "_accessed",
+        "_cleared",
         "_meta",
         "_ops",
         "_raw_token",
@@ -135,6 +136,7 @@ class Session(dict[str, Any]):
         self._renew = False
         self._ops: dict[str, _Op | int] = {}
         self._accessed = False
+        self._cleared = False
 
     # ----------------------------------------------------------------- identity & status
     @property
@@ -191,6 +193,13 @@ class Session(dict[str, Any]):
     def user_id(self, value: str | None) -> None:
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError("user_id must be a non-empty str or None")
+        if value is not None and not value.isprintable():
+            raise ValueError("user_id must be printable text (no control characters)")
+        if value is not None:
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise ValueError("user_id must be valid Unicode (no lone surrogates)") from None
         self._user_id = value
 
     @property
@@ -229,9 +238,15 @@ class Session(dict[str, Any]):
 
     # -------------------------------------------------------------------- life cycle
     def renew(self) -> None:
-        """Give the session a new token at the next save, keeping its data (call on login:
-        session fixation protection). The old token stops loading at once after that save.
-        A new session already has a fresh token, so this is a no-op for it."""
+        """Give the session a new token at the next save, keeping its data. The old token
+        stops loading at once after that save. A new session already has a fresh token, so
+        this is a no-op for it.
+
+        There is no need to call this on login: a save that changes the session's identity
+        (the bound user, or a key of ``SessionConfig.identity_keys``, or ``clear()`` followed
+        by new data) renews by itself, and then the old token keeps no power at all. A
+        plain ``renew()`` (same identity) lets requests still in flight with the old token
+        save *data* for ``forward_ttl``."""
         if self._status is SessionStatus.LOADED:
             self._renew = True
 
@@ -283,6 +298,26 @@ class Session(dict[str, Any]):
         self._accessed = True
         return dict.__getitem__(self, key)
 
+    def __contains__(self, key: object) -> bool:
+        self._accessed = True
+        return dict.__contains__(self, key)
+
+    def __len__(self) -> int:
+        self._accessed = True
+        return dict.__len__(self)
+
+    def keys(self) -> Any:
+        self._accessed = True
+        return dict.keys(self)
+
+    def values(self) -> Any:
+        self._accessed = True
+        return dict.values(self)
+
+    def items(self) -> Any:
+        self._accessed = True
+        return dict.items(self)
+
     @overload
     def get(self, key: str, default: None = None, /) -> Any | None: ...
     @overload
@@ -302,7 +337,7 @@ class Session(dict[str, Any]):
 
     def __repr__(self) -> str:
         # Never show values: sessions hold credentials and personal data.
-        return f"<Session status={self.status.value} keys={sorted(self)!r}>"
+        return f"<Session status={self.status.value} keys={sorted(dict.keys(self))!r}>"
 
     def __reduce__(self) -> Any:
         raise TypeError("Session objects are not picklable (stickless never pickles)")
@@ -341,10 +376,14 @@ class Session(dict[str, Any]):
         return dict.__getitem__(self, key)
 
     def clear(self) -> None:
+        """Remove every key. Data set after this in the same request counts as a new
+        identity (Flask's documented login: ``clear()``, then the user's keys): the save
+        renews the token."""
         self._mutating()
-        for key in list(self):
+        for key in dict.keys(self):
             self._ops[key] = _Op.DELETE
         dict.clear(self)
+        self._cleared = True
 
     def update(self, other: Any = (), /, **kwargs: Any) -> None:
         items: Iterable[tuple[str, Any]]
@@ -394,14 +433,40 @@ class Session(dict[str, Any]):
         return Changes(sets, deletes, incrs)
 
     def encoded_size(self, changes: Changes) -> int:
-        """Bytes the session occupies once ``changes`` are applied (names + values)."""
-        total = 0
+        """Bytes the session occupies once ``changes`` are applied (names + values + the
+        bound user id)."""
+        total = len(self._user_id.encode()) if self._user_id else 0
         for key in dict.keys(self):
             value = changes.sets.get(key) or self._stored.get(key)
             if value is None or key in changes.incrs:
                 value = codec.encode(dict.__getitem__(self, key))
             total += len(key.encode()) + len(value)
         return total
+
+    def identity_changed(self, identity_keys: frozenset[str]) -> bool:
+        """True when a save would change who this session is: the bound user changes, an
+        identity key gets a different value (or is deleted, or incremented), or the session
+        was cleared and then given new data. Writing an identity key's stored value again
+        changes nothing."""
+        if self.user_changed or (self._cleared and dict.__len__(self)):
+            return True
+        for key, op in self._ops.items():
+            if key not in identity_keys:
+                continue
+            if op is _Op.SET:
+                if codec.encode(dict.__getitem__(self, key)) != self._stored.get(key):
+                    return True
+            elif op is _Op.DELETE:
+                if key in self._stored:
+                    return True
+            elif op:
+                return True
+        return False
+
+    def touches(self, identity_keys: frozenset[str]) -> bool:
+        """True when the change log writes any identity key or the user binding (such a save
+        is never applied through a renew forward)."""
+        return self.user_changed or any(key in identity_keys for key in self._ops)
 
     @property
     def raw_token(self) -> str:
@@ -429,6 +494,7 @@ class Session(dict[str, Any]):
         self._stored.update(changes.sets)
         self._stored.update({k: codec.encode(v) for k, v in counters.items()})
         self._ops.clear()
+        self._cleared = False
         self._meta = meta
         self._status = SessionStatus.LOADED
         self._renew = False
@@ -446,6 +512,7 @@ class Session(dict[str, Any]):
         self._stored.clear()
         self._stored_user_id = None
         self._renew = False
+        self._cleared = False
         self._ops = {key: _Op.SET for key in dict.keys(self)}
 
     def mark_gone(self) -> None:

@@ -27,7 +27,7 @@ SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 256
 _B64 = r"[A-Za-z0-9_-]"
 _TOKEN_RE = re.compile(rf"({_B64}{{11}})\.({_B64}{{43}})")
-_SESSION_ID_RE = re.compile(rf"{_B64}{{1,64}}:{_B64}{{1,128}}")
+_SESSION_ID_RE = re.compile(rf"{_B64}{{11}}")
 
 
 def _b64(raw: bytes) -> str:
@@ -42,27 +42,22 @@ class TokenId:
     digest: str
 
     @property
-    def member(self) -> str:
-        """``family:digest``, the form kept in the per-user index (never the raw token)."""
-        return f"{self.family}:{self.digest}"
-
-    @classmethod
-    def from_member(cls, member: str) -> TokenId | None:
-        family, sep, digest = member.partition(":")
-        return cls(family, digest) if sep and family and digest else None
+    def session_id(self) -> str:
+        """The session's id: its family. Safe to show (it cannot be used as a cookie), and
+        the same across renewals. The per-user index holds these."""
+        return self.family
 
 
-def parse_session_id(session_id: str) -> TokenId:
-    """A session id (``family:digest``, as in ``SessionInfo.session_id``) -> TokenId.
+def parse_session_id(session_id: str) -> str:
+    """A session id (as in ``SessionInfo.session_id``) -> the family it names.
     Raises :class:`~stickless.errors.ConfigurationError` (a ValueError) otherwise."""
     if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
         # never echo the value: an operator may have pasted a user's token
         raise ConfigurationError(
-            "not a session id (expected family:digest, as listed by `stickless sessions ls` "
-            "or SessionInfo.session_id; a token is never accepted here)"
+            "not a session id (as listed by `stickless sessions ls` or "
+            "SessionInfo.session_id; a token is never accepted here)"
         )
-    family, _, digest = session_id.partition(":")
-    return TokenId(family, digest)
+    return session_id
 
 
 def new_family() -> str:

@@ -142,12 +142,6 @@ def short_id(tid: TokenId) -> str:
     return f"{tid.family}\u00b7{tid.digest[:8]}"
 
 
-def short_member(member: str) -> str:
-    """:func:`short_id` of a ``family:digest`` index member (``SessionInfo.session_id``)."""
-    family, _, digest = member.partition(":")
-    return f"{family}\u00b7{digest[:8]}"
-
-
 def session_short_id(session: Session) -> str | None:
     """The shown id of a stored session (None while it is new: nothing is stored yet)."""
     if session.meta is None:
@@ -260,7 +254,7 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
     async def state(request: Request) -> Response:
         session = session_of(request.scope)
         devices = await _devices(request, session)
-        current = token_id(session.raw_token).member if session.meta else None
+        current = token_id(session.raw_token).session_id if session.meta else None
         return JSONResponse(
             {
                 "server": server_of(request),
@@ -278,7 +272,7 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
                 if devices is None
                 else [
                     {
-                        "id": short_member(info.session_id),
+                        "id": info.session_id,
                         "session_id": info.session_id,  # a digest: cannot be used as a cookie
                         "current": info.session_id == current,
                         "created": _iso(info.created_at),
@@ -557,7 +551,7 @@ def render_page(
 
     user = session.user_id
     sid = session_short_id(session)
-    current = token_id(session.raw_token).member if session.meta else None
+    current = token_id(session.raw_token).session_id if session.meta else None
     status = session.status.value if session.meta else "new (saved at the end of this request)"
     meta_rows = [
         ("server that answered", f'<b style="color:{colour}">{_e(name)}</b>'),
@@ -612,7 +606,7 @@ def render_page(
             "<tr class='{cls}'><td><code>{id}</code>{mine}</td><td>{created}</td>"
             "<td>{seen}</td><td>{action}</td></tr>".format(
                 cls="mine" if info.session_id == current else "",
-                id=_e(short_member(info.session_id)),
+                id=_e(info.session_id),
                 mine=" <span class='badge'>this browser</span>"
                 if info.session_id == current
                 else "",

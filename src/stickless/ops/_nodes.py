@@ -8,7 +8,6 @@ the node owning its slot. Everything here is read-only plumbing over the store's
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,7 +22,6 @@ from stickless.store.sync import SessionStore
 
 T = TypeVar("T")
 
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
@@ -36,11 +34,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 FAILURES = (redis.RedisError, OSError)
 """Any failure talking to a server (unreachable, or an error reply raised by redis-py)."""
-
-
-def glob_escape(text: str) -> str:
-    """``text`` as a literal inside a SCAN / PSUBSCRIBE glob pattern."""
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def text(value: bytes | str) -> str:

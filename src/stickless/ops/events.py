@@ -14,16 +14,12 @@ Kinds, from the notifications Valkey / Redis publish about the session hashes
 ``created``
     ``new``: the session hash appeared (first save of a new session).
 ``renewed``
-    ``rename_to``: the token was renewed (login): the hash moved to the new digest;
-    ``previous_id`` names the old id.
+    ``expire`` on the session's forward key (``<prefix>:f:*``, set by every renew): the
+    token was renewed (login, or an identity change). The session id stays the same.
 ``destroyed``
     ``del``: destroyed by logout, ``store.destroy``, ``revoke_user`` or ``stickless sessions rm``.
 ``expired``
     ``expired``: Redis dropped it at the end of its TTL (idle or absolute timeout).
-
-A rename also publishes ``new`` on the target key (just before ``rename_from`` /
-``rename_to``); the subscriber holds a ``new`` back until the next notification of that node
-(or 50 ms of silence) so that a renewal is not reported as a creation too.
 
 **Best effort, by design.** Pub/Sub keeps nothing: events published while the subscriber is
 disconnected are lost; a cluster publishes each key's events on the node that owns it only
@@ -33,7 +29,7 @@ settings). The source of truth stays the store: ``stickless sessions ls`` (SCAN)
 per-user index, which is pruned lazily.
 
 Notifications are enabled on each node the subscriber connects to, by adding the flags
-``K`` (keyspace channels), ``g`` (del, rename), ``x`` (expired) and ``n`` (new keys) to
+``K`` (keyspace channels), ``g`` (del, expire), ``x`` (expired) and ``n`` (new keys) to
 whatever ``notify-keyspace-events`` already holds; they are left on when the subscriber
 closes (other subscribers may rely on them; the cost of publishing with no subscriber is
 small). Pass ``enable=False`` to leave the server configuration alone.
@@ -56,9 +52,9 @@ import redis
 
 from stickless.config import SessionConfig
 from stickless.errors import StoreUnavailable
-from stickless.ops._nodes import FAILURES, glob_escape, text
-from stickless.store import connect
-from stickless.store.keys import KeyLayout
+from stickless.ops._nodes import FAILURES, text
+from stickless.store import connect, keys
+from stickless.store.keys import KeyLayout, glob_escape
 
 __all__ = [
     "REQUIRED_FLAGS",
@@ -75,11 +71,10 @@ EventKind = Literal["created", "renewed", "destroyed", "expired"]
 
 REQUIRED_FLAGS = "Kgxn"
 """``notify-keyspace-events`` flags the subscriber needs: keyspace channels, generic
-commands (del, rename), expired, new keys."""
+commands (del, expire), expired, new keys."""
 
 _ALL_ALIAS = "g$lshzxetd"
 """What the ``A`` flag stands for (it does not include ``n``, ``m`` or ``K``/``E``)."""
-_NEW_GRACE = 0.05
 _RECONNECT_DELAY = 0.5
 _REFRESH_INTERVAL = 2.0
 
@@ -90,13 +85,11 @@ class SessionEvent:
 
     kind: EventKind
     session_id: str
-    """``family:digest`` of the session (after the change, for ``renewed``)."""
+    """The session's id (its token family; the same across renewals)."""
     at: datetime
     """When the subscriber received the notification (UTC; Redis does not timestamp them)."""
     node: str = ""
     """The primary that published it (``host:port``)."""
-    previous_id: str | None = None
-    """``renewed`` only: the id before the renewal."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,52 +125,20 @@ class _Translator:
         self.layout = layout
         self.node = node
         self.emit = emit
-        self.pending_new: str | None = None
-        self.pending_since = 0.0
-        self.renamed_from: str | None = None
-
-    def _event(self, kind: EventKind, key: str, previous: str | None = None) -> None:
-        tid = self.layout.token_id_of(key)
-        if tid is None:
-            return
-        prev = self.layout.token_id_of(previous) if previous else None
-        self.emit(
-            SessionEvent(
-                kind, tid.member, datetime.now(UTC), self.node, prev.member if prev else None
-            )
-        )
-
-    def flush(self) -> None:
-        if self.pending_new is not None:
-            key, self.pending_new = self.pending_new, None
-            self._event("created", key)
-        self.renamed_from = None
-
-    def expired_grace(self) -> bool:
-        return self.pending_new is not None and (
-            time.monotonic() - self.pending_since >= _NEW_GRACE
-        )
 
     def feed(self, key: str, event: str) -> None:
-        if event == "rename_from":
-            self.renamed_from = key  # keep a pending "new": it is this rename's target
-            return
-        if event == "rename_to":
-            previous, self.renamed_from = self.renamed_from, None
-            if self.pending_new == key:
-                self.pending_new = None  # the rename's own "new", not a creation
-            else:
-                self.flush()
-            self._event("renewed", key, previous)
-            return
-        self.flush()
-        if event == "new":
-            self.pending_new = key
-            self.pending_since = time.monotonic()
-        elif event == "del":
-            self._event("destroyed", key)
-        elif event == "expired":
-            self._event("expired", key)
+        family = self.layout.family_of(key)
+        if family is not None:
+            kind = _SESSION_EVENTS.get(event)
+        else:
+            family = self.layout.family_of(key, keys.FORWARD)
+            kind = "renewed" if event == "expire" else None  # SET ... PX of the forward
+        if family is not None and kind is not None:
+            self.emit(SessionEvent(kind, family, datetime.now(UTC), self.node))
+
+
+_SESSION_EVENTS: dict[str, EventKind] = {"new": "created", "del": "destroyed", "expired": "expired"}
+"""Notifications about a session hash, and the event each one is."""
 
 
 class _NodeListener:
@@ -237,8 +198,7 @@ class _NodeListener:
                 if self.pubsub is None:
                     self.connect()
                     log.info("events: resubscribed on %s", self.name)
-                wait = _NEW_GRACE if self.translator.pending_new else 0.25
-                message = self.pubsub.get_message(timeout=wait)
+                message = self.pubsub.get_message(timeout=0.25)
             except FAILURES as exc:
                 if self.stopped.is_set():
                     break
@@ -251,20 +211,14 @@ class _NodeListener:
                         exc,
                     )
                 self.failed = True
-                self.translator.flush()
                 self.disconnect()
                 self.stopped.wait(_RECONNECT_DELAY)
                 continue
-            if message is None:
-                if self.translator.expired_grace():
-                    self.translator.flush()
-                continue
-            if message.get("type") != "pmessage":
+            if message is None or message.get("type") != "pmessage":
                 continue
             channel = text(message["channel"])
             key = channel.split("__:", 1)[1] if "__:" in channel else channel
             self.translator.feed(key, text(message["data"]))
-        self.translator.flush()
         self.disconnect()
 
     def start(self) -> None:
@@ -302,7 +256,8 @@ class EventSubscriber:
         self.endpoint = connect.parse_url(url)
         self.layout = KeyLayout(self.config.key_prefix)
         db = 0 if self.endpoint.kind == "cluster" else self.endpoint.db
-        self.channel_pattern = f"__keyspace@{db}__:" + glob_escape(self.config.key_prefix) + ":s:*"
+        # the session hashes and their forwards: <prefix>:s:* and <prefix>:f:*
+        self.channel_pattern = f"__keyspace@{db}__:{glob_escape(self.config.key_prefix)}:[sf]:*"
         self._queue: queue.Queue[SessionEvent] = queue.Queue()
         self._listeners: dict[str, _NodeListener] = {}
         self._cluster: Any = None

@@ -26,7 +26,6 @@ from stickless.ops._nodes import (
     DataNode,
     ReadScript,
     data_nodes,
-    glob_escape,
     guarded,
     node_for_key,
     pipeline,
@@ -36,7 +35,7 @@ from stickless.ops._nodes import (
     topology_of,
 )
 from stickless.store import keys
-from stickless.store.keys import KeyLayout
+from stickless.store.keys import KeyLayout, glob_escape
 from stickless.store.sync import SessionStore
 from stickless.tokens import parse_session_id
 
@@ -262,22 +261,22 @@ def list_sessions(
     (the first ones SCAN finds, which is no particular order). Values are not read.
     """
     layout = KeyLayout(store.config.key_prefix)
-    pattern = glob_escape(store.config.key_prefix) + ":s:*"
+    pattern = layout.pattern(keys.SESSION)
     found: list[SessionSummary] = []
 
     def collect() -> None:
         for node in data_nodes(store):
             for scanned in _chunks(_unique(scan_keys(node.client, pattern))):
-                chunk = [key for key in scanned if layout.token_id_of(key) is not None]
+                chunk = [key for key in scanned if layout.family_of(key) is not None]
                 described = _DESCRIBE.run(node.client, chunk)
                 memory = pipeline(node.client, [("MEMORY", "USAGE", key) for key in chunk])
                 for key, reply, mem in zip(chunk, described, memory, strict=True):
                     raise_if_error(reply)
                     if not reply:  # gone since the SCAN
                         continue
-                    tid = layout.token_id_of(key)
-                    assert tid is not None
-                    summary = _summary(tid.member, reply, mem, node.address)
+                    family = layout.family_of(key)
+                    assert family is not None
+                    summary = _summary(family, reply, mem, node.address)
                     if user is not None and summary.user_id != user:
                         continue
                     found.append(summary)
@@ -295,8 +294,8 @@ def show_session(
 ) -> SessionDetail | None:
     """One session's metadata and key names (and values, decoded, only with ``values``);
     None when no such session is stored."""
-    tid = parse_session_id(session_id)
-    key = KeyLayout(store.config.key_prefix).data(tid)
+    family = parse_session_id(session_id)
+    key = KeyLayout(store.config.key_prefix).data(family)
 
     def read() -> SessionDetail | None:
         node = node_for_key(store, key)
@@ -312,7 +311,7 @@ def show_session(
             if text(n).startswith(keys.DATA_PREFIX)
         )
         sizes = pipeline(node.client, [("HSTRLEN", key, keys.DATA_PREFIX + name) for name in names])
-        summary = _summary(tid.member, reply, memory, node.address)
+        summary = _summary(family, reply, memory, node.address)
         key_sizes = {
             name: int(size) for name, size in zip(names, sizes, strict=True) if size is not None
         }

@@ -1,14 +1,19 @@
 """The Redis key and field layout, in one place (documented in docs/key-layout.md).
 
-Per session (all in one cluster slot, thanks to the ``{family}`` hash tag)::
+Per session, all named by the session's *family* (the first part of its token, kept across
+renewals), so every key of a session shares one cluster slot and every script can declare,
+in ``KEYS``, each key it touches::
 
-    <prefix>:s:{<family>}:<digest>   hash   the session: d:<key> = JSON value, m:* = metadata
-    <prefix>:f:{<family>}:<digest>   string forward to the renewed digest (short TTL)
-    <prefix>:t:{<family>}:<digest>   string tombstone of a destroyed session (short TTL)
+    <prefix>:s:{<family>}   hash    the session: d:<key> = JSON value, m:* = metadata,
+                                    m:k = the digest of the one token that may load it
+    <prefix>:f:{<family>}   string  after a renew: the digest of the previous token, which
+                                    may still save *data* for forward_ttl (plain rotation),
+                                    or "" (identity change: the old token has no power left)
+    <prefix>:t:{<family>}   string  tombstone of a destroyed session (short TTL)
 
 Per user (its own slot)::
 
-    <prefix>:u:{<user id>}           zset   member <family>:<digest>, score = absolute deadline (ms)
+    <prefix>:u:{<user id>}  zset    member <family>, score = absolute deadline (ms)
 
 ``digest`` is the base64url SHA-256 of the raw token: the token itself is never stored.
 """
@@ -17,15 +22,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from stickless.tokens import TokenId
-
 DATA_PREFIX = "d:"
 """Hash fields holding user data start with this; metadata fields cannot collide with them."""
 META_CREATED = "m:c"
 META_ACCESS = "m:a"
 META_DEADLINE = "m:x"
 META_USER = "m:u"
+META_DIGEST = "m:k"
 META_FIELDS = (META_CREATED, META_ACCESS, META_DEADLINE, META_USER)
+
+SESSION, FORWARD, TOMBSTONE, USER_INDEX = "s", "f", "t", "u"
+"""The kinds of key, as they appear after the prefix."""
+
+
+def glob_escape(text: str) -> str:
+    """``text`` with the glob characters of SCAN's MATCH escaped."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,24 +46,37 @@ class KeyLayout:
 
     prefix: str
 
-    def tag(self, family: str) -> str:
-        """The hash-tagged family part shared by a session's keys: ``{family}:``."""
-        return "{" + family + "}:"
+    def _family_key(self, kind: str, family: str) -> str:
+        return f"{self.prefix}:{kind}:{{{family}}}"
 
-    def data(self, tid: TokenId) -> str:
-        return f"{self.prefix}:s:{self.tag(tid.family)}{tid.digest}"
+    def data(self, family: str) -> str:
+        """The session hash of ``family``."""
+        return self._family_key(SESSION, family)
+
+    def forward(self, family: str) -> str:
+        """Which previous token of ``family`` may still save data (after a plain renew)."""
+        return self._family_key(FORWARD, family)
+
+    def tombstone(self, family: str) -> str:
+        """Left for a while by a destroy, so a late save reports ``destroyed``."""
+        return self._family_key(TOMBSTONE, family)
+
+    def session_keys(self, family: str) -> tuple[str, str, str]:
+        """Every key of one session, in the order the scripts declare them."""
+        return self.data(family), self.forward(family), self.tombstone(family)
 
     def user_index(self, user_id: str) -> str:
-        return f"{self.prefix}:u:{{{user_id}}}"
+        return f"{self.prefix}:{USER_INDEX}:{{{user_id}}}"
 
-    def session_pattern(self) -> str:
-        """SCAN pattern matching every session hash."""
-        return f"{self.prefix}:s:*"
+    def pattern(self, kind: str) -> str:
+        """SCAN pattern matching every key of ``kind`` (``"s"``, ``"f"``, ``"t"``, ``"u"``)."""
+        return f"{glob_escape(self.prefix)}:{kind}:*"
 
-    def token_id_of(self, data_key: str) -> TokenId | None:
-        """Inverse of :meth:`data` (for listings); None for a foreign key."""
-        head = f"{self.prefix}:s:{{"
-        if not data_key.startswith(head):
+    def family_of(self, key: str, kind: str = SESSION) -> str | None:
+        """Inverse of :meth:`data` (or of the ``kind`` given): the family, or None for a
+        foreign key."""
+        head = f"{self.prefix}:{kind}:{{"
+        if not key.startswith(head) or not key.endswith("}"):
             return None
-        family, sep, digest = data_key[len(head) :].partition("}:")
-        return TokenId(family, digest) if sep and family and digest else None
+        family = key[len(head) : -1]
+        return family if family and "}" not in family and "{" not in family else None

@@ -144,7 +144,8 @@ class SessionInfo:
     """One live session in a user's index. Never carries the token, only its digest."""
 
     session_id: str
-    """``family:digest`` of the token (safe to show; cannot be used as a cookie)."""
+    """The session's id (its token family: the same across renewals, safe to show, cannot
+    be used as a cookie)."""
     user_id: str
     created_at: datetime
     last_access: datetime
@@ -234,29 +235,31 @@ class Planner:
         tid = tokens.token_id(raw)
         call = ScriptCall(
             LOAD,
-            (self.layout.data(tid),),
-            (int(self.config.touch_interval * 1000), self.config.idle_ms),
+            (self.layout.data(tid.family),),
+            (tid.digest, int(self.config.touch_interval * 1000), self.config.idle_ms),
         )
         (reply,) = yield from self.run(Batch((call,), idempotent=True))
         _raise_server_error(reply)
         if reply == [-1]:
-            log.warning("session %s: the key is not a session hash, ignored", tid.member[:20])
+            log.warning("session %s: the key is not a session hash, ignored", tid.family)
             return None
         if not reply:
             return None
         return self._session_from_hash(raw, tid, reply)
 
     def _session_from_hash(self, raw: str, tid: TokenId, flat: list[Any]) -> Session | None:
-        fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         try:
+            fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
             meta = SessionMeta(
                 created_ms=int(fields[keys.META_CREATED]),
                 access_ms=int(fields[keys.META_ACCESS]),
                 deadline_ms=int(fields[keys.META_DEADLINE]),
                 idle_ms=self.config.idle_ms,
             )
-        except (KeyError, ValueError):
-            log.warning("session %s: metadata unreadable, treated as missing", tid.member[:20])
+            user = fields.get(keys.META_USER)
+            user_id = _text(user) if user is not None else None
+        except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
+            log.warning("session %s: metadata unreadable, treated as missing", tid.family)
             return None
         data: dict[str, Any] = {}
         stored: dict[str, bytes] = {}
@@ -271,20 +274,19 @@ class Planner:
                 # without its content); the rest of the session survives.
                 log.warning(
                     "session %s: field %r is not JSON (%d bytes), ignored",
-                    tid.member[:20],
+                    tid.family,
                     key,
                     len(value),
                 )
                 continue
             stored[key] = value
-        user = fields.get(keys.META_USER)
         return Session(
             raw_token=raw,
             token=self.codec.dump(raw),
             data=data,
             stored=stored,
             meta=meta,
-            user_id=_text(user) if user is not None else None,
+            user_id=user_id,
         )
 
     # -------------------------------------------------------------------- save
@@ -300,9 +302,10 @@ class Planner:
             self._restart_as_new(session)
         changes = session.pending_changes()
         is_new = session.meta is None
+        identity = not is_new and session.identity_changed(self.config.identity_keys)
         renew_to = (
             tokens.new_raw_token(tokens.token_id(session.raw_token).family)
-            if (session.renew_requested)
+            if not is_new and (identity or session.renew_requested)
             else None
         )
         if not (changes or session.user_changed or renew_to):
@@ -315,8 +318,10 @@ class Planner:
 
         tid = tokens.token_id(session.raw_token)
         new_tid = tokens.token_id(renew_to) if renew_to else None
-        calls: list[Call] = [self._save_call(session, tid, changes, is_new, new_tid)]
-        calls.extend(self._index_calls(session, tid, new_tid or tid))
+        call = self._save_call(
+            session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid, identity=identity
+        )
+        calls: list[Call] = [call, *self._index_calls(session, tid)]
         wait = None
         if self.config.durability == "replicated":
             wait = (self.config.min_replicas, int(self.config.wait_timeout * 1000))
@@ -346,9 +351,14 @@ class Planner:
             deadline_ms=int(reply[3]),
             idle_ms=self.config.idle_ms,
         )
-        counters = {k: int(v) for k, v in zip(changes.incrs, reply[4:], strict=True)}
-        # status 2: saved through a renew forward (a request still carrying the pre-login
-        # token): its data went into the live session, but it may not renew or rebind it
+        # the script returns each counter's exact previous string: the sum is made here,
+        # in Python integers (Lua numbers are doubles, inexact past 2**53)
+        counters = {
+            k: int(before or 0) + amount
+            for (k, amount), before in zip(changes.incrs.items(), reply[4:], strict=True)
+        }
+        # status 2: saved through a renew forward (a request still carrying the token a
+        # plain renew replaced): its data went into the live session, but it does not renew
         raw = renew_to if renew_to and status == 1 else session.raw_token
         session.mark_saved(
             changes=changes,
@@ -372,10 +382,12 @@ class Planner:
     def _save_call(
         self,
         session: Session,
+        *,
         tid: TokenId,
         changes: Changes,
         is_new: bool,
         new_tid: TokenId | None,
+        identity: bool,
     ) -> ScriptCall:
         cfg = self.config
         user = ""
@@ -383,14 +395,14 @@ class Planner:
             user = "-" if session.user_id is None else "=" + session.user_id
         args: list[str | bytes | int] = [
             "new" if is_new else "old",
-            cfg.key_prefix,
-            self.layout.tag(tid.family),
             tid.digest,
             cfg.idle_ms,
             cfg.absolute_ms,
             int(cfg.forward_ttl * 1000),
             new_tid.digest if new_tid else "",
+            "identity" if identity else "rotate",
             user,
+            "1" if session.touches(cfg.identity_keys) else "",
             len(changes.sets),
         ]
         for name, value in changes.sets.items():
@@ -400,17 +412,16 @@ class Planner:
         args.append(len(changes.incrs))
         for name, amount in changes.incrs.items():
             args += [keys.DATA_PREFIX + name, amount]
-        return ScriptCall(SAVE, (self.layout.data(tid),), tuple(args))
+        return ScriptCall(SAVE, self.layout.session_keys(tid.family), tuple(args))
 
-    def _index_calls(self, session: Session, old: TokenId, new: TokenId) -> list[Call]:
+    def _index_calls(self, session: Session, tid: TokenId) -> list[Call]:
         """User index upkeep sent with the save: additions only (the save may yet be
-        refused). Entries a save makes stale (old user, renewed token) are not removed here:
-        readers check each entry's owner and existence and prune the dead ones."""
-        moved = old != new
-        if session.user_id is None or not (session.user_changed or moved):
+        refused). An entry a save makes stale (the old user) is not removed here: readers
+        check each entry's owner and existence and prune the dead ones."""
+        if session.user_id is None or not session.user_changed:
             return []
         deadline = session.meta.deadline_ms if session.meta else 0
-        return [self._index_call(session.user_id, new.member, deadline, [])]
+        return [self._index_call(session.user_id, tid.session_id, deadline, [])]
 
     def _index_call(
         self, user_id: str, add: str, deadline_ms: int, remove: Sequence[str]
@@ -423,25 +434,32 @@ class Planner:
 
     # ----------------------------------------------------------------- destroy
     def destroy(self, presented: object) -> Op[bool]:
-        """Destroy the session of a token (client-facing) or Session. True if one was live."""
+        """Destroy the session of a token (client-facing) or Session. True if one was live.
+        A token that lost its power in an identity renew destroys nothing."""
         if isinstance(presented, Session):
             raw: str | None = presented.raw_token
         else:
             raw = self.codec.parse(presented)
         if raw is None:
             return False
-        return (yield from self.destroy_id(tokens.token_id(raw)))
+        tid = tokens.token_id(raw)
+        return (yield from self._destroy(tid.family, tid.digest))
 
-    def destroy_id(self, tid: TokenId) -> Op[bool]:
-        """Destroy the session with storage id ``tid`` (follows renew forwards, leaves a
-        tombstone, drops the user index entry). True if one was live."""
-        (reply,) = yield from self.run(Batch((self._destroy_call(tid),), idempotent=True))
+    def destroy_id(self, session_id: str) -> Op[bool]:
+        """Destroy the session with id ``session_id`` (its family; operators and owners
+        only: no token is checked). True if one was live."""
+        return (yield from self._destroy(session_id, ""))
+
+    def _destroy(self, family: str, digest: str) -> Op[bool]:
+        """Destroy now, leave a tombstone, drop the user index entry."""
+        call = self._destroy_call(family, digest)
+        (reply,) = yield from self.run(Batch((call,), idempotent=True))
         _raise_server_error(reply)
         if int(reply[0]) != 1:
             return False
         user = _text(reply[1])
         if user:
-            index = self._index_call(user, "", 0, [tid.member])
+            index = self._index_call(user, "", 0, [family])
             replies = yield from self.run(Batch((index,), idempotent=True))
             if isinstance(replies[0], Exception):
                 log.warning("user index update failed (repaired lazily): %s", replies[0])
@@ -449,102 +467,103 @@ class Planner:
 
     # ------------------------------------------------------------ user index
     def _index_members(self, user_id: str) -> Op[list[str]]:
+        """The session ids in the user's index. A corrupt index (not a sorted set, or a
+        member that is not a session id) is treated as holding nothing (logged)."""
         index_key = self.layout.user_index(user_id)
         (members,) = yield from self.run(
             Batch((Command(("ZRANGE", index_key, 0, -1)),), idempotent=True)
         )
+        if isinstance(members, ResponseError) and str(members).startswith("WRONGTYPE"):
+            log.warning("a user index is not a sorted set (written by another program?)")
+            return []
         _raise_server_error(members)
-        return [_text(m) for m in members]
+        ids: list[str] = []
+        for member in members:
+            try:
+                ids.append(tokens.parse_session_id(_text(member)))
+            except ValueError:
+                log.warning("a user index member is not a session id, ignored")
+        return ids
 
     def sessions_for(self, user_id: str) -> Op[list[SessionInfo]]:
         """The user's live sessions, oldest first; dead index entries are pruned."""
         members = yield from self._index_members(user_id)
+        calls = tuple(
+            Command(("HMGET", self.layout.data(family), *keys.META_FIELDS)) for family in members
+        )
+        replies = (yield from self.run(Batch(calls, idempotent=True))) if calls else []
         live: list[SessionInfo] = []
         dead: list[str] = []
-        tids = [(m, TokenId.from_member(m)) for m in members]
-        calls: list[Call] = []
-        for _, tid in tids:
-            if tid is not None:
-                data_key = self.layout.data(tid)
-                calls.append(Command(("HMGET", data_key, *keys.META_FIELDS)))
-        replies = (yield from self.run(Batch(tuple(calls), idempotent=True))) if calls else []
-        found = iter(replies)
-        for member, tid in tids:
-            if tid is None:
-                dead.append(member)
-                continue
-            reply = next(found)
-            _raise_server_error(reply)
-            created, access, deadline, owner = reply
-            if (
-                created is None
-                or access is None
-                or deadline is None
-                or (owner is None or _text(owner) != user_id)
-            ):
-                dead.append(member)
-                continue
-            expires = min(int(access) + self.config.idle_ms, int(deadline))
-            live.append(
-                SessionInfo(
-                    session_id=member,
-                    user_id=user_id,
-                    created_at=_dt(int(created)),
-                    last_access=_dt(int(access)),
-                    expires_at=_dt(expires),
-                    absolute_expires_at=_dt(int(deadline)),
-                )
-            )
+        for family, reply in zip(members, replies, strict=True):
+            info = self._info(family, user_id, reply)
+            if info is None:
+                dead.append(family)
+            else:
+                live.append(info)
         if dead:
             prune = self._index_call(user_id, "", 0, dead)
             yield from self.run(Batch((prune,), idempotent=True))
         live.sort(key=lambda info: info.created_at)
         return live
 
+    def _info(self, family: str, user_id: str, reply: Any) -> SessionInfo | None:
+        """A user index entry's session, or None when it is dead (gone, another user's,
+        or unreadable)."""
+        if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+            return None
+        _raise_server_error(reply)
+        created, access, deadline, owner = reply
+        try:
+            if owner is None or _text(owner) != user_id:
+                return None
+            created_ms, access_ms, deadline_ms = int(created), int(access), int(deadline)
+        except (TypeError, ValueError):
+            return None
+        return SessionInfo(
+            session_id=family,
+            user_id=user_id,
+            created_at=_dt(created_ms),
+            last_access=_dt(access_ms),
+            expires_at=_dt(min(access_ms + self.config.idle_ms, deadline_ms)),
+            absolute_expires_at=_dt(deadline_ms),
+        )
+
     def revoke_user(self, user_id: str, keep: object = None) -> Op[int]:
         """Destroy all of the user's sessions but ``keep`` (a Session, token or None)."""
-        keep_member = self._member_of(keep)
+        keep_id = self._session_id_of(keep)
         members = yield from self._index_members(user_id)
-        doomed = [
-            tid
-            for member in members
-            if member != keep_member and (tid := TokenId.from_member(member)) is not None
-        ]
+        doomed = [family for family in members if family != keep_id]
         count = 0
         if doomed:
-            calls = tuple(self._destroy_call(tid, owner=user_id) for tid in doomed)
+            calls = tuple(self._destroy_call(family, "", owner=user_id) for family in doomed)
             for reply in (yield from self.run(Batch(calls, idempotent=True))):
                 _raise_server_error(reply)
                 count += int(reply[0]) == 1
-        removed = [m for m in members if m != keep_member]
-        if removed:
-            yield from self.run(
-                Batch((self._index_call(user_id, "", 0, removed),), idempotent=True)
-            )
+            yield from self.run(Batch((self._index_call(user_id, "", 0, doomed),), idempotent=True))
         return count
 
-    def _destroy_call(self, tid: TokenId, owner: str = "") -> ScriptCall:
-        """Destroy the session of ``tid``; with ``owner``, only if bound to that user."""
+    def _destroy_call(self, family: str, digest: str, owner: str = "") -> ScriptCall:
+        """Destroy the session of ``family`` if ``digest`` may (any when ''); with
+        ``owner``, only if bound to that user."""
         return ScriptCall(
             DESTROY,
-            (self.layout.data(tid),),
-            (
-                self.config.key_prefix,
-                self.layout.tag(tid.family),
-                tid.digest,
-                int(self.config.tombstone_ttl * 1000),
-                owner,
-            ),
+            self.layout.session_keys(family),
+            (digest, int(self.config.tombstone_ttl * 1000), owner),
         )
 
-    def _member_of(self, keep: object) -> str | None:
-        """``keep`` as an index member: a Session, a client token, or a session id."""
+    def _session_id_of(self, keep: object) -> str | None:
+        """``keep`` as a session id: a Session, a client token, or a session id."""
         if keep is None:
             return None
-        if isinstance(keep, str) and (tid := TokenId.from_member(keep)) is not None:
-            return tid.member
-        raw = keep.raw_token if isinstance(keep, Session) else self.codec.parse(keep)
-        return tokens.token_id(raw).member if raw else None
+        if isinstance(keep, Session):
+            return tokens.token_id(keep.raw_token).session_id
+        raw = self.codec.parse(keep)
+        if raw is not None:
+            return tokens.token_id(raw).session_id
+        try:
+            return tokens.parse_session_id(keep)  # type: ignore[arg-type]
+        except ValueError:
+            return None
 
 
 _UNAVAILABLE = (

@@ -1,105 +1,121 @@
 -- Apply a session's change log atomically (a delta, never the whole blob).
--- KEYS[1]  the session hash of the presented token
--- ARGV[1]  mode: 'new' (must not exist yet) or 'old' (must still exist; follows renew forwards)
--- ARGV[2]  key prefix          ARGV[3]  hash tag '{family}:'     ARGV[4]  presented digest
--- ARGV[5]  idle timeout (ms)   ARGV[6]  absolute timeout (ms)    ARGV[7]  forward TTL (ms)
--- ARGV[8]  new digest to renew to, or ''
--- ARGV[9]  user: '' keep, '-' unbind, '=<id>' bind
+-- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone (one family)
+-- ARGV[1]  mode: 'new' (must not exist yet) or 'old' (must exist, and the presented token
+--          must be its current one, or the previous one a plain renew left a forward for)
+-- ARGV[2]  presented digest    ARGV[3]  idle timeout (ms)   ARGV[4]  absolute timeout (ms)
+-- ARGV[5]  forward TTL (ms)    ARGV[6]  new digest to renew to, or ''
+-- ARGV[7]  renew kind: 'rotate' (the old token may still save data for the forward TTL)
+--          or 'identity' (the old token keeps no power at all)
+-- ARGV[8]  user: '' keep, '-' unbind, '=<id>' bind
+-- ARGV[9]  '1' when the change log touches an identity key (never through a forward)
 -- ARGV[10] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs
--- Reply: {status, now, created, deadline, incr results...}
---   status 1 saved | 2 saved through a renew forward (data only: the renew and user change
---   of a stale token are refused) | 0 gone (expired) | -1 destroyed (tombstone)
---   | -2 exists (new token taken) | -3 the field at reply[2] is not an integer or would
---   overflow (nothing written) | -4 the key is not a session hash (nothing written)
+-- Reply: {status, now, created, deadline, value before each incr (false: absent)...}
+--   status 1 saved | 2 saved through a renew forward (data only: a renew of the old token
+--   is ignored) | 0 gone (expired, or a token that lost its power: nothing written)
+--   | -1 destroyed (tombstone) | -2 exists (new token taken)
+--   | -3 the field at reply[2] is not an integer or would overflow (nothing written)
+--   | -4 the key is not a session hash (nothing written)
+-- Everything that can refuse is checked before the first write; writes go in chunks of at
+-- most 1000 arguments (Lua's unpack limit), and the hash gets its TTL in the same script.
+local data, fwd, tomb = KEYS[1], KEYS[2], KEYS[3]
+local mode, digest = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local prefix, tag, digest = ARGV[2], ARGV[3], ARGV[4]
-local key = KEYS[1]
 local forwarded = false
-
-local function tombstoned(d)
-  return redis.call('EXISTS', prefix .. ':t:' .. tag .. d) == 1
-end
-
-if ARGV[1] == 'new' then
-  if redis.call('EXISTS', key) == 1 or tombstoned(digest) then return {-2} end
+local created, deadline
+if mode == 'new' then
+  if redis.call('EXISTS', data) == 1 or redis.call('EXISTS', tomb) == 1 then return {-2} end
+  created, deadline = now, now + tonumber(ARGV[4])
 else
-  -- follow renew forwards (a request still carrying an old token saves into the live session)
-  local hops = 0
-  while redis.call('EXISTS', key) == 0 do
-    if tombstoned(digest) then return {-1} end
-    local nxt = redis.call('GET', prefix .. ':f:' .. tag .. digest)
-    hops = hops + 1
-    if not nxt or hops > 8 then return {0} end
-    digest = nxt
-    key = prefix .. ':s:' .. tag .. digest
+  local meta = redis.pcall('HMGET', data, 'm:k', 'm:c', 'm:x')
+  if meta.err then return {-4} end
+  if not meta[1] then
+    if redis.call('EXISTS', tomb) == 1 then return {-1} end
+    return {0}
+  end
+  if meta[1] ~= digest then
+    if redis.pcall('GET', fwd) ~= digest then return {0} end
+    -- a request still carrying the previous token of a plain renew: data only
+    if ARGV[9] == '1' or ARGV[8] ~= '' then return {0} end
     forwarded = true
   end
-  if redis.call('TYPE', key).ok ~= 'hash' then return {-4} end
+  created, deadline = tonumber(meta[2]) or now, tonumber(meta[3]) or now
+  if deadline <= now then
+    redis.call('DEL', data)
+    return {0}
+  end
 end
 
--- parse the delta
-local i = 10
-local sets, dels, incrs = {}, {}, {}
-local n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do sets[#sets + 1] = ARGV[i]; sets[#sets + 1] = ARGV[i + 1]; i = i + 2 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do dels[#dels + 1] = ARGV[i]; i = i + 1 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do incrs[#incrs + 1] = {ARGV[i], ARGV[i + 1]}; i = i + 2 end
+-- where each part of the delta starts in ARGV
+local nsets = tonumber(ARGV[10])
+local sets_at = 11
+local ndels = tonumber(ARGV[sets_at + 2 * nsets])
+local dels_at = sets_at + 2 * nsets + 1
+local nincrs = tonumber(ARGV[dels_at + ndels])
+local incrs_at = dels_at + ndels + 1
 
-local stamp = string.format('%d', now)
-local created, deadline
-if ARGV[1] == 'new' then
-  created, deadline = now, now + tonumber(ARGV[6])
-else
-  local meta = redis.call('HMGET', key, 'm:c', 'm:x')
-  created, deadline = tonumber(meta[1]) or now, tonumber(meta[2]) or now
-end
-if deadline <= now then
-  redis.call('DEL', key)
-  return {0}
-end
-
--- increments first, each checked: a Lua error would not roll back earlier writes, so a
--- failing one (not an integer, or overflow) undoes the others and nothing is written
+-- increments first, each checked by HINCRBY itself (it refuses a non-integer or an overflow
+-- without writing); a refused one restores the exact previous strings of the earlier ones
 local reply = {forwarded and 2 or 1, now, created, deadline}
-for j, inc in ipairs(incrs) do
-  local v = redis.call('HGET', key, inc[1])
+for j = 1, nincrs do
+  local name = ARGV[incrs_at + 2 * (j - 1)]
+  local before = redis.call('HGET', data, name)
   local result = nil
-  if not v or string.match(v, '^%-?%d+$') then
-    result = redis.pcall('HINCRBY', key, inc[1], inc[2])
+  if not before or string.match(before, '^%-?%d+$') then
+    result = redis.pcall('HINCRBY', data, name, ARGV[incrs_at + 2 * j - 1])
   end
   if type(result) ~= 'number' then
-    for k = 1, j - 1 do redis.call('HINCRBY', key, incrs[k][1], -tonumber(incrs[k][2])) end
-    if ARGV[1] == 'new' then redis.call('DEL', key) end
-    return {-3, inc[1]}
+    if mode == 'new' then
+      redis.call('DEL', data)
+    else
+      for k = j - 1, 1, -1 do
+        local undo = ARGV[incrs_at + 2 * (k - 1)]
+        if reply[4 + k] then
+          redis.call('HSET', data, undo, reply[4 + k])
+        else
+          redis.call('HDEL', data, undo)
+        end
+      end
+    end
+    return {-3, name}
   end
-  reply[#reply + 1] = result
+  reply[#reply + 1] = before
 end
 
-if ARGV[1] == 'new' then
-  redis.call('HSET', key, 'm:c', stamp, 'm:x', string.format('%d', deadline))
-end
-if #dels > 0 then redis.call('HDEL', key, unpack(dels)) end
-sets[#sets + 1] = 'm:a'
-sets[#sets + 1] = stamp
-local user = ARGV[9]
-if not forwarded then
-  if string.sub(user, 1, 1) == '=' then
-    sets[#sets + 1] = 'm:u'
-    sets[#sets + 1] = string.sub(user, 2)
-  elseif user == '-' then
-    redis.call('HDEL', key, 'm:u')
+local function each_chunk(first, last, command, head)
+  for a = first, last, 1000 do
+    local args = {unpack(head)}
+    for b = a, math.min(a + 999, last) do args[#args + 1] = ARGV[b] end
+    redis.call(command, data, unpack(args))
   end
 end
-redis.call('HSET', key, unpack(sets))
 
-if ARGV[8] ~= '' and not forwarded then
-  local renewed = prefix .. ':s:' .. tag .. ARGV[8]
-  redis.call('RENAME', key, renewed)
-  redis.call('SET', prefix .. ':f:' .. tag .. digest, ARGV[8], 'PX', ARGV[7])
-  key = renewed
+if ndels > 0 then each_chunk(dels_at, dels_at + ndels - 1, 'HDEL', {}) end
+local stamp = string.format('%d', now)
+local head = {'m:a', stamp}
+if mode == 'new' then
+  head = {'m:a', stamp, 'm:c', stamp, 'm:x', string.format('%d', deadline), 'm:k', digest}
 end
-redis.call('PEXPIRE', key, math.min(tonumber(ARGV[5]), deadline - now))
+local renew_to = ARGV[6]
+if forwarded then renew_to = '' end
+if renew_to ~= '' then
+  head[#head + 1] = 'm:k'
+  head[#head + 1] = renew_to
+end
+local user = ARGV[8]
+if string.sub(user, 1, 1) == '=' then
+  head[#head + 1] = 'm:u'
+  head[#head + 1] = string.sub(user, 2)
+elseif user == '-' then
+  redis.call('HDEL', data, 'm:u')
+end
+if nsets > 0 then
+  each_chunk(sets_at, sets_at + 2 * nsets - 1, 'HSET', head)
+else
+  redis.call('HSET', data, unpack(head))
+end
+if renew_to ~= '' then
+  redis.call('SET', fwd, ARGV[7] == 'rotate' and digest or '', 'PX', ARGV[5])
+end
+redis.call('PEXPIRE', data, math.min(tonumber(ARGV[3]), deadline - now))
 return reply
