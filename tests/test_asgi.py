@@ -314,6 +314,63 @@ def test_unknown_cookie_is_deleted_and_costs_one_load(client: TestClient, counte
     assert cookie.startswith("session=;") and "Max-Age=0" in cookie and "1970" in cookie
 
 
+PUBLIC = {"Cache-Control": "public, max-age=600"}
+
+
+async def public_page(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse("same for everyone", headers=PUBLIC)
+
+
+async def public_read(request: StarletteRequest) -> PlainTextResponse:
+    return PlainTextResponse(str(request.session.get("name")), headers=PUBLIC)
+
+
+async def public_login(request: StarletteRequest) -> PlainTextResponse:
+    session: Session = request.scope["session"]  # not request.session: no mark_accessed()
+    session.login("carol")
+    return PlainTextResponse("in", headers=PUBLIC)
+
+
+async def public_logout(request: StarletteRequest) -> PlainTextResponse:
+    session: Session = request.scope["session"]
+    session.logout()
+    return PlainTextResponse("out", headers=PUBLIC)
+
+
+def test_unused_session_leaves_the_cookie_alone_and_cookie_changes_carry_vary(
+    store: AsyncSessionStore,
+) -> None:
+    """An unknown cookie on a cacheable route that never touches the session used to get a
+    deleting ``Set-Cookie`` without ``Vary`` (a shared cache would then log everyone out):
+    now the cookie is left alone there, and every response that sets or deletes the cookie
+    carries ``Vary: Cookie``, whether or not the app read the session."""
+    app = Starlette(
+        routes=[
+            Route("/public", public_page),
+            Route("/public-read", public_read),
+            Route("/public-login", public_login),
+            Route("/public-logout", public_logout),
+        ],
+        middleware=[Middleware(SessionMiddleware, store=store)],
+    )
+    unknown = with_token("AAAAAAAAAAA." + "B" * 43)  # well formed, never issued
+    with TestClient(app) as client:
+        r = client.get("/public", headers=unknown)
+        assert r.status_code == 200 and set_cookies(r) == [] and "vary" not in r.headers
+
+        r = client.get("/public-read", headers=unknown)  # used: the dead cookie goes
+        (deletion,) = set_cookies(r)
+        assert "Max-Age=0" in deletion and r.headers.get_list("vary") == ["Cookie"]
+
+        r = client.get("/public-login")
+        (issued,) = set_cookies(r)
+        assert "Max-Age=0" not in issued and r.headers.get_list("vary") == ["Cookie"]
+        r = client.get("/public-logout")
+        (deletion,) = set_cookies(r)
+        assert "Max-Age=0" in deletion and r.headers.get_list("vary") == ["Cookie"]
+        client.portal.call(store.aclose)  # type: ignore[union-attr]
+
+
 def test_cookie_options(stickless_url: str) -> None:
     app = make_app(
         url=stickless_url,

@@ -207,6 +207,46 @@ def test_untouched_costs_nothing_even_with_a_cookie(client: Client, counter: Cou
     assert counter.take() == 0
 
 
+def cacheable_app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    """Routes answered ``Cache-Control: public`` that use the session in various ways."""
+    path = environ["PATH_INFO"]
+    lazy: LazySession = environ["stickless.session"]
+    if path == "/loaded-only":
+        get_session(environ)  # loaded, but nothing read or written
+    elif path == "/public-read":
+        lazy.get("name")
+    elif path == "/public-login":
+        lazy.login("carol")  # nothing read: the session is not "accessed"
+    elif path == "/public-logout":
+        lazy.logout()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Cache-Control", "public")])
+    return [b"ok"]
+
+
+def test_unused_session_leaves_the_cookie_alone_and_cookie_changes_carry_vary(
+    store: SessionStore,
+) -> None:
+    """The cookie is touched only when the request used the session, and every response
+    that sets or deletes it carries ``Vary: Cookie`` (a login or logout that reads nothing
+    used to send ``Set-Cookie`` without it, on a ``Cache-Control: public`` response)."""
+    wsgi = make_app(cacheable_app, store=store)
+    client, probe = Client(wsgi), Client(wsgi, use_cookies=False)
+    unknown = "AAAAAAAAAAA." + "B" * 43  # well formed, never issued
+    r = get(probe, "/loaded-only", token=unknown)
+    assert set_cookies(r) == [] and "Vary" not in r.headers
+
+    r = get(probe, "/public-read", token=unknown)  # used: the dead cookie goes
+    (deletion,) = set_cookies(r)
+    assert "Max-Age=0" in deletion and r.headers.getlist("Vary") == ["Cookie"]
+
+    r = get(client, "/public-login")
+    (issued,) = set_cookies(r)
+    assert "Max-Age=0" not in issued and r.headers.getlist("Vary") == ["Cookie"]
+    r = get(client, "/public-logout")
+    (deletion,) = set_cookies(r)
+    assert "Max-Age=0" in deletion and r.headers.getlist("Vary") == ["Cookie"]
+
+
 def test_read_and_write_round_trips(client: Client, counter: Counter) -> None:
     get(client, "/set", query_string={"a": "1"})
     counter.take()

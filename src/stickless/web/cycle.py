@@ -6,8 +6,9 @@ they reach the request and the response. Everything they decide alike lives here
 * which token the request presented (:meth:`Transport.read_token`);
 * what the store being unavailable means for this request (:class:`FailurePolicy`): answer
   503, or go on with a fresh session that is never saved (fail-open);
-* which headers the response gets after the save (:meth:`Transport.response_headers`, plus
-  ``Vary`` when the session was read, as Starlette does);
+* which headers the response gets after the save (:meth:`SessionCycle.response_headers`):
+  the cookie is touched only when the session was used, and every response that sets or
+  deletes it, or that read the session, carries ``Vary``;
 * whether changes made *after* the response headers went out may still be saved: only when
   they do not need a token the client has not got (see :meth:`SessionCycle.late_save_allowed`).
 """
@@ -92,21 +93,34 @@ class SessionCycle:
         """Headers to add to the response once the session was saved (call after the save).
 
         ``Set-Cookie`` / token header only when the client's token changed (first save,
-        renewal) or ended (deletion cookie); ``Vary`` whenever the session was read or written.
-        Nothing for an untouched request or a fail-open stand-in.
+        renewal) or ended: a deletion cookie goes out only when the request *used* the
+        session (read or wrote it, or logged out), so a route that never touches it leaves
+        even an unknown or expired cookie alone. ``Vary`` (``Cookie`` and the token header)
+        whenever the session was used, hence on every response that sets or deletes the
+        cookie: a shared cache must never hand one client's ``Set-Cookie`` to another, even
+        when the app marked the response ``Cache-Control: public``. Nothing for an untouched
+        request or a fail-open stand-in.
         """
         self.delivered = True
         session = self.session
-        if session is None or not self.saveable:
+        if session is None or not self.saveable or not self._used(session):
             return []
         transport = self.options.transport
         headers = transport.response_headers(self.presented, session, https=self.https)
-        if session.accessed:
-            if transport.cookie is not None:
-                headers.append(("Vary", "Cookie"))
-            if transport.header:
-                headers.append(("Vary", transport.header))
+        if transport.cookie is not None:
+            headers.append(("Vary", "Cookie"))
+        if transport.header:
+            headers.append(("Vary", transport.header))
         return headers
+
+    def _used(self, session: Session) -> bool:
+        """True when the request used the session (after the save): it read or wrote it,
+        ended it, or the save gave it a token the client does not hold yet."""
+        return (
+            session.accessed
+            or session.status is SessionStatus.INVALIDATED
+            or (session.meta is not None and session.token != self.presented)
+        )
 
     def late_save_allowed(self) -> bool:
         """After the headers went out: True when the session has changes that can still be
