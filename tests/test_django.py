@@ -211,6 +211,25 @@ def test_auth_login_cycles_and_binds_logout_destroys(url: str, alice: User) -> N
     assert session_keys(url) == []
 
 
+@pytest.mark.parametrize("how", ["flush", "delete"])
+def test_the_pre_login_key_cannot_destroy_the_logged_in_session(
+    url: str, alice: User, how: str
+) -> None:
+    """No race needed: after the victim's login, ``SessionStore(old_key).flush()`` or
+    ``.delete(old_key)`` touches nothing (the old key lost all power at the login)."""
+    client = Client()
+    client.get("/set", {"key": "cart", "value": "apple"})
+    planted = token(client)
+    client.post("/login", {"username": "alice", "password": "wonderland"})
+    assert token(client) != planted
+    if how == "flush":
+        SessionStore(planted).flush()
+    else:
+        SessionStore().delete(planted)
+    assert client.get("/whoami").json() == {"user": "alice"}
+    assert len(get_store().sessions_for(str(alice.pk))) == 1
+
+
 def test_login_on_a_fresh_session_is_one_write(url: str, alice: User) -> None:
     client = Client()
     with batches() as sent:

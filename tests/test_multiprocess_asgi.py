@@ -179,5 +179,46 @@ async def test_logout_racing_slow_requests_is_final(servers: Cluster) -> None:
         assert store.load(token) is None
         assert store.sessions_for("zoe") == []
     # no resurrection: not even a partial hash under the session's key
-    assert counter_client.exists(KeyLayout("stickless").data(token_id(token))) == 0
+    assert counter_client.exists(KeyLayout("stickless").data(token_id(token).family)) == 0
     counter_client.close()
+
+
+async def _wait_loaded(counter: redis.Redis, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while int(counter.get("test:slow-loaded") or 0) < count:
+        assert time.monotonic() < deadline, "the slow requests never loaded"
+        await asyncio.sleep(0.02)
+
+
+async def test_planted_token_keeps_no_power_after_the_victims_login(servers: Cluster) -> None:
+    """Session fixation, end to end: the attacker plants a token T0 in the victim's browser and
+    keeps slow requests open with it. The victim signs in the Starlette way
+    (``request.session["user"] = ...``). T0 then loads nothing, and the attacker's slow
+    requests, finishing after the login, neither write into nor destroy the victim's session."""
+    counter = redis.Redis.from_url(servers.redis_url)
+    counter.delete("test:slow-loaded")
+    async with httpx.AsyncClient(timeout=20) as http:
+        planted = token_header(await http.get(servers.url(0) + "/set", params={"x": "1"}))
+        slow_write = asyncio.create_task(
+            http.get(
+                servers.url(1) + "/slow-set",
+                params={"key": "pwned", "delay": "1.0"},
+                headers=planted,
+            )
+        )
+        slow_logout = asyncio.create_task(
+            http.get(servers.url(2) + "/slow-logout", params={"delay": "1.0"}, headers=planted)
+        )
+        await _wait_loaded(counter, 2)
+        signin = await http.get(servers.url(0) + "/signin/victim", headers=planted)
+        victim = token_header(signin)
+        assert victim != planted  # the login renewed the token by itself
+        for i in range(SERVERS):  # the planted copy is anonymous everywhere, at once
+            who = await http.get(servers.url(i) + "/whoami", headers=planted)
+            assert who.json() == {"user": None}
+        done = await asyncio.gather(slow_write, slow_logout)
+        assert {r.status_code for r in done} == {200}
+        for i in range(SERVERS):
+            data = (await http.get(servers.url(i) + "/read", headers=victim)).json()
+            assert data == {"x": "1", "user": "victim"}  # nothing of the attacker's
+    counter.close()

@@ -32,6 +32,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+USERS = ("victim", "attacker")
+PASSWORD = "correct horse"
+
+
+def make_database(path: Path) -> None:
+    """An auth database the gunicorn processes share, holding the test users."""
+    script = (
+        "import django; django.setup(); "
+        "from django.core.management import call_command; "
+        "call_command('migrate', verbosity=0); "
+        "from django.contrib.auth.models import User; "
+        f"[User.objects.create_user(name, password={PASSWORD!r}) for name in {USERS!r}]"
+    )
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")]),
+        "DJANGO_SETTINGS_MODULE": "django_project.settings",
+        "STICKLESS_TEST_DB": str(path),
+    }
+    subprocess.run([sys.executable, "-c", script], cwd=APPS, env=env, check=True, timeout=60)
+
+
 class Server:
     def __init__(self, valkey_url: str, log_dir: Path) -> None:
         self.port = free_port()
@@ -42,6 +64,7 @@ class Server:
             "PYTHONPATH": os.pathsep.join([str(APPS), os.environ.get("PYTHONPATH", "")]),
             "DJANGO_SETTINGS_MODULE": "django_project.settings",
             "STICKLESS_URL": valkey_url,
+            "STICKLESS_TEST_DB": str(log_dir / "auth.sqlite3"),
         }
         self.process = subprocess.Popen(
             [
@@ -95,6 +118,7 @@ def servers(
     stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[Server]]:
     log_dir = tmp_path_factory.mktemp("gunicorn")
+    make_database(log_dir / "auth.sqlite3")
     started: list[Server] = []
     try:
         for _ in range(3):
@@ -227,3 +251,50 @@ def test_logout_racing_slow_requests_stays_logged_out(
     for server in servers:
         assert request(server, "/read", token).json() == {}
     assert session_count(stickless_url) == 0
+
+
+def test_attackers_slow_login_cannot_take_over_the_victims_session(
+    servers: list[Server], stickless_url: str
+) -> None:
+    """Fixation under gunicorn: the attacker plants T0 in the victim's browser and starts a
+    slow login of their own with T0. The victim logs in (T0 renewed); the attacker's login
+    finishes afterwards. The victim's browser must still be the victim, T0 nobody."""
+    planted = follow(request(servers[0], "/set", None, key="theme", value="dark"), None)
+    outcome: list[httpx.Response] = []
+
+    def attacker() -> None:
+        outcome.append(
+            request(
+                servers[1],
+                "/slow-login",
+                planted,
+                username="attacker",
+                password=PASSWORD,
+                gate="fixation",
+            )
+        )
+
+    thread = threading.Thread(target=attacker)
+    thread.start()
+    valkey = redis.Redis.from_url(stickless_url)
+    try:
+        deadline = time.monotonic() + 20
+        while int(valkey.get("fixation:loaded") or 0) < 1:
+            assert time.monotonic() < deadline, "the slow login never loaded"
+            time.sleep(0.01)
+        login = HTTP.post(
+            f"{servers[2].base}/login",
+            data={"username": "victim", "password": PASSWORD},
+            headers={"Cookie": f"{COOKIE}={planted}"},
+        )
+        assert login.status_code == 200
+        victim = follow(login, planted)
+        assert victim and victim != planted
+        valkey.set("fixation:go", 1)  # the attacker's login finishes now
+        thread.join(30)
+    finally:
+        valkey.close()
+    assert outcome and outcome[0].status_code in (200, 400)
+    for server in servers:
+        assert request(server, "/whoami", victim).json() == {"user": "victim"}
+        assert request(server, "/whoami", planted).json() == {"user": None}

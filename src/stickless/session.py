@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, overload
 
 from stickless import codec
+from stickless.config import DEFAULT_IDENTITY_KEYS
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
@@ -104,6 +105,7 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_accessed",
         "_cleared",
+        "_identity_keys",
         "_meta",
         "_ops",
         "_raw_token",
@@ -124,8 +126,10 @@ class Session(dict[str, Any]):
         stored: Mapping[str, bytes] | None = None,
         meta: SessionMeta | None = None,
         user_id: str | None = None,
+        identity_keys: frozenset[str] = DEFAULT_IDENTITY_KEYS,
     ) -> None:
         super().__init__(data or {})
+        self._identity_keys = identity_keys
         self._raw_token = raw_token
         self._token = token
         self._stored: dict[str, bytes] = dict(stored or {})
@@ -443,15 +447,16 @@ class Session(dict[str, Any]):
             total += len(key.encode()) + len(value)
         return total
 
-    def identity_changed(self, identity_keys: frozenset[str]) -> bool:
+    @property
+    def identity_changed(self) -> bool:
         """True when a save would change who this session is: the bound user changes, an
-        identity key gets a different value (or is deleted, or incremented), or the session
-        was cleared and then given new data. Writing an identity key's stored value again
-        changes nothing."""
+        identity key (``SessionConfig.identity_keys``) gets a different value (or is
+        deleted, or incremented), or the session was cleared and then given new data.
+        Writing an identity key's stored value again changes nothing."""
         if self.user_changed or (self._cleared and dict.__len__(self)):
             return True
         for key, op in self._ops.items():
-            if key not in identity_keys:
+            if key not in self._identity_keys:
                 continue
             if op is _Op.SET:
                 if codec.encode(dict.__getitem__(self, key)) != self._stored.get(key):
@@ -463,19 +468,22 @@ class Session(dict[str, Any]):
                 return True
         return False
 
-    def touches(self, identity_keys: frozenset[str]) -> bool:
+    @property
+    def touches_identity(self) -> bool:
         """True when the change log writes any identity key or the user binding (such a save
         is never applied through a renew forward)."""
-        return self.user_changed or any(key in identity_keys for key in self._ops)
+        return self.user_changed or any(key in self._identity_keys for key in self._ops)
+
+    @property
+    def renew_pending(self) -> bool:
+        """True when the next save gives a stored session a new token: ``renew()`` was
+        called, or its identity changed."""
+        return self._meta is not None and (self._renew or self.identity_changed)
 
     @property
     def raw_token(self) -> str:
         """The unsigned token (internal: never log it)."""
         return self._raw_token
-
-    @property
-    def renew_requested(self) -> bool:
-        return self._renew
 
     def mark_saved(
         self,

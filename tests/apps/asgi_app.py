@@ -59,6 +59,25 @@ async def slow_set(request: Request) -> Response:
     return PlainTextResponse("slow done", headers=PID)
 
 
+async def signin(request: Request) -> Response:
+    """Log in the way Starlette apps do: write the user into the session (no login())."""
+    request.session["user"] = request.path_params["user"]
+    return PlainTextResponse("signed in", headers=PID)
+
+
+async def whoami(request: Request) -> Response:
+    return JSONResponse({"user": request.session.get("user")}, headers=PID)
+
+
+async def slow_logout(request: Request) -> Response:
+    """A logout that takes its time: loads, tells the test, sleeps; destroys at the end."""
+    session_of(request.scope).logout()
+    store: AsyncSessionStore = request.scope["stickless.store"]
+    await store.client.incr("test:slow-loaded")
+    await asyncio.sleep(float(request.query_params["delay"]))
+    return PlainTextResponse("slow logout done", headers=PID)
+
+
 app = Starlette(
     routes=[
         Route("/health", health),
@@ -68,6 +87,9 @@ app = Starlette(
         Route("/login/{user}", login),
         Route("/logout", logout),
         Route("/slow-set", slow_set),
+        Route("/signin/{user}", signin),
+        Route("/whoami", whoami),
+        Route("/slow-logout", slow_logout),
     ],
     middleware=[Middleware(SessionMiddleware, url=os.environ["STICKLESS_URL"])],
 )

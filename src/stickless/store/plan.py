@@ -33,6 +33,7 @@ from stickless.errors import (
 )
 from stickless.session import Changes, Session, SessionMeta, SessionStatus
 from stickless.store import keys
+from stickless.store.failures import Unavailable
 from stickless.store.keys import KeyLayout
 from stickless.tokens import TokenCodec, TokenId
 
@@ -225,7 +226,9 @@ class Planner:
     # --------------------------------------------------------------------- new
     def new(self) -> Session:
         raw = tokens.new_raw_token()
-        return Session(raw_token=raw, token=self.codec.dump(raw))
+        return Session(
+            raw_token=raw, token=self.codec.dump(raw), identity_keys=self.config.identity_keys
+        )
 
     # -------------------------------------------------------------------- load
     def load(self, presented: object) -> Op[Session | None]:
@@ -287,6 +290,7 @@ class Planner:
             stored=stored,
             meta=meta,
             user_id=user_id,
+            identity_keys=self.config.identity_keys,
         )
 
     # -------------------------------------------------------------------- save
@@ -302,10 +306,10 @@ class Planner:
             self._restart_as_new(session)
         changes = session.pending_changes()
         is_new = session.meta is None
-        identity = not is_new and session.identity_changed(self.config.identity_keys)
+        identity = not is_new and session.identity_changed
         renew_to = (
             tokens.new_raw_token(tokens.token_id(session.raw_token).family)
-            if not is_new and (identity or session.renew_requested)
+            if session.renew_pending
             else None
         )
         if not (changes or session.user_changed or renew_to):
@@ -402,7 +406,7 @@ class Planner:
             new_tid.digest if new_tid else "",
             "identity" if identity else "rotate",
             user,
-            "1" if session.touches(cfg.identity_keys) else "",
+            "1" if session.touches_identity else "",
             len(changes.sets),
         ]
         for name, value in changes.sets.items():
@@ -567,7 +571,8 @@ class Planner:
 
 
 _UNAVAILABLE = (
-    RedisConnectionError,
+    Unavailable,  # the executors' verdict (stickless.store.failures): all they report
+    RedisConnectionError,  # below: raw errors of callers driving a plan themselves
     RedisTimeoutError,
     OSError,
     ClusterDownError,

@@ -133,7 +133,7 @@ class SessionCycle:
             return False
         needs_new_token = (
             session.meta is None
-            or session.renew_requested
+            or session.renew_pending
             or (session.status is SessionStatus.INVALIDATED and dict.__len__(session) > 0)
         )
         if needs_new_token:

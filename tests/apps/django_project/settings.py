@@ -16,8 +16,14 @@ MIDDLEWARE = [
     "stickless.django.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
 ]
-# The database holds auth's tables only (in-process tests); sessions never touch it.
-DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
+# The database holds auth's tables only; sessions never touch it. In memory for in-process
+# tests; a file shared by the gunicorn processes when STICKLESS_TEST_DB names one.
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("STICKLESS_TEST_DB", ":memory:"),
+    }
+}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast, tests only
 USE_TZ = True

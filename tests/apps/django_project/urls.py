@@ -9,6 +9,7 @@ urlpatterns = [
     path("incr", views.incr),
     path("append", views.append),
     path("slow-set", views.slow_set),
+    path("slow-login", views.slow_login),
     path("cycle", views.cycle),
     path("deleted-meanwhile", views.deleted_meanwhile),
     path("flush", views.flush),

@@ -46,6 +46,26 @@ def slow_set(request: HttpRequest) -> JsonResponse:
     ``?gate=G``: count this request in Redis key ``G:loaded``, then wait (up to 20 s) until
     the test sets ``G:go``, so a test knows every request loaded before it acts."""
     request.session.get("anything")
+    _wait(request)
+    request.session[request.GET["key"]] = "late"
+    return JsonResponse({"ok": True})
+
+
+def slow_login(request: HttpRequest) -> JsonResponse:
+    """A login that takes its time (a slow password check): loads the session, waits as
+    :func:`slow_set` does, then ``auth.login`` with ``?username=&password=``."""
+    request.session.get("anything")
+    _wait(request)
+    user = auth.authenticate(
+        request, username=request.GET["username"], password=request.GET["password"]
+    )
+    if user is None:
+        return JsonResponse({"ok": False}, status=403)
+    auth.login(request, user)
+    return JsonResponse({"ok": True})
+
+
+def _wait(request: HttpRequest) -> None:
     gate = request.GET.get("gate")
     if gate:
         client = redis.Redis.from_url(settings.STICKLESS_URL)
@@ -58,8 +78,6 @@ def slow_set(request: HttpRequest) -> JsonResponse:
             client.close()
     else:
         time.sleep(float(request.GET.get("delay", "0.5")))
-    request.session[request.GET["key"]] = "late"
-    return JsonResponse({"ok": True})
 
 
 def deleted_meanwhile(request: HttpRequest) -> JsonResponse:
