@@ -221,3 +221,47 @@ def test_refused_values_never_reach_redis_and_the_save_still_works(stickless_url
         assert reloaded is not None and reloaded["cart"] == ["apple"]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    "read",
+    [
+        lambda s: "user" in s,
+        len,
+        lambda s: list(iter(s)),
+        lambda s: s.keys(),
+        lambda s: s.values(),
+        lambda s: s.items(),
+        lambda s: s.get("user"),
+        lambda s: s["user"],
+    ],
+    ids=["contains", "len", "iter", "keys", "values", "items", "get", "getitem"],
+)
+def test_every_read_records_access(read: object) -> None:
+    """A page that depends on any read of the session must get ``Vary: Cookie``."""
+    s = loaded({"user": "alice"})
+    assert not s.accessed
+    read(s)  # type: ignore[operator]
+    assert s.accessed
+
+
+def test_repr_is_not_an_access() -> None:
+    s = loaded({"user": "alice"})
+    repr(s)
+    assert not s.accessed
+
+
+def test_identity_change_is_detected_only_for_a_different_value() -> None:
+    s = loaded({"user": "alice", "theme": "dark"})
+    s["theme"] = "light"
+    s["user"] = "alice"
+    assert not s.identity_changed and not s.renew_pending
+    s["user"] = "bob"
+    assert s.identity_changed and s.renew_pending
+
+
+def test_user_id_must_be_printable_unicode(new: Session) -> None:
+    with pytest.raises(ValueError, match="surrogate"):
+        new.user_id = "\ud800"
+    with pytest.raises(ValueError, match="control"):
+        new.user_id = "a\x1b[2J"

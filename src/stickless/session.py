@@ -197,13 +197,13 @@ class Session(dict[str, Any]):
     def user_id(self, value: str | None) -> None:
         if value is not None and (not isinstance(value, str) or not value):
             raise TypeError("user_id must be a non-empty str or None")
-        if value is not None and not value.isprintable():
-            raise ValueError("user_id must be printable text (no control characters)")
         if value is not None:
             try:
                 value.encode()
             except UnicodeEncodeError:
                 raise ValueError("user_id must be valid Unicode (no lone surrogates)") from None
+            if not value.isprintable():
+                raise ValueError("user_id must be printable text (no control characters)")
         self._user_id = value
 
     @property
