@@ -158,6 +158,63 @@ def test_page_shows_server_session_and_escapes_input(client: TestClient) -> None
     assert "Logged out everywhere: 1 session(s)" in client.get(response.headers["location"]).text
 
 
+class _Listener:
+    """A real HTTP server on 127.0.0.1 that records every request it gets (path, cookie)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.seen: list[tuple[str, str]] = []
+        seen = self.seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                seen.append((self.path, self.headers.get("cookie", "")))
+                self.send_response(303)
+                self.send_header("Location", "/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_burst_never_sends_the_cookie_to_the_host_a_request_names(
+    stickless_valkey: Standalone,
+) -> None:
+    """Without configured peers, ``/cart/burst`` used to send the visitor's cookie to
+    whatever host the request's ``Host`` header named (SSRF, cookie leak): here a listener
+    on 127.0.0.1. Now only configured peers are ever contacted; with none, the adds run in
+    the app's own process, and still add up."""
+    from stickless.demo.app import BURST_ITEMS
+
+    listener = _Listener()
+    try:
+        settings = DemoSettings(url=stickless_valkey.url, name="solo", peers=())
+        named = f"http://127.0.0.1:{listener.port}"  # what an attacker puts in Host
+        with TestClient(create_app(settings), base_url=named) as client:
+            client.post("/cart/add", data={"item": "apple"})
+            response = client.post("/cart/burst", follow_redirects=False)
+            assert response.status_code == 303
+            page = client.get("/").text
+            cart = client.get("/api/state").json()["cart"]
+        assert listener.seen == []  # nothing ever reached the named host
+        assert "in process" in page and "no lost update" in page
+        assert cart == {item: (2 if item == "apple" else 1) for item in BURST_ITEMS}
+    finally:
+        listener.close()
+
+
 # --------------------------------------------------------------- serve, then stop
 def _gone(pid: int) -> bool:
     """True when ``pid`` no longer runs (a zombie waiting for its parent counts as gone)."""

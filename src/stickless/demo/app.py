@@ -308,8 +308,11 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             session["flash"] = "Add something to the cart first, so there is a session to share."
             return _back()
         before = cart_of(session)
-        servers = [base for _, base in cfg.peers] or [str(request.base_url).rstrip("/")]
-        report = await _burst(servers, request.headers.get("cookie", ""))
+        # Only the configured peers are ever sent the visitor's cookie; never the host a
+        # request names (Host header): without peers the adds run in this process.
+        servers = [base for _, base in cfg.peers] or [IN_PROCESS]
+        in_process = request.app if not cfg.peers else None
+        report = await _burst(servers, request.headers.get("cookie", ""), app=in_process)
         after = await _store(request).load(session.token)
         now = cart_of(after) if after is not None else {}
         lost = [
@@ -324,8 +327,9 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             "request changed the cart meanwhile?)."
         )
         session["flash"] = (
-            f"{report.sent} add requests sent at once to {len(servers)} servers "
-            f"({report.ok} succeeded, {report.sent - report.ok} failed) in "
+            f"{report.sent} add requests sent at once to "
+            + (f"{len(servers)} servers " if cfg.peers else "this server, in process ")
+            + f"({report.ok} succeeded, {report.sent - report.ok} failed) in "
             f"{report.seconds:.2f} s; " + verdict
         )
         return _back()
@@ -427,10 +431,18 @@ class BurstReport:
         return sum(self.added.values())
 
 
-async def _burst(servers: list[str], cookie: str) -> BurstReport:
+IN_PROCESS = "http://in-process"
+"""Base URL of the burst's requests when no peers are configured: they go to the app
+itself through :class:`httpx.ASGITransport`, never over the network."""
+
+
+async def _burst(servers: list[str], cookie: str, *, app: Any = None) -> BurstReport:
     """Each of :data:`BURST_ITEMS` added once on every server, all requests at once, with the
-    visitor's own cookie (only ever sent to the demo's servers on 127.0.0.1)."""
+    visitor's own cookie. ``servers`` are the configured peers' base URLs (the only hosts
+    that ever receive the cookie); with ``app`` (an ASGI app) the requests are handled in
+    this process instead, with no network at all."""
     jobs = [(base, item) for base in servers for item in BURST_ITEMS]
+    transport = None if app is None else httpx.ASGITransport(app=app, raise_app_exceptions=False)
 
     async def one(client: httpx.AsyncClient, base: str, item: str) -> bool:
         try:
@@ -442,7 +454,7 @@ async def _burst(servers: list[str], cookie: str) -> BurstReport:
         return response.status_code == 303
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=10.0) as client:
+    async with httpx.AsyncClient(timeout=10.0, transport=transport) as client:
         results = await asyncio.gather(*(one(client, b, i) for b, i in jobs))
     added: dict[str, int] = {}
     for (_, item), ok in zip(jobs, results, strict=True):
