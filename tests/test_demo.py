@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +31,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 from stickless.demo import run  # noqa: E402
 from stickless.demo.app import COOKIE_NAME, DemoSettings, create_app  # noqa: E402
-from stickless.embedded import Standalone  # noqa: E402
+from stickless.embedded import Standalone, start_cluster, start_sentinel  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -295,3 +297,171 @@ def test_demo_serves_three_servers_and_stops_everything(
     assert not (data / "demo.json").exists()
     assert (data / "valkey" / "appendonlydir").is_dir()  # standalone keeps its data (AOF)
     assert "Stopped" in log.read_text()
+
+
+# ------------------------------------------------------- fail over now (issue 8, item 5)
+CSRF_RE = re.compile(r'data-csrf="([^"]+)"')
+FAILOVER_TIMEOUT = 40.0
+
+
+def _csrf(page: str) -> str:
+    found = CSRF_RE.search(page)
+    assert found, "no failover panel on the page"
+    return found.group(1)
+
+
+def _watch(browser: Any, timeout: float = 20.0) -> dict[str, Any]:
+    """GET /api/watch, retried while the store answers 503 (during an election)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = browser.get("/api/watch")
+        if response.status_code == 200:
+            return dict(response.json())
+        assert response.status_code == 503, response.text
+        assert time.monotonic() < deadline, "the store stayed unavailable"
+        time.sleep(0.2)
+
+
+def _write_through_failover(browser: Any, csrf: str) -> dict[str, Any]:
+    """What the page's script does: a run of sequential writes, the button pressed after 20
+    acknowledged ones, writes going on until the primary changed and 20 more were
+    acknowledged. Returns the counts and the final stored state."""
+    headers = {"X-CSRF-Token": csrf}
+    started = browser.post("/api/watch/start", headers=headers)
+    assert started.status_code == 200, started.text
+    run = started.json()["run"]
+    acked: list[int] = []
+    failed: list[int] = []
+    before = _watch(browser)["primary"]
+    assert before, "the primary is shown"
+    pressed_at = None
+    moved_at = None
+    seq = 0
+    deadline = time.monotonic() + FAILOVER_TIMEOUT
+    while time.monotonic() < deadline:
+        seq += 1
+        response = browser.post(f"/api/watch/write?run={run}&seq={seq}", headers=headers)
+        (acked if response.status_code == 200 else failed).append(seq)
+        assert response.status_code in (200, 503), response.text
+        if pressed_at is None and len(acked) == 20:
+            pressed = browser.post(
+                "/failover", data={"csrf": csrf}, headers={"Accept": "application/json"}
+            )
+            assert pressed.status_code == 200, pressed.text
+            assert "FAILOVER" in pressed.json()["message"]
+            pressed_at = len(acked)
+        if pressed_at is not None and moved_at is None and seq % 5 == 0:
+            now = browser.get("/api/watch")
+            if now.status_code == 200 and now.json()["primary"] not in (None, before):
+                moved_at = len(acked)
+        if moved_at is not None and len(acked) >= moved_at + 20:
+            break
+        time.sleep(0.02)
+    assert moved_at is not None, f"the primary did not change within {FAILOVER_TIMEOUT:g} s"
+    state = _watch(browser)
+    assert state["run"] == run
+    return {"acked": acked, "failed": failed, "before": before, "state": state}
+
+
+@pytest.fixture(scope="module")
+def sentinel_demo() -> Iterator[str]:
+    with start_sentinel(down_after_ms=1000, failover_timeout_ms=3000) as setup:
+        yield setup.url
+
+
+@pytest.fixture(scope="module")
+def cluster_demo() -> Iterator[str]:
+    with start_cluster(replicas_per_primary=2, node_timeout_ms=1000) as setup:
+        yield setup.url
+
+
+def _demo_client(url: str) -> TestClient:
+    settings = DemoSettings(
+        url=url, name="server-1", peers=(), durability="replicated", failover=True
+    )
+    return TestClient(create_app(settings))
+
+
+def test_no_failover_button_on_standalone(client: TestClient) -> None:
+    page = client.get("/").text
+    assert 'id="failover"' not in page and "<script>" not in page
+    refused = client.post("/failover", data={"csrf": "x"}, headers={"Accept": "application/json"})
+    assert refused.status_code == 404
+
+
+def test_failover_needs_the_csrf_token_and_a_demo_origin(sentinel_demo: str) -> None:
+    with _demo_client(sentinel_demo) as browser:
+        page = browser.get("/").text
+        assert 'id="failover-button"' in page and "Fail over now" in page
+        assert "<script>" in page  # the live counter
+        csrf = _csrf(page)
+        before = browser.get("/api/watch").json()["primary"]
+        accept = {"Accept": "application/json"}
+        assert browser.post("/failover", data={}, headers=accept).status_code == 403
+        assert (
+            browser.post("/failover", data={"csrf": "forged" * 4}, headers=accept).status_code
+            == 403
+        )
+        evil = {**accept, "Origin": "http://evil.example"}
+        assert browser.post("/failover", data={"csrf": csrf}, headers=evil).status_code == 403
+        assert browser.post("/api/watch/start").status_code == 403  # no header
+        other = {"X-CSRF-Token": csrf, "Origin": "http://evil.example"}
+        assert browser.post("/api/watch/start", headers=other).status_code == 403
+        # a visitor without the session (another site's form: no cookie) gets nothing either
+        with _demo_client(sentinel_demo) as stranger:
+            assert (
+                stranger.post("/failover", data={"csrf": csrf}, headers=accept).status_code == 403
+            )
+        time.sleep(1.5)
+        assert browser.get("/api/watch").json()["primary"] == before  # nothing happened
+        # the form (no JavaScript) works too: POST-redirect-GET with a fixed note
+        pressed = browser.post("/failover", data={"csrf": csrf}, follow_redirects=False)
+        assert pressed.status_code == 303 and pressed.headers["location"] == "/?note=failover"
+        deadline = time.monotonic() + FAILOVER_TIMEOUT
+        while _watch(browser)["primary"] == before:
+            assert time.monotonic() < deadline, "no failover after the button"
+            time.sleep(0.3)
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_a_failover_loses_no_acknowledged_write(
+    topology: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue(f"{topology}_demo")
+    with _demo_client(url) as browser:
+        browser.post("/cart/add", data={"item": "kettle"})  # a stored session (its slot)
+        csrf = _csrf(browser.get("/").text)
+        outcome = _write_through_failover(browser, csrf)
+        state = outcome["state"]
+        stored = set(state["stored"])
+        missing = [seq for seq in outcome["acked"] if seq not in stored]
+        assert missing == [], f"acknowledged but not in the store: {missing}"
+        assert state["counter"] == len(state["stored"])  # incr and the list agree
+        assert state["primary"] != outcome["before"]
+        assert browser.get("/api/state").json()["cart"] == {"kettle": 1}
+
+
+def test_launched_sentinel_demo_has_the_button_on_every_server(tmp_path: Path) -> None:
+    """The launcher turns the panel on for its own Sentinel topology (not for standalone),
+    and a press on one real server moves the primary all three see."""
+    from stickless.demo.launcher import launch
+
+    with launch("sentinel", log_dir=tmp_path) as demo:
+        with httpx.Client(timeout=10) as browser:
+            pages = [browser.get(server.url + "/").text for server in demo.servers]
+            assert all('id="failover-button"' in page for page in pages)
+            csrf = _csrf(browser.get(demo.servers[0].url + "/").text)  # one cookie, one session
+            before = browser.get(demo.servers[1].url + "/api/watch").json()["primary"]
+            pressed = browser.post(
+                demo.servers[2].url + "/failover",
+                data={"csrf": csrf},
+                headers={"Accept": "application/json"},
+            )
+            assert pressed.status_code == 200, pressed.text
+            deadline = time.monotonic() + FAILOVER_TIMEOUT
+            while True:
+                now = browser.get(demo.servers[0].url + "/api/watch")
+                if now.status_code == 200 and now.json()["primary"] not in (None, before):
+                    break
+                assert time.monotonic() < deadline, "no failover after the button"
+                time.sleep(0.3)

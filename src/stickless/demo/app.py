@@ -11,8 +11,13 @@ Run by :mod:`stickless.demo.launcher` as ``python -m uvicorn stickless.demo.app:
     ``server-1=http://127.0.0.1:8001,server-2=http://127.0.0.1:8002`` (default: none).
 ``STICKLESS_DURABILITY``
     ``none`` (default) or ``replicated``: :attr:`SessionConfig.durability`.
+``STICKLESS_DEMO_FAILOVER``
+    ``1``: show the "fail over now" button and its live write counter
+    (:mod:`stickless.demo.failover`; the launcher sets it for its sentinel and cluster
+    topologies). Default off.
 
-Pages are rendered on the server (no JavaScript) and every form follows POST-redirect-GET.
+Pages are rendered on the server and every form follows POST-redirect-GET; the only
+JavaScript is the failover panel's live counter (the button works without it).
 ``GET /api/state`` returns what the page shows as JSON (used by the tour and the tests);
 ``GET /healthz`` gets no session at all.
 
@@ -52,6 +57,7 @@ from starlette.routing import Route
 
 from stickless.asgi import SessionMiddleware, session_of
 from stickless.config import Durability, SessionConfig
+from stickless.demo import failover as demo_failover
 from stickless.errors import StoreUnavailable
 from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
@@ -90,6 +96,7 @@ ENV_URL = "STICKLESS_URL"
 ENV_NAME = "STICKLESS_DEMO_NAME"
 ENV_PEERS = "STICKLESS_DEMO_PEERS"
 ENV_DURABILITY = "STICKLESS_DURABILITY"
+ENV_FAILOVER = "STICKLESS_DEMO_FAILOVER"
 
 
 # ------------------------------------------------------------------------------ settings
@@ -102,6 +109,8 @@ class DemoSettings:
     peers: tuple[tuple[str, str], ...] = ()
     """``(name, base URL)`` of every server of the demo, this one included."""
     durability: Durability = "none"
+    failover: bool = False
+    """Offer the "fail over now" button (only effective on Sentinel and Cluster URLs)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DemoSettings:
@@ -122,7 +131,12 @@ class DemoSettings:
             name=env.get(ENV_NAME, "").strip() or "server",
             peers=tuple(peers),
             durability="replicated" if durability == "replicated" else "none",
+            failover=env.get(ENV_FAILOVER, "").strip() == "1",
         )
+
+    @property
+    def failover_enabled(self) -> bool:
+        return self.failover and demo_failover.topology_of(self.url) in ("sentinel", "cluster")
 
     def colour(self, name: str) -> str:
         names = [n for n, _ in self.peers]
@@ -147,6 +161,11 @@ def session_short_id(session: Session) -> str | None:
     if session.meta is None:
         return None
     return short_id(token_id(session.raw_token))
+
+
+def _family(session: Session) -> str | None:
+    """The stored session's family (its keys' hash tag); None while it is new."""
+    return token_id(session.raw_token).family if session.meta is not None else None
 
 
 def cart_of(session: Session) -> dict[str, int]:
@@ -246,8 +265,26 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
         flash = session.pop("flash", None)
         devices = await _devices(request, session)
         note = _query_note(request)
+        panel = ""
+        if cfg.failover_enabled:
+            csrf = demo_failover.csrf_token(session)
+            primary = await asyncio.to_thread(
+                demo_failover.current_primary, cfg.url, _family(session)
+            )
+            panel = demo_failover.panel_html(
+                topology=demo_failover.topology_of(cfg.url),
+                csrf=csrf,
+                enabled=True,
+                primary=primary,
+            )
         body = render_page(
-            cfg, server_of(request), session=session, devices=devices, flash=flash, note=note
+            cfg,
+            server_of(request),
+            session=session,
+            devices=devices,
+            flash=flash,
+            note=note,
+            failover_panel=panel,
         )
         return HTMLResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -389,6 +426,90 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             del session["note"]
         return _back()
 
+    # The demo's own pages, as a browser names their origin (never derived from the
+    # request's Host header); a request without Origin relies on the CSRF token alone.
+    origins = {base for _, base in cfg.peers}
+    origins |= {base.replace("//127.0.0.1:", "//localhost:") for base in origins}
+
+    def _refused(request: Request, presented: str | None) -> Response | None:
+        """403 unless the failover panel is on, the request comes from one of the demo's
+        own pages (Origin) and carries the session's CSRF token."""
+        if not cfg.failover_enabled:
+            return JSONResponse({"ok": False, "message": "No failover here."}, status_code=404)
+        session = session_of(request.scope)
+        origin = request.headers.get("origin")
+        if not demo_failover.same_origin(origin, origins) or not (
+            demo_failover.csrf_ok(session, presented)
+        ):
+            return JSONResponse(
+                {"ok": False, "message": "Refused: reload the page and try again (CSRF check)."},
+                status_code=403,
+            )
+        return None
+
+    async def fail_over(request: Request) -> Response:
+        """POST /failover: a planned failover of the demo's own topology. The session is
+        not changed (no save while the primary changes): the answer is JSON for the page's
+        script, else a redirect with a fixed note."""
+        refused = _refused(request, (await _form(request)).get("csrf"))
+        wants_json = "application/json" in request.headers.get("accept", "")
+        if refused is not None:
+            return (
+                refused
+                if wants_json
+                else PlainTextResponse(
+                    "Refused (CSRF check): reload the page and try again.\n",
+                    status_code=refused.status_code,
+                )
+            )
+        family = _family(session_of(request.scope))
+        try:
+            started = await asyncio.to_thread(demo_failover.request_failover, cfg.url, family)
+        except demo_failover.FailoverError as exc:
+            message, status = f"No failover: {exc}", 409
+        else:
+            message, status = (
+                f"{started.command} sent to {started.target}: the primary "
+                f"{started.old_primary} is being replaced. Watch the counts.",
+                200,
+            )
+            log.warning("demo failover requested: %s", message)
+        if wants_json:
+            return JSONResponse({"ok": status == 200, "message": message}, status_code=status)
+        return _back("failover" if status == 200 else "no-failover")
+
+    async def watch(request: Request) -> Response:
+        """GET /api/watch: what the store holds of the live counter, and the primary."""
+        session = session_of(request.scope)
+        state = demo_failover.watch_state(session)
+        if cfg.failover_enabled:
+            state["primary"] = await asyncio.to_thread(
+                demo_failover.current_primary, cfg.url, _family(session)
+            )
+        return JSONResponse(state, headers={"Cache-Control": "no-store"})
+
+    async def watch_start(request: Request) -> Response:
+        refused = _refused(request, request.headers.get("x-csrf-token"))
+        if refused is not None:
+            return refused
+        return JSONResponse({"run": demo_failover.start_run(session_of(request.scope))})
+
+    async def watch_write(request: Request) -> Response:
+        refused = _refused(request, request.headers.get("x-csrf-token"))
+        if refused is not None:
+            return refused
+        run = request.query_params.get("run", "")
+        seq_text = request.query_params.get("seq", "")
+        if not seq_text.isdigit() or len(seq_text) > 9:
+            return JSONResponse({"ok": False, "message": "seq: a number"}, status_code=400)
+        count = demo_failover.record_write(session_of(request.scope), run, int(seq_text))
+        if count is None:
+            return JSONResponse(
+                {"ok": False, "message": "not the current run, or the run is full"},
+                status_code=409,
+            )
+        return JSONResponse({"ok": True, "n": count})
+
     async def health(request: Request) -> Response:
         return PlainTextResponse(f"ok {cfg.name}\n")
 
@@ -404,6 +525,10 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             Route("/logout-everywhere", logout_everywhere, methods=["POST"]),
             Route("/devices/revoke", revoke_device, methods=["POST"]),
             Route("/note", set_note, methods=["POST"]),
+            Route("/failover", fail_over, methods=["POST"]),
+            Route("/api/watch", watch),
+            Route("/api/watch/start", watch_start, methods=["POST"]),
+            Route("/api/watch/write", watch_write, methods=["POST"]),
             Route("/healthz", health),
         ],
         middleware=[
@@ -467,6 +592,11 @@ _NOTES = {
     "logged-out": (
         "Logged out: the session was destroyed in Valkey (this page starts a new, empty one)."
     ),
+    "failover": (
+        "Failover requested: a replica is being promoted to primary. Reload in a few seconds "
+        "to see the new primary; the cart and everything acknowledged are still there."
+    ),
+    "no-failover": "The failover could not be requested right now (is one already under way?).",
 }
 
 
@@ -547,8 +677,10 @@ def render_page(
     devices: list[SessionInfo] | None,
     flash: object,
     note: str | None,
+    failover_panel: str = "",
 ) -> str:
-    """The whole HTML page (every dynamic value escaped)."""
+    """The whole HTML page (every dynamic value escaped; ``failover_panel`` is the
+    ready-made HTML of :func:`stickless.demo.failover.panel_html`)."""
     name = cfg.name
     colour = cfg.colour(name)
     nav = []
@@ -577,7 +709,14 @@ def render_page(
         ("page views per server", _e(", ".join(f"{k}: {v}" for k, v in hits_of(session).items()))),
     ]
     meta_html = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in meta_rows)
-    contents = json.dumps(dict(session), indent=2, sort_keys=True, ensure_ascii=False)
+    shown = dict(session)
+    if demo_failover.CSRF_KEY in shown:
+        shown[demo_failover.CSRF_KEY] = "(hidden)"
+    seqs = shown.get(demo_failover.WATCH_SEQS)
+    if isinstance(seqs, list) and len(seqs) > 8:
+        shown[demo_failover.WATCH_SEQS] = f"[{len(seqs)} numbers: {seqs[0]} ... {seqs[-1]}]"
+    contents = json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False)
+    panel_css = demo_failover.PANEL_CSS if failover_panel else ""
 
     cart = cart_of(session)
     if cart:
@@ -648,7 +787,7 @@ def render_page(
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>stickless demo: {_e(name)}</title><style>{_CSS}</style></head>
+<title>stickless demo: {_e(name)}</title><style>{_CSS}{panel_css}</style></head>
 <body style="--c:{colour}">
 <header><h1><span id="server">Answered by {_e(name)}</span>
 <span class="port">port {_e(server["port"])}</span></h1>
@@ -667,10 +806,12 @@ any server: no sticky sessions</span></nav>
 <h2 style="margin-top:14px">Devices</h2>{devices_html}</section>
 <section><h2>Session</h2><table id="meta">{meta_html}</table>
 <h2 style="margin-top:14px">Contents</h2><pre id="contents">{_e(contents)}</pre></section>
+{failover_panel}
 </main>
 <p class="muted" style="padding:0 28px 20px">Try it: add an item here, go to another server,
 add another, log in, open a private window and log in with the same name, then log out
 everywhere. The session lives in Valkey, not in any one server.</p>
+{"<script>" + demo_failover.PANEL_JS + "</script>" if failover_panel else ""}
 </body></html>
 """
 

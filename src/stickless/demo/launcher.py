@@ -169,7 +169,9 @@ def _free_ports(count: int) -> list[int]:
         return ports
 
 
-def _server_env(store_url: str, name: str, peers: str, durability: str) -> dict[str, str]:
+def _server_env(
+    store_url: str, name: str, peers: str, durability: str, failover: bool = False
+) -> dict[str, str]:
     source_root = str(Path(__file__).resolve().parents[2])  # the directory holding stickless/
     path = os.environ.get("PYTHONPATH", "")
     return {
@@ -178,6 +180,7 @@ def _server_env(store_url: str, name: str, peers: str, durability: str) -> dict[
         demo_app.ENV_NAME: name,
         demo_app.ENV_PEERS: peers,
         demo_app.ENV_DURABILITY: durability,
+        demo_app.ENV_FAILOVER: "1" if failover else "",
         "PYTHONPATH": source_root + (os.pathsep + path if path else ""),
         "PYTHONUNBUFFERED": "1",
     }
@@ -244,10 +247,12 @@ def start_servers(
     durability: str,
     log_dir: Path,
     ports: Sequence[int] | None = None,
+    failover: bool = False,
 ) -> list[AppServer]:
     """Start :data:`SERVER_COUNT` demo app servers named ``server-1`` ... on ``ports`` (free
     ones by default; a start that loses a free port to someone else is retried on new ones)
-    and wait until all answer."""
+    and wait until all answer. ``failover``: show the "fail over now" button (the demo's
+    own Sentinel / Cluster topology only)."""
     if ports is not None and len(ports) != SERVER_COUNT:
         raise DemoError(f"give exactly {SERVER_COUNT} ports, not {len(ports)}")
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +263,7 @@ def start_servers(
         servers: list[AppServer] = []
         try:
             for name, port in zip(names, chosen, strict=True):
-                env = _server_env(store_url, name, peers, durability)
+                env = _server_env(store_url, name, peers, durability, failover)
                 servers.append(_spawn_server(name, port, env, log_dir / f"{name}.log"))
             _wait_ready(servers)
             return servers
@@ -352,13 +357,20 @@ def launch(
     ``data_dir``: where a standalone Valkey keeps its append-only file (None: no
     persistence). ``log_dir``: the app servers' logs (default: a new temporary directory).
     Sentinel and Cluster run with ``durability="replicated"`` (each save waits for a
-    replica), so a session survives the failover the tour provokes.
+    replica), so a session survives the failover the tour provokes, and their pages have
+    the "fail over now" button (:mod:`stickless.demo.failover`).
     """
     durability = "none" if topology == "standalone" else "replicated"
     logs = log_dir or Path(tempfile.mkdtemp(prefix="stickless-demo-logs-"))
     valkey = start_valkey(topology, data_dir)
     try:
-        servers = start_servers(valkey.url, durability=durability, log_dir=logs, ports=ports)
+        servers = start_servers(
+            valkey.url,
+            durability=durability,
+            log_dir=logs,
+            ports=ports,
+            failover=topology != "standalone",
+        )
     except BaseException:
         valkey.stop()
         raise
