@@ -84,6 +84,7 @@ class Result:
     rate: float = 0.0
     failovers: int = 0
     """Failovers the servers logged (Sentinel ``+switch-master``, cluster elections won)."""
+    failover_log: list[str] = field(default_factory=list)
     settled: str = ""
     error: str | None = None
     statuses: dict[str, int] = field(default_factory=dict)
@@ -222,6 +223,7 @@ def describe(result: Result) -> str:
         lines.append(
             f"   settled: {result.settled}; failovers logged by the servers: {result.failovers}"
         )
+    lines.extend(f"     {line[:140]}" for line in result.failover_log)
     return "\n".join(lines)
 
 

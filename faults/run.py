@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 if __package__ in (None, ""):  # run as a file: python faults/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -135,8 +138,14 @@ async def run_all(runs: list[tuple[Scenario, str]], options: Options) -> list[Re
     return results
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the suite like Ctrl-C: every process by PID
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     if args.list:
         for scenario in SCENARIOS.values():
             short = " (short subset)" if scenario.short else ""
@@ -160,7 +169,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = machine()
     print(f"fault-injection suite: {len(runs)} run(s); {meta_text(meta)}", flush=True)
     print(f"load: {options.describe()}", flush=True)
-    results = asyncio.run(run_all(runs, options))
+    try:
+        results = asyncio.run(run_all(runs, options))
+    except KeyboardInterrupt:
+        print("interrupted: stopping every process this run started", file=sys.stderr)
+        return 130
     print("\n" + table(results))
     if args.json:
         write_json(args.json, results, meta)

@@ -154,7 +154,8 @@ async def run_scenario(scenario: Scenario, durability: str, options: Options) ->
                 break
         await load.stop()
         result.settled = await asyncio.to_thread(topo.settle)
-        result.failovers = topo.failovers()
+        result.failover_log = topo.failovers()
+        result.failovers = len(result.failover_log)
         stored = await asyncio.to_thread(_read_back, topo.url, prefix, load.clients)
         analyse(
             result,

@@ -147,16 +147,20 @@ class Topology:
     def is_primary(self, node: Node) -> bool:
         return self.usable(node) and info(node).get("role") == "master"
 
-    def failovers(self) -> int:
-        """How many failovers the servers' own logs report: the most ``+switch-master``
-        lines of one sentinel, or the cluster nodes' ``election won`` lines."""
+    def failovers(self) -> list[str]:
+        """The failovers the servers' own logs report, one line each: the
+        ``+switch-master`` lines of the sentinel that logged most, or each cluster node's
+        ``Failover election won``."""
         if isinstance(self.setup, SentinelSetup):
-            return max(
-                (_count(n.log_path, "+switch-master") for n in self.setup.sentinels), default=0
-            )
+            per_sentinel = [_lines(n.log_path, "+switch-master") for n in self.setup.sentinels]
+            return max(per_sentinel, key=len, default=[])
         if isinstance(self.setup, ClusterSetup):
-            return sum(_count(n.log_path, "election won") for n in self.nodes)
-        return 0
+            return [
+                f":{n.port} {line}"
+                for n in self.nodes
+                for line in _lines(n.log_path, "Failover election won")
+            ]
+        return []
 
     # -- settling -------------------------------------------------------------------------------
     def settle(self, timeout: float = SETTLE_TIMEOUT) -> str:
@@ -207,11 +211,13 @@ class Topology:
         return f"cluster ok: {primaries} primaries, {len(live) - primaries} replicas in sync"
 
 
-def _count(path: Path, needle: str) -> int:
+def _lines(path: Path, needle: str) -> list[str]:
+    """The lines of the log ``path`` containing ``needle`` (log prefix pid:role dropped)."""
     try:
-        return path.read_text(errors="replace").count(needle)
+        text = path.read_text(errors="replace")
     except OSError:
-        return 0
+        return []
+    return [line.split(" ", 1)[-1].strip() for line in text.splitlines() if needle in line]
 
 
 def start_topology(kind: str, *, sentinel_replicas: int = 2) -> Topology:
