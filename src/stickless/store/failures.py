@@ -1,0 +1,153 @@
+"""Which failures mean "the store is not available right now", decided in one place.
+
+Both executors (``sync.py``, ``aio.py``) pass every exception and every reply through
+:func:`classify_error` / :func:`screen_replies` (via ``StoreBase``); the planner only ever
+sees :class:`Unavailable` for them, turns it into :class:`~stickless.errors.StoreUnavailable`
+and retries what is idempotent. Web adapters answer a ``StoreUnavailable`` with 503 and
+``Retry-After`` (or fail open), never with a 500.
+
+This module does not import redis-py: it reads server error *codes* (the first word of an
+error reply, which redis-py keeps in ``status_code``) and exception types by name, so that
+the sans-IO planner can depend on it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+log = logging.getLogger("stickless.store")
+
+UNAVAILABLE_CODES: Final = frozenset(
+    {
+        "CLUSTERDOWN",  # the cluster (or the slot's owner) is down
+        "TRYAGAIN",  # a multi-key command during a slot migration
+        "MASTERDOWN",  # a replica that lost its primary (replica-serve-stale-data no)
+        "LOADING",  # the server is loading its data set (restart, full sync)
+        "READONLY",  # a replica: the node we talk to is no primary (any more)
+        "NOREPLICAS",  # fencing: min-replicas-to-write not met
+        "BUSY",  # a script or module command runs past busy-reply-threshold
+        "MISCONF",  # persistence failing: the server refuses writes
+        "OOM",  # maxmemory reached with noeviction: the server refuses writes
+    }
+)
+"""Error replies that mean "not available right now": the command was refused before it
+ran (scripts included: the refusal hits their first write, so nothing was written)."""
+
+ROLE_CODES: Final = frozenset({"READONLY", "MASTERDOWN", "LOADING"})
+"""Error replies saying that the node is not a usable primary: a Sentinel-managed store
+re-checks the named primary and reconnects."""
+
+_REDIS_INTERNAL: Final = (AttributeError, TypeError, KeyError, IndexError)
+"""Bugs of redis-py itself seen while a client reconnects (e.g. a cluster client closing
+connections under a running command): an outage, not a bug of the app."""
+
+
+class Unavailable(Exception):
+    """An executor's verdict: the store could not serve this batch right now.
+
+    Raised by the executors (never seen by users: the planner turns it into
+    :class:`~stickless.errors.StoreUnavailable`). ``cause`` is the underlying exception or
+    error reply (None when the executor refused on its own, e.g. during a failover);
+    ``detail`` explains it; ``applied`` says whether a write took effect: False (refused
+    before it ran, or never sent), None (unknown: the answer was lost). ``role`` is True
+    when the node answered that it is not a usable primary.
+    """
+
+    def __init__(
+        self,
+        cause: BaseException | None,
+        detail: str | None = None,
+        *,
+        applied: bool | None = None,
+        role: bool = False,
+    ) -> None:
+        self.cause = cause
+        self.detail = detail
+        self.applied = applied
+        self.role = role
+        text = detail or (f"{type(cause).__name__}: {cause}" if cause is not None else "")
+        super().__init__(text)
+
+
+def error_code(error: BaseException) -> str | None:
+    """The server's error code of an error reply (``"READONLY"``, ``"CLUSTERDOWN"``...).
+
+    redis-py strips the code of the errors it knows from the message and keeps it in
+    ``status_code``; unknown ones keep it as the message's first word."""
+    code = getattr(error, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    first = str(error).split(" ", 1)[0]
+    return first if first.isupper() and first.isalpha() else None
+
+
+def _is_error_reply(reply: object) -> bool:
+    """An error the server answered (redis-py: a ``ResponseError``, or an error it built
+    from a reply and tagged with its code, such as ``BusyLoadingError`` for LOADING)."""
+    return isinstance(reply, Exception) and (
+        isinstance(getattr(reply, "status_code", None), str)
+        or any(cls.__name__ == "ResponseError" for cls in type(reply).__mro__)
+    )
+
+
+def unavailable_reply(reply: object) -> Unavailable | None:
+    """The verdict on one reply: an :class:`Unavailable` when it is an error reply meaning
+    "not available right now" (the command was refused before it ran), else None."""
+    if not _is_error_reply(reply):
+        return None
+    assert isinstance(reply, Exception)
+    code = error_code(reply)
+    if code not in UNAVAILABLE_CODES:
+        return None
+    return Unavailable(reply, applied=False, role=code in ROLE_CODES)
+
+
+def screen_replies(replies: Sequence[Any], idempotent: bool) -> None:
+    """Raise :class:`Unavailable` when the batch's replies say the store is unavailable.
+
+    Every reply of an idempotent batch counts (it is retried as a whole). Of a batch that is
+    not (a save), only the first reply does: when the save itself ran, a refusal of a later
+    command (the user index, a hint repaired lazily) must not report an applied save as
+    failed."""
+    for i, reply in enumerate(replies):
+        if i and not idempotent:
+            return
+        verdict = unavailable_reply(reply)
+        if verdict is not None:
+            raise verdict
+
+
+def raised_inside(error: BaseException, packages: Iterable[str]) -> bool:
+    """Was ``error`` raised by code of one of ``packages`` (its innermost frame)?"""
+    tb = error.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def classify_error(
+    error: BaseException, unavailable_types: tuple[type[BaseException], ...]
+) -> BaseException:
+    """``error`` as the planner should see it: an :class:`Unavailable` when it means "not
+    available right now", else ``error`` itself (a bug, surfacing as such).
+
+    ``unavailable_types`` are the client library's exception types for connection errors
+    and timeouts (the executors pass redis-py's); an error reply raised as an exception is
+    judged by its code; an ``AttributeError``/``TypeError``/``KeyError``/``IndexError``
+    raised inside redis-py itself counts as an outage (logged with its traceback)."""
+    if isinstance(error, Unavailable):
+        return error
+    verdict = unavailable_reply(error)
+    if verdict is not None:
+        return verdict
+    if isinstance(error, unavailable_types):
+        return Unavailable(error)
+    if isinstance(error, _REDIS_INTERNAL) and raised_inside(error, ("redis",)):
+        log.warning("redis-py failed internally; answered as unavailable", exc_info=error)
+        return Unavailable(error, f"redis-py internal error: {type(error).__name__}: {error}")
+    return error
