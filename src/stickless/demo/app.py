@@ -798,6 +798,7 @@ def render_page(
 any server: no sticky sessions</span></nav>
 {flash_html}
 <main>
+{failover_panel}
 <section><h2>Cart</h2>{cart_html}
 {_form_html("/cart/add", "Add to cart", "item")}
 {_form_html("/cart/clear", "Empty the cart") if cart else ""}
@@ -806,7 +807,6 @@ any server: no sticky sessions</span></nav>
 <h2 style="margin-top:14px">Devices</h2>{devices_html}</section>
 <section><h2>Session</h2><table id="meta">{meta_html}</table>
 <h2 style="margin-top:14px">Contents</h2><pre id="contents">{_e(contents)}</pre></section>
-{failover_panel}
 </main>
 <p class="muted" style="padding:0 28px 20px">Try it: add an item here, go to another server,
 add another, log in, open a private window and log in with the same name, then log out

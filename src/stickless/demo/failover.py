@@ -291,8 +291,9 @@ def record_write(session: Session, run: str, seq: int) -> int | None:
 
 # ------------------------------------------------------------------------------ the panel
 PANEL_CSS: Final = """
-#failover .figures{display:grid;grid-template-columns:repeat(2,minmax(0,1fr));gap:6px 14px;
- margin:10px 0}
+#failover{grid-column:1/-1}
+#failover .figures{display:grid;grid-template-columns:repeat(auto-fit,minmax(180px,1fr));
+ gap:6px 14px;margin:10px 0}
 #failover .figures div{background:#f8fafc;border:1px solid #e5e7eb;border-radius:8px;
  padding:6px 10px}
 #failover .figures b{display:block;font-size:22px}
