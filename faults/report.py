@@ -2,10 +2,14 @@
 
 Definitions (also in docs/reliability.md):
 
-* **acknowledged writes lost**: requests answered 200 whose sequence number is not in the
-  client's cart at the end (each request appends its number, so the cart says exactly which
-  requests the store kept). A client whose session vanished and who got a new one loses all
-  it had acknowledged before: those count too.
+* **acknowledged writes lost**: per client, the larger of two counts: requests answered 200
+  whose sequence number is not in the client's cart at the end (each request appends its
+  number, so the cart says which requests the store kept), and how many acknowledged
+  increments the counter lacks (acknowledged requests minus ``n``: a lower bound, since
+  applied unacknowledged writes raise ``n``). The second catches a write whose append was
+  carried over by a later request that read a stale primary while its increment was lost.
+  A client whose session vanished and who got a new one loses all it had acknowledged
+  before: those count too.
 * **applied, not acknowledged**: numbers in the cart of requests that were *not* answered
   200 (503 after the write was applied, a timeout, a reset): not a loss, but what a client
   that retries would see twice.
@@ -67,6 +71,10 @@ class Result:
     """No HTTP answer (refused, reset, timeout)."""
     lost: int = 0
     lost_clients: int = 0
+    lost_from_cart: int = 0
+    """Acknowledged numbers missing from the carts."""
+    lost_from_counter: int = 0
+    """Acknowledged increments the counters lack (a lower bound)."""
     applied_unacked: int = 0
     counter_mismatch: int = 0
     sessions_replaced: int = 0
@@ -132,9 +140,14 @@ def analyse(
     for client in clients:
         held = stored.get(client.index, Stored(False, None, []))
         kept = set(held.cart)
-        lost = [seq for seq in client.acked if seq not in kept]
-        result.lost += len(lost)
+        from_cart = sum(1 for seq in client.acked if seq not in kept)
+        counter = (held.counter or 0) if held.found else 0
+        from_counter = max(0, len(client.acked) - counter)
+        lost = max(from_cart, from_counter)
+        result.lost += lost
         result.lost_clients += bool(lost)
+        result.lost_from_cart += from_cart
+        result.lost_from_counter += from_counter
         result.applied_unacked += len(kept.difference(client.acked))
         if held.found and (held.counter or 0) != len(held.cart):
             result.counter_mismatch += 1
@@ -204,7 +217,8 @@ def describe(result: Result) -> str:
     for name, counts in zip(result.apps, result.statuses_by_app, strict=False):
         lines.append(f"     {name:7} {counts}")
     lines.append(
-        f"   acknowledged writes lost: {result.lost} (in {result.lost_clients} sessions); "
+        f"   acknowledged writes lost: {result.lost} (in {result.lost_clients} sessions; "
+        f"missing from carts {result.lost_from_cart}, from counters {result.lost_from_counter}); "
         f"applied but not acknowledged: {result.applied_unacked}; "
         f"counter mismatches: {result.counter_mismatch}; "
         f"sessions replaced: {result.sessions_replaced}"
