@@ -241,12 +241,13 @@ def describe(result: Result) -> str:
     return "\n".join(lines)
 
 
-TABLE_HEADER: Final = (
-    "| scenario | durability | requests | 200 | 503 | other 5xx | other / no answer "
-    "| acknowledged writes lost | applied, not acknowledged | error window | slowest answer "
-    "| recovery per app | failovers |\n"
-    "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n"
-)
+def table_header(apps: Sequence[str]) -> str:
+    return (
+        "| scenario | durability | requests | 200 | 503 | other 5xx | other / no answer "
+        "| acknowledged writes lost | applied, not acknowledged | error window | slowest answer "
+        f"| recovery ({' / '.join(apps) or 'per app'}) | failovers |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---:|\n"
+    )
 
 
 def table(results: Sequence[Result]) -> str:
@@ -264,7 +265,8 @@ def table(results: Sequence[Result]) -> str:
             f"| {r.other + r.transport} | {lost} | {r.applied_unacked} | {window_text(r)} "
             f"| {_seconds(r.slowest)} | {recovery_text(r)} | {r.failovers} |\n"
         )
-    return TABLE_HEADER + "".join(rows)
+    apps = next((r.apps for r in results if r.apps), [])
+    return table_header(apps) + "".join(rows)
 
 
 def log_digest(log_dir: Path, limit: int = 12) -> str:
