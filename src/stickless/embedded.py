@@ -839,6 +839,8 @@ def start_sentinel(
     service_name: str = "stickless",
     down_after_ms: int = 1000,
     failover_timeout_ms: int = 3000,
+    min_replicas_to_write: int | None = None,
+    min_replicas_max_lag: int = 2,
 ) -> SentinelSetup:
     """Start a primary, ``replicas`` replicas (default 2) and ``sentinels`` sentinels (default
     3, quorum = majority) monitoring it as ``service_name`` (default ``"stickless"``).
@@ -847,12 +849,29 @@ def start_sentinel(
     sentinels' ``down-after-milliseconds`` and ``failover-timeout``: small, so that a killed
     primary is replaced within a few seconds. Returns once every replica is in sync and
     every sentinel knows the primary, all replicas and all other sentinels.
+
+    Fencing: every data node gets ``min-replicas-to-write`` (default None: 1 when there are
+    at least 2 replicas, else 0) and ``min-replicas-max-lag`` (default 2 s), so a primary
+    that lost all its replicas (they follow a new primary, or it is cut off from them)
+    refuses writes with ``NOREPLICAS`` instead of taking writes that a failover discards.
+    With 2 replicas a failover after a kill still leaves the new primary one replica to
+    write with; a second kill before a replica is back leaves it none, and it refuses
+    writes until one is back (restart a killed node). Pass 0 to switch fencing off.
     """
     if replicas < 0 or sentinels < 1:
         raise ValueError("need replicas >= 0 and sentinels >= 1")
+    if min_replicas_to_write is None:
+        min_replicas_to_write = 1 if replicas >= 2 else 0
+    if min_replicas_to_write < 0 or min_replicas_max_lag < 1:
+        raise ValueError("need min_replicas_to_write >= 0 and min_replicas_max_lag >= 1")
+    fenced = {
+        **_data_config(),
+        "min-replicas-to-write": str(min_replicas_to_write),
+        "min-replicas-max-lag": str(min_replicas_max_lag),
+    }
     specs = [
-        _Spec("primary", _data_config()),
-        *(_Spec("replica", _data_config()) for _ in range(replicas)),
+        _Spec("primary", fenced),
+        *(_Spec("replica", fenced) for _ in range(replicas)),
         *(_Spec("sentinel", _sentinel_config()) for _ in range(sentinels)),
     ]
     nodes = _start_nodes(specs)

@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
+from stickless.store.failures import unavailable_reply
 from stickless.store.plan import (
     Batch,
     Command,
@@ -135,6 +136,8 @@ class AsyncSessionStore(StoreBase):
             clients = [*state.nodes.values(), state.client] if state else []
         for client in clients:
             await client.aclose()
+        if self._follower is not None and not self._per_loop:
+            self._follower.close()  # no loop uses it any more (a later use starts again)
 
     async def __aenter__(self) -> AsyncSessionStore:
         return self
@@ -144,10 +147,21 @@ class AsyncSessionStore(StoreBase):
 
     # -------------------------------------------------------------- executor
     async def send(self, batch: Batch) -> list[Any]:
-        """Send one planned batch; replies in order, server errors as values."""
-        if self.is_cluster:
-            return await self._send_cluster(batch)
-        return await self._pipeline(self.client, batch)
+        """Send one planned batch; replies in order, server errors as values. Raises
+        :class:`~stickless.store.failures.Unavailable` when the store cannot serve it now
+        (the verdicts are :class:`StoreBase`'s, shared with the other store)."""
+        try:
+            ticket = self._admit(batch)
+            if self.is_cluster:
+                replies = await self._send_cluster(batch)
+            else:
+                replies = await self._pipeline(self.client, batch)
+            return self._check(batch, replies, ticket)
+        except Exception as exc:
+            verdict = self._verdict(exc)
+            if verdict is exc:
+                raise
+            raise verdict from exc
 
     @staticmethod
     async def _pipeline(client: Any, batch: Batch) -> list[Any]:
@@ -186,6 +200,8 @@ class AsyncSessionStore(StoreBase):
                 await self.client.nodes_manager.initialize()
                 raise
             if not is_moved(replies[0]):
+                if unavailable_reply(replies[0]) is not None:
+                    self._forget_owner(key)  # CLUSTERDOWN, LOADING...: ask again next time
                 return replies
             await self.client.nodes_manager.initialize()  # the slot moved (failover)
         return replies

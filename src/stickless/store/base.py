@@ -1,5 +1,7 @@
 """What the sync and async stores share and that does no I/O: construction, the lazily
-created client, the planner, and routing a save to the cluster node owning its slot."""
+created client, the planner, routing a save to the cluster node owning its slot, and the
+executors' verdicts on failures (in :mod:`stickless.store.failures`) and on the followed
+Sentinel primary (in :mod:`stickless.store.sentinel`)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,26 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar, Self
 
+from redis import exceptions as redis_errors
+
 from stickless.config import SessionConfig
 from stickless.session import Session
 from stickless.store import connect
-from stickless.store.plan import Planner
+from stickless.store.failures import classify_error, screen_replies
+from stickless.store.plan import Batch, Planner
+from stickless.store.sentinel import Follower
+
+UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,  # also LOADING (BusyLoadingError), auth, pool exhausted
+    redis_errors.TimeoutError,
+    OSError,  # socket errors (and the builtin TimeoutError of asyncio)
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.RedisClusterException,  # the cluster client found no node to answer
+    redis_errors.ChildDeadlockedError,
+)
+"""redis-py's exception types meaning "not available right now" (error replies are
+judged by their code, see :func:`stickless.store.failures.classify_error`)."""
 
 
 class StoreBase:
@@ -28,10 +46,12 @@ class StoreBase:
         address: str | None = None,
         client_factory: Callable[[], Any] | None = None,
         endpoint: connect.Endpoint | None = None,
+        follower: Follower | None = None,
     ) -> None:
         """Wrap a ready redis-py ``client`` (of this store's flavour: sync or asyncio), or
         pass ``client_factory``, a callable creating it on first use (``from_url`` does
-        this, so building a store never touches the network)."""
+        this, so building a store never touches the network). ``follower``: what follows
+        the Sentinel primary of the factory's clients (``from_url`` makes it)."""
         if (client is None) == (client_factory is None):
             raise TypeError("pass exactly one of client= or client_factory=")
         self.config = config or SessionConfig()
@@ -41,6 +61,7 @@ class StoreBase:
         self._lock = threading.Lock()
         self._plan = Planner(self.config, address or repr(client))
         self._node_clients: dict[str, Any] = {}
+        self._follower = follower
 
     @classmethod
     def from_url(cls, url: str, config: SessionConfig | None = None) -> Self:
@@ -49,11 +70,13 @@ class StoreBase:
         config = config or SessionConfig()
         endpoint = connect.parse_url(url)
         flavour = cls._flavour
+        follower = connect.follower_for(endpoint, config)
         return cls(
             config=config,
             address=endpoint.address,
             endpoint=endpoint,
-            client_factory=lambda: connect.create_client(endpoint, config, flavour),
+            client_factory=lambda: connect.create_client(endpoint, config, flavour, follower),
+            follower=follower,
         )
 
     def new(self) -> Session:
@@ -93,3 +116,26 @@ class StoreBase:
     def _node_cache(self) -> dict[str, Any]:
         """Where per-node clients are kept (the async store keeps one cache per loop)."""
         return self._node_clients
+
+    # ------------------------------------------------- executors' verdicts (no I/O)
+    def _admit(self, batch: Batch) -> int | None:
+        """Before sending ``batch``: raises ``Unavailable`` for a write while the Sentinel
+        primary is being moved; the primary's generation to :meth:`_check` against."""
+        return self._follower.admit(batch) if self._follower is not None else None
+
+    def _check(self, batch: Batch, replies: list[Any], ticket: int | None) -> list[Any]:
+        """``replies`` when they mean the batch was served; raises ``Unavailable`` when one
+        says "not available right now", or when a save straddled a primary switch."""
+        screen_replies(replies, batch.idempotent)
+        if ticket is not None and self._follower is not None:
+            self._follower.settle(ticket, batch)
+        return replies
+
+    def _verdict(self, error: BaseException) -> BaseException:
+        """``error`` (raised while sending a batch) as the planner must see it: an
+        ``Unavailable`` when the store cannot serve right now, else ``error`` itself. Any
+        error makes a Sentinel store re-check the primary."""
+        verdict = classify_error(error, UNAVAILABLE_TYPES)
+        if self._follower is not None:
+            self._follower.failed(verdict)
+        return verdict

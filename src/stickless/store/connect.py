@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError
+from stickless.store.sentinel import Follower, sentinel_client
 
 _STANDALONE = {"redis", "rediss", "unix"}
 _SENTINEL = {"redis+sentinel", "rediss+sentinel"}
@@ -186,9 +187,29 @@ def node_client(
     return flavour.Redis(host=host, port=port, **options)
 
 
-def create_client(endpoint: Endpoint, config: SessionConfig, flavour: ModuleType) -> Any:
+def follower_for(endpoint: Endpoint, config: SessionConfig) -> Follower | None:
+    """For a Sentinel URL, what follows the named primary for one store (see
+    :mod:`stickless.store.sentinel`); None for the other topologies."""
+    if endpoint.kind != "sentinel" or endpoint.service is None:
+        return None
+    return Follower(
+        endpoint.hosts,
+        endpoint.service,
+        interval=config.primary_check_interval,
+        timeout=min(config.socket_timeout, config.connect_timeout, 1.0),
+    )
+
+
+def create_client(
+    endpoint: Endpoint,
+    config: SessionConfig,
+    flavour: ModuleType,
+    follower: Follower | None = None,
+) -> Any:
     """A redis-py client for ``endpoint``. ``flavour`` is ``redis`` or ``redis.asyncio``
-    (their class names match, so both are built by this one function)."""
+    (their class names match, so both are built by this one function). A Sentinel client
+    follows the primary through ``follower`` (a new one if not given: share one per store,
+    sync and async clients alike)."""
     common = _client_options(endpoint, config, flavour)
     if endpoint.kind == "standalone":
         pool = flavour.BlockingConnectionPool.from_url(
@@ -201,21 +222,13 @@ def create_client(endpoint: Endpoint, config: SessionConfig, flavour: ModuleType
     if endpoint.tls:
         common["ssl"] = True
     if endpoint.kind == "sentinel":
-        sentinel = flavour.sentinel.Sentinel(
-            list(endpoint.hosts),
-            sentinel_kwargs={
-                "socket_timeout": config.socket_timeout,
-                "socket_connect_timeout": config.connect_timeout,
-            },
-            **{
-                k: v for k, v in common.items() if k in ("socket_timeout", "socket_connect_timeout")
-            },
-        )
-        return sentinel.master_for(
-            endpoint.service,
+        follower = follower or follower_for(endpoint, config)
+        assert follower is not None
+        return sentinel_client(
+            follower,
+            flavour,
             db=endpoint.db,
             max_connections=config.max_connections,
-            check_connection=True,
             **common,
         )
     nodes = [flavour.cluster.ClusterNode(host, port) for host, port in endpoint.hosts]

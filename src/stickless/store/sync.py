@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
+from stickless.store.failures import unavailable_reply
 from stickless.store.plan import (
     Batch,
     Command,
@@ -91,11 +92,14 @@ class SessionStore(StoreBase):
         return drive(self._plan.revoke_user(user_id, keep), self)
 
     def close(self) -> None:
-        """Release all connections."""
+        """Release all connections (and stop following the Sentinel primary; any later use
+        starts again)."""
         for client in self._node_clients.values():
             client.close()
         if self._client is not None:
             self._client.close()
+        if self._follower is not None:
+            self._follower.close()
 
     def __enter__(self) -> SessionStore:
         return self
@@ -105,10 +109,21 @@ class SessionStore(StoreBase):
 
     # -------------------------------------------------------------- executor
     def send(self, batch: Batch) -> list[Any]:
-        """Send one planned batch; replies in order, server errors as values."""
-        if self.is_cluster:
-            return self._send_cluster(batch)
-        return self._pipeline(self.client, batch)
+        """Send one planned batch; replies in order, server errors as values. Raises
+        :class:`~stickless.store.failures.Unavailable` when the store cannot serve it now
+        (the verdicts are :class:`StoreBase`'s, shared with the other store)."""
+        try:
+            ticket = self._admit(batch)
+            if self.is_cluster:
+                replies = self._send_cluster(batch)
+            else:
+                replies = self._pipeline(self.client, batch)
+            return self._check(batch, replies, ticket)
+        except Exception as exc:
+            verdict = self._verdict(exc)
+            if verdict is exc:
+                raise
+            raise verdict from exc
 
     @staticmethod
     def _pipeline(client: Any, batch: Batch) -> list[Any]:
@@ -146,6 +161,8 @@ class SessionStore(StoreBase):
                 self.client.nodes_manager.initialize()
                 raise
             if not is_moved(replies[0]):
+                if unavailable_reply(replies[0]) is not None:
+                    self._forget_owner(key)  # CLUSTERDOWN, LOADING...: ask again next time
                 return replies
             self.client.nodes_manager.initialize()  # the slot moved (failover)
         return replies
