@@ -163,6 +163,80 @@ def test_sessions_ls_agrees_with_the_store(
     assert SECRET not in json.dumps(rows)
 
 
+MARKUP_USER = "eve[/][link=https://evil.example]hidden[/link][bold]"
+ESCAPES = "\x1b[2J\x1b]52;c;ZXZpbA==\x07\x9b31m\u202e"  # clear, OSC 52, 8-bit CSI, RLO
+SHOWN_ESCAPES = r"\x1b[2J\x1b]52;c;ZXZpbA==\x07\x9b31m\u202e"
+
+
+def wide(url: str, prefix: str, *args: str, ids: tuple[str, ...] = ()) -> Any:
+    """``cli`` on a wide terminal (no folding), stdout and stderr apart."""
+    tail = ["--", *ids] if ids else []
+    return CliRunner().invoke(
+        app, ["--url", url, "--prefix", prefix, *args, *tail], env={"COLUMNS": "400"}
+    )
+
+
+def test_user_data_is_printed_as_text_never_as_markup_or_escapes(
+    stickless_valkey: Any, prefix: str, store_for: Any
+) -> None:
+    """A user id holding Rich markup used to crash ``sessions ls`` (``[/]``) or hide text
+    (``[link=...]``); keys and values holding ESC sequences reached the terminal (screen
+    clear, OSC 52 clipboard write). Everything from the store now prints as itself, with
+    control characters as visible ``\x1b``-style escapes, in tables, messages and JSON."""
+    url = stickless_valkey.url
+    store = store_for(url)
+    s = store.new()
+    s["k" + ESCAPES] = "v" + ESCAPES
+    s["[red]not red[/red]"] = 1
+    s.user_id = MARKUP_USER
+    store.save(s)
+    # A user id with ESC cannot be set through the store (it refuses control characters),
+    # but Redis may hold one written by anything else: put it there behind the store's back.
+    raw = store.new()
+    raw["x"] = 1
+    raw.user_id = "placeholder"
+    store.save(raw)
+    r = redis.Redis.from_url(url)
+    try:
+        (raw_key,) = [
+            k
+            for k in r.scan_iter(f"{prefix}:*")
+            if r.type(k) == b"hash" and r.hget(k, "m:u") == b"placeholder"
+        ]
+        r.hset(raw_key, "m:u", "mallory" + ESCAPES)
+    finally:
+        r.close()
+
+    listing = wide(url, prefix, "sessions", "ls")
+    assert listing.exit_code == 0, listing.output
+    assert MARKUP_USER in listing.stdout  # printed as typed, nothing hidden or swallowed
+    assert "mallory" + SHOWN_ESCAPES in listing.stdout
+
+    shown = wide(url, prefix, "sessions", "show", "--values", ids=(sid(s),))
+    assert shown.exit_code == 0, shown.output
+    assert MARKUP_USER in shown.stdout and "[red]not red[/red]" in shown.stdout
+    assert "k" + SHOWN_ESCAPES in shown.stdout
+    # values print as their JSON, whose own escapes cover C0; the rest is escaped as above
+    assert r'"v\u001b[2J\u001b]52;c;ZXZpbA==\u0007\x9b31m\u202e"' in shown.stdout
+
+    users = wide(url, prefix, "users", "show", MARKUP_USER)
+    assert users.exit_code == 0 and MARKUP_USER in users.stdout and sid(s) in users.stdout
+    missing = wide(url, prefix, "users", "show", "nobody[/]" + ESCAPES)
+    assert missing.exit_code == 0 and "nobody[/]" + SHOWN_ESCAPES in missing.stdout
+    as_json = wide(url, prefix, "sessions", "show", "--values", "--json", ids=(sid(s),))
+    assert json.loads(as_json.stdout)["values"]["k" + ESCAPES] == "v" + ESCAPES  # exact
+    assert "\\u009b" in as_json.stdout and "\\u202e" in as_json.stdout  # escaped in JSON
+
+    revoked = wide(url, prefix, "users", "revoke", MARKUP_USER, "--keep", sid(raw))
+    assert revoked.exit_code == 0, revoked.output
+    assert f"revoked 1 session(s) of {MARKUP_USER!r}" in revoked.stdout
+    assert f"is not one of {MARKUP_USER!r}'s sessions" in revoked.stderr
+
+    for result in (listing, shown, users, missing, revoked, as_json):
+        for raw_char in ("\x1b", "\x07", "\x9b", "\u202e"):
+            assert raw_char not in result.stdout and raw_char not in result.stderr
+
+
 def test_sessions_ls_empty(stickless_valkey: Any, prefix: str) -> None:
     assert cli_json(stickless_valkey.url, prefix, "sessions", "ls") == []
     assert "no sessions" in cli(stickless_valkey.url, prefix, "sessions", "ls").stdout

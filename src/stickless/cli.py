@@ -18,6 +18,7 @@ import dataclasses
 import enum
 import importlib
 import json
+import re
 import signal
 import sys
 import threading
@@ -102,11 +103,42 @@ def _settings(ctx: typer.Context) -> _Settings:
 
 
 def _out() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, emoji=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, emoji=False)
+
+
+_UNSAFE_BEYOND_C0 = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(rf"[\x00-\x1f{_UNSAFE_BEYOND_C0}]")
+"""What a terminal may act on: C0 controls (ESC, BEL, CR...), DEL, C1 controls (an 8-bit
+CSI), and the invisible characters that reorder or split a line (bidi controls, U+2028/9)."""
+_UNSAFE_IN_JSON = re.compile(f"[{_UNSAFE_BEYOND_C0}]")
+"""The same, less C0 controls: ``json.dumps`` escapes those itself."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(value: object, style: str = "") -> Text:
+    """``value`` as inert terminal text: the one way this command prints anything that
+    comes from users, Redis or the command line (user ids, session ids, keys, values,
+    prefixes, addresses, error messages).
+
+    Never read as Rich markup (``[/]`` or ``[link=...]`` print as themselves), and every
+    character in :data:`_UNSAFE` becomes a visible escape (ESC is printed as ``\\x1b``,
+    U+202E as ``\\u202e``), so no screen clear, OSC 52 clipboard write or hidden text ever
+    reaches the terminal."""
+    return Text(_UNSAFE.sub(_escape, str(value)), style=style)
+
+
+def _say(console: Console, *parts: str | Text | tuple[str, str]) -> None:
+    """Print one line: ``str`` parts are this module's own wording, ``(text, style)`` pairs
+    styled wording, :class:`Text` parts (from :func:`shown`) data. Nothing is markup."""
+    console.print(Text.assemble(*parts), soft_wrap=True)
 
 
 @contextmanager
@@ -116,11 +148,12 @@ def _handled() -> Iterator[None]:
     try:
         yield
     except (SticklessError, redis.RedisError, OSError) as exc:
-        _err().print(f"[red]error:[/red] {Text(str(exc))}", soft_wrap=True)
+        _say(_err(), ("error:", "red"), " ", shown(exc))
         raise typer.Exit(2) from None
 
 
-def _table(title: str | None = None) -> Table:
+def _table(title: Text | None = None) -> Table:
+    """A table in the command's style; its title, when given, is data (:func:`shown`)."""
     return Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1)
     )
@@ -139,7 +172,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_json(value: Any, *, indent: int | None = 2) -> None:
-    typer.echo(json.dumps(_jsonable(value), indent=indent, ensure_ascii=False))
+    """JSON on stdout; characters a terminal may act on are ``\\u`` escapes (still the
+    same JSON strings once parsed)."""
+    text = json.dumps(_jsonable(value), indent=indent, ensure_ascii=False)
+    typer.echo(_UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def _bytes(size: float | None) -> str:
@@ -246,7 +282,7 @@ def server(
     from stickless import embedded  # noqa: PLC0415  (needs the embedded extra)
 
     if topology is not Topology.standalone and (port is not None or aof or data_dir):
-        _err().print("[red]error:[/red] --port, --aof and --data-dir apply to standalone only")
+        _say(_err(), ("error:", "red"), " --port, --aof and --data-dir apply to standalone only")
         raise typer.Exit(2)
     out = _out()
     try:
@@ -259,7 +295,7 @@ def server(
         else:
             running = embedded.start_cluster()
     except (RuntimeError, ValueError) as exc:
-        _err().print(f"[red]error:[/red] cannot start Valkey: {Text(str(exc))}")
+        _say(_err(), ("error:", "red"), " cannot start Valkey: ", shown(exc))
         raise typer.Exit(2) from None
     stop = threading.Event()
 
@@ -273,24 +309,24 @@ def server(
             previous[wanted] = signal.signal(wanted, on_term)
     code = 0
     try:
-        out.print(f"[bold]Valkey {topology.value}[/bold] running. Ctrl-C to stop.")
+        _say(out, (f"Valkey {topology.value}", "bold"), " running. Ctrl-C to stop.")
         for node in running.nodes:
-            out.print(_node_line(node.role, node.url, node.pid), soft_wrap=True)
-        out.print(f"URL: {running.url}", soft_wrap=True)
-        out.print(f"export STICKLESS_URL='{running.url}'", soft_wrap=True)
+            _say(out, shown(_node_line(node.role, node.url, node.pid)))
+        _say(out, "URL: ", shown(running.url))
+        _say(out, "export STICKLESS_URL='", shown(running.url), "'")
         reported: set[int] = set()
         while not stop.wait(0.5):
             dead = [n for n in running.nodes if not n.alive and n.pid not in reported]
             for node in dead:
                 reported.add(node.pid)
-                _err().print(f"[yellow]node {node.role} {node.url} exited[/yellow]")
+                _say(_err(), shown(f"node {node.role} {node.url} exited", "yellow"))
             if topology is Topology.standalone and dead:
                 code = 1
                 break
     except KeyboardInterrupt:
         pass
     finally:
-        out.print("stopping...")
+        _say(out, "stopping...")
         running.stop()
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -316,9 +352,12 @@ def demo(
     try:
         module = importlib.import_module("stickless.demo")
     except ImportError as exc:
-        _err().print(
-            f"[red]error:[/red] the demo is not available ({Text(str(exc))}); "
-            "install it with: pip install 'stickless[demo]'"
+        _say(
+            _err(),
+            ("error:", "red"),
+            " the demo is not available (",
+            shown(exc),
+            "); install it with: pip install 'stickless[demo]'",
         )
         raise typer.Exit(2) from None
     run = module.run
@@ -350,9 +389,9 @@ def sessions_ls(
         return
     out = _out()
     if not found:
-        out.print("no sessions" + (f" for user {user!r}" if user else ""))
+        _say(out, "no sessions", *((" for user ", shown(repr(user))) if user else ()))
         return
-    table = _table(f"sessions under {settings.prefix!r}")
+    table = _table(shown(f"sessions under {settings.prefix!r}"))
     table.add_column("session id", overflow="fold", min_width=12)
     table.add_column("user", overflow="fold")
     for name in ("created", "accessed", "expires"):
@@ -361,8 +400,8 @@ def sessions_ls(
         table.add_column(name, justify="right", no_wrap=True)
     for s in found:
         table.add_row(
-            s.session_id,
-            s.user_id or "-",
+            shown(s.session_id),
+            shown(s.user_id or "-"),
             _ago(s.created_at),
             _ago(s.last_access),
             "no TTL!" if s.ttl_ms is None else "in " + _duration(s.ttl_ms / 1000),
@@ -372,7 +411,7 @@ def sessions_ls(
         )
     out.print(table)
     if limit and len(found) >= limit:
-        out.print(f"(first {limit} found; --limit 0 lists all)")
+        _say(out, f"(first {limit} found; --limit 0 lists all)")
 
 
 @sessions_app.command("show")
@@ -392,7 +431,7 @@ def sessions_show(
     with _handled():
         detail = show_session(_settings(ctx).store(), session_id, values=values)
     if detail is None:
-        _err().print(f"no session {session_id}")
+        _say(_err(), "no session ", shown(session_id))
         raise typer.Exit(1)
     if as_json:
         data = _jsonable(detail.summary)
@@ -409,16 +448,16 @@ def sessions_show(
     meta.add_column(style="bold")
     meta.add_column(overflow="fold")
     for label, value in (
-        ("session id", s.session_id),
-        ("user", s.user_id or "-"),
+        ("session id", shown(s.session_id)),
+        ("user", shown(s.user_id or "-")),
         ("created", f"{_stamp(s.created_at)} ({_ago(s.created_at)})"),
         ("last access", f"{_stamp(s.last_access)} ({_ago(s.last_access)})"),
         ("expires", "never (no TTL!)" if s.expires_at is None else _stamp(s.expires_at)),
         ("absolute deadline", _stamp(s.absolute_expires_at)),
         ("size", f"{_bytes(s.size)} in {s.keys} keys; {_bytes(s.memory)} of server memory"),
-        ("node", s.node),
+        ("node", shown(s.node)),
     ):
-        meta.add_row(label, value)
+        meta.add_row(label, value if isinstance(value, Text) else Text(value))
     out.print(meta)
     keys = _table()
     keys.add_column("key", overflow="fold")
@@ -426,19 +465,18 @@ def sessions_show(
     if values:
         keys.add_column("value", overflow="fold")
     for name, size in detail.key_sizes.items():
-        row = [name, str(size)]
+        row = [shown(name), Text(str(size))]
         if values and detail.values is not None:
-            shown = (
-                "(not JSON)"
+            row.append(
+                Text("(not JSON)", style="yellow")
                 if name in detail.undecodable
-                else json.dumps(detail.values.get(name), ensure_ascii=False)
+                else shown(json.dumps(detail.values.get(name), ensure_ascii=False))
             )
-            row.append(shown)
         keys.add_row(*row)
     if detail.key_sizes:
         out.print(keys)
     if not values:
-        out.print("(values hidden; --values shows them)")
+        _say(out, "(values hidden; --values shows them)")
 
 
 @sessions_app.command("rm")
@@ -464,8 +502,8 @@ def sessions_rm(
         _print_json(results)
     else:
         for result in results:
-            word = "destroyed" if result["destroyed"] else "[yellow]not found[/yellow]"
-            _out().print(f"{result['session_id']}: {word}", soft_wrap=True)
+            word = ("destroyed", "") if result["destroyed"] else ("not found", "yellow")
+            _say(_out(), shown(result["session_id"]), ": ", word)
     if not all(result["destroyed"] for result in results):
         raise typer.Exit(1)
 
@@ -485,15 +523,15 @@ def users_show(
         return
     out = _out()
     if not infos:
-        out.print(f"no sessions for user {user!r}")
+        _say(out, "no sessions for user ", shown(repr(user)))
         return
-    table = _table(f"sessions of {user!r}")
+    table = _table(shown(f"sessions of {user!r}"))
     table.add_column("session id", overflow="fold", min_width=16)
     for name in ("created", "accessed", "expires", "deadline"):
         table.add_column(name, no_wrap=True)
     for info in infos:
         table.add_row(
-            info.session_id,
+            shown(info.session_id),
             _ago(info.created_at),
             _ago(info.last_access),
             _until(info.expires_at),
@@ -517,11 +555,18 @@ def users_revoke(
         owned = keep is not None and any(i.session_id == keep for i in store.sessions_for(user))
         count = revoke_user(store, user, keep=keep)
     if keep is not None and not owned:
-        typer.echo(f"note: --keep {keep} is not one of {user!r}'s sessions", err=True)
+        _say(
+            _err(),
+            "note: --keep ",
+            shown(keep),
+            " is not one of ",
+            shown(repr(user)),
+            "'s sessions",
+        )
     if as_json:
         _print_json({"user": user, "revoked": count, "kept": keep if owned else None})
     else:
-        _out().print(f"revoked {count} session(s) of {user!r}", soft_wrap=True)
+        _say(_out(), f"revoked {count} session(s) of ", shown(repr(user)))
 
 
 # ----------------------------------------------------------------------------- stats
@@ -551,13 +596,13 @@ def stats(
         "topology",
         f"{result.topology} ({primaries} {'primary' if primaries == 1 else 'primaries'})",
     )
-    summary.add_row("prefix", result.prefix)
+    summary.add_row("prefix", shown(result.prefix))
     summary.add_row("live sessions", str(result.sessions))
     summary.add_row("user indexes", str(result.user_indexes))
     summary.add_row("renew forwards", str(result.forwards))
     summary.add_row("tombstones", str(result.tombstones))
     if result.no_ttl:
-        summary.add_row("[red]without TTL[/red]", f"[red]{result.no_ttl}[/red]")
+        summary.add_row(Text("without TTL", style="red"), Text(str(result.no_ttl), style="red"))
     summary.add_row(
         "memory / session",
         f"mean {_bytes(mem.mean)}, median {_bytes(mem.median)}, p95 {_bytes(mem.p95)} "
@@ -567,7 +612,7 @@ def stats(
     out.print(summary)
     if result.sessions:
         peak = max(bucket.count for bucket in result.ttl) or 1
-        histogram = _table("remaining TTL")
+        histogram = _table(Text("remaining TTL"))
         histogram.add_column("TTL")
         histogram.add_column("sessions", justify="right")
         histogram.add_column("", min_width=20)
@@ -581,13 +626,13 @@ def stats(
             )
         out.print(histogram)
     if len(result.nodes) > 1:
-        nodes = _table("per primary")
+        nodes = _table(Text("per primary"))
         nodes.add_column("node", no_wrap=True)
         for name in ("sessions", "mean", "median", "forwards", "tombstones", "used memory"):
             nodes.add_column(name, justify="right")
         for node in result.nodes:
             nodes.add_row(
-                node.address,
+                shown(node.address),
                 str(node.sessions),
                 _bytes(node.memory.mean),
                 _bytes(node.memory.median),
@@ -618,11 +663,11 @@ def health(
         _print_json(report)
     else:
         out = _out()
-        verdict = "[green]healthy[/green]" if report.ok else "[red bold]UNHEALTHY[/red bold]"
+        verdict = ("healthy", "green") if report.ok else ("UNHEALTHY", "red bold")
         where = report.address
         if not where.startswith(report.topology):
             where = f"{report.topology} {where}"
-        out.print(f"{Text(where)}: {verdict}", soft_wrap=True)
+        _say(out, shown(where), ": ", verdict)
         table = _table()
         table.add_column("node", no_wrap=True)
         table.add_column("role", no_wrap=True)
@@ -630,18 +675,18 @@ def health(
             table.add_column(name)
         for node in report.nodes:
             table.add_row(
-                node.address,
-                node.role,
+                shown(node.address),
+                shown(node.role),
                 "-" if node.latency_ms is None else f"{node.latency_ms:.2f} ms",
-                node.replica_of or "-",
+                shown(node.replica_of or "-"),
                 "-" if node.lag_bytes is None else _bytes(node.lag_bytes),
-                node.link or "-",
+                shown(node.link or "-"),
                 "-" if node.slots is None else str(node.slots),
-                "[green]ok[/green]" if node.ok else "[red]problem[/red]",
+                Text("ok", style="green") if node.ok else Text("problem", style="red"),
             )
         out.print(table)
         for problem in report.problems:
-            out.print(f"[red]-[/red] {Text(problem)}", soft_wrap=True)
+            _say(out, ("-", "red"), " ", shown(problem))
     if not report.ok:
         raise typer.Exit(1)
 
@@ -677,31 +722,37 @@ def events(
         for status in statuses:
             if status.enabled is not True:
                 state = "not enabled" if status.enabled is False else "cannot be checked"
-                err.print(
-                    f"[yellow]warning:[/yellow] {status.node}: keyspace notifications {state} "
-                    f"({Text(status.error or 'flags ' + status.flags)}); they need "
-                    f"{REQUIRED_FLAGS!r} in notify-keyspace-events",
-                    soft_wrap=True,
+                _say(
+                    err,
+                    ("warning:", "yellow"),
+                    " ",
+                    shown(status.node),
+                    f": keyspace notifications {state} (",
+                    shown(status.error or "flags " + status.flags),
+                    f"); they need {REQUIRED_FLAGS!r} in notify-keyspace-events",
                 )
         if statuses and all(status.enabled is False for status in statuses):
-            err.print("[red]error:[/red] no node publishes the events")
+            _say(err, ("error:", "red"), " no node publishes the events")
             raise typer.Exit(2)
-        err.print(
-            f"listening on {len(statuses)} node(s) for sessions under {settings.prefix!r}"
-            + ("" if timeout is not None or count is not None else " (Ctrl-C to stop)"),
-            soft_wrap=True,
+        _say(
+            err,
+            f"listening on {len(statuses)} node(s) for sessions under ",
+            shown(repr(settings.prefix)),
+            "" if timeout is not None or count is not None else " (Ctrl-C to stop)",
         )
         out = _out()
         for event in subscriber.listen(timeout=timeout, count=count):
             if as_json:
-                typer.echo(json.dumps(_jsonable(event)))
+                _print_json(event, indent=None)
             else:
-                style = _KIND_STYLE.get(event.kind, "")
-                out.print(
-                    f"{event.at.isoformat(timespec='milliseconds')}  "
-                    f"[{style}]{event.kind:<9}[/{style}]  {event.session_id}"
-                    + f"  {event.node}",
-                    soft_wrap=True,
+                _say(
+                    out,
+                    f"{event.at.isoformat(timespec='milliseconds')}  ",
+                    shown(f"{event.kind:<9}", _KIND_STYLE.get(event.kind, "")),
+                    "  ",
+                    shown(event.session_id),
+                    "  ",
+                    shown(event.node),
                 )
             sys.stdout.flush()
     except KeyboardInterrupt:
