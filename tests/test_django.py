@@ -230,6 +230,24 @@ def test_the_pre_login_key_cannot_destroy_the_logged_in_session(
     assert len(get_store().sessions_for(str(alice.pk))) == 1
 
 
+def test_after_cycle_key_the_old_key_has_no_power(url: str) -> None:
+    """As with Django's own engines (which delete the old key), the key ``cycle_key()``
+    replaced can neither destroy nor write into the session."""
+    s = SessionStore()
+    s["cart"] = 1
+    s.save()
+    old = s.session_key
+    in_flight = SessionStore(old)
+    in_flight.load()
+    s.cycle_key()
+    assert s.session_key != old
+    in_flight["member_id"] = "attacker"
+    with contextlib.suppress(Exception):  # UpdateError: the session is gone for that key
+        in_flight.save()
+    SessionStore().delete(old)
+    assert SessionStore(s.session_key).load() == {"cart": 1}
+
+
 def test_login_on_a_fresh_session_is_one_write(url: str, alice: User) -> None:
     client = Client()
     with batches() as sent:

@@ -20,9 +20,10 @@ import flask_login
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
+from starlette.websockets import WebSocket
 from werkzeug.test import Client as WerkzeugClient
 
 import stickless.asgi
@@ -195,3 +196,113 @@ def test_flask_login_renews_and_the_planted_token_stays_anonymous(
     me = victim.get("/whoami").get_json()
     assert me["user"] == "victim" or me["name"] == "victim"
     assert attacker.get("/whoami").get_json() == {"user": None, "name": None}
+
+
+# ----------------------------------------------------- identity changed in place
+def nested_starlette_app(url: str) -> Starlette:
+    """Anonymous preferences live under ``user``; login fills in ``user["name"]`` in place,
+    in a plain route, a streaming body (after the headers went out) or a WebSocket."""
+
+    async def prefs(request: Request) -> Response:
+        request.session.setdefault("user", {})["theme"] = "dark"
+        return PlainTextResponse("ok")
+
+    async def signin(request: Request) -> Response:
+        request.session["user"]["name"] = "victim"
+        return PlainTextResponse("in")
+
+    async def signin_streaming(request: Request) -> Response:
+        async def body() -> Any:
+            yield b"a"
+            request.session["user"]["name"] = "victim"  # too late for a new cookie
+            yield b"b"
+
+        return StreamingResponse(body())
+
+    async def signin_websocket(websocket: WebSocket) -> None:
+        await websocket.accept()
+        websocket.session["user"]["name"] = await websocket.receive_text()
+        await websocket.send_text("ok")
+        await websocket.close()
+
+    async def whoami(request: Request) -> Response:
+        return JSONResponse(request.session.get("user"))
+
+    app = Starlette(
+        routes=[
+            Route("/prefs", prefs),
+            Route("/signin", signin),
+            Route("/signin-streaming", signin_streaming),
+            WebSocketRoute("/signin-websocket", signin_websocket),
+            Route("/whoami", whoami),
+        ]
+    )
+    app.add_middleware(stickless.asgi.SessionMiddleware, url=url)
+    return app
+
+
+@pytest.mark.parametrize("how", ["plain", "streaming", "websocket"])
+def test_asgi_identity_changed_in_place_never_lands_under_the_planted_token(
+    stickless_url: str, how: str
+) -> None:
+    with TestClient(nested_starlette_app(stickless_url)) as http:
+        http.cookies.clear()
+        planted = _token_of(http.get("/prefs"))
+        assert planted
+        cookie = {"Cookie": f"{COOKIE}={planted}"}
+        http.cookies.clear()
+        if how == "websocket":
+            with http.websocket_connect("/signin-websocket", headers=cookie) as ws:
+                ws.send_text("victim")
+                ws.receive_text()
+        else:
+            response = http.get(
+                "/signin" if how == "plain" else "/signin-streaming", headers=cookie
+            )
+            if how == "plain":
+                assert _token_of(response) not in (None, planted)
+        http.cookies.clear()
+        # renewed: the planted token loads nothing; too late to renew: the change is dropped
+        expected = None if how == "plain" else {"theme": "dark"}
+        assert http.get("/whoami", headers=cookie).json() == expected
+
+
+def test_flask_and_wsgi_identity_changed_in_place_renews(stickless_url: str) -> None:
+    app = flask.Flask("nested")
+    app.config.update(TESTING=True, SECRET_KEY="test only", STICKLESS_URL=stickless_url)
+    Stickless(app)
+
+    @app.get("/prefs")
+    def prefs() -> str:
+        flask.session.setdefault("user", {})["theme"] = "dark"
+        return "ok"
+
+    @app.get("/signin")
+    def signin() -> str:
+        flask.session["user"]["name"] = "victim"
+        return "in"
+
+    @app.get("/whoami")
+    def whoami() -> Any:
+        return flask.session.get("user") or {}
+
+    def wsgi(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        session = environ["stickless.session"]
+        if environ["PATH_INFO"] == "/prefs":
+            session.setdefault("user", {})["theme"] = "dark"
+        elif environ["PATH_INFO"] == "/signin":
+            session["user"]["name"] = "victim"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [repr(sorted(session.get("user", {}))).encode()]
+
+    plain = stickless.wsgi.SessionMiddleware(wsgi, url=stickless_url)
+    for target in (app, plain):
+        client = WerkzeugClient(target, use_cookies=False)
+        planted = _token_of(client.get("/prefs"))
+        assert planted
+        cookie = {"Cookie": f"{COOKIE}={planted}"}
+        assert _token_of(client.get("/signin", headers=cookie)) not in (None, planted)
+        assert b"victim" not in client.get("/whoami", headers=cookie).data
+        assert b"name" not in client.get("/whoami", headers=cookie).data
+    plain.store.close()
+    app.extensions["stickless"].store.close()

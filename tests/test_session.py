@@ -265,3 +265,17 @@ def test_user_id_must_be_printable_unicode(new: Session) -> None:
         new.user_id = "\ud800"
     with pytest.raises(ValueError, match="control"):
         new.user_id = "a\x1b[2J"
+
+
+@pytest.mark.parametrize("amount", [2**63, -(2**63) - 1])
+def test_incr_outside_int64_is_refused_at_the_call(new: Session, amount: int) -> None:
+    with pytest.raises(ValueError, match="64-bit"):
+        new.incr("n", amount)
+    assert "n" not in new
+
+
+def test_incr_result_outside_int64_is_refused() -> None:
+    s = loaded({"n": 2**63 - 1})
+    with pytest.raises(ValueError, match="64-bit"):
+        s.incr("n")
+    assert s["n"] == 2**63 - 1

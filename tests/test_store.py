@@ -15,6 +15,7 @@ import redis
 
 from stickless import (
     AsyncSessionStore,
+    ConfigurationError,
     SessionConfig,
     SessionConflict,
     SessionStatus,
@@ -646,3 +647,102 @@ def test_incr_overflow_is_refused_and_writes_nothing(
     with pytest.raises(SessionConflict, match="overflow"):
         store.save(b)
     assert dict(store.load(s.token)) == {"n": 2**63 - 1, "m": 0}
+
+
+# ------------------------------------------------------------- review findings (2)
+def test_in_place_change_of_a_nested_identity_value_renews(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["user"] = {"id": None, "theme": "dark"}
+    store.save(s)
+    planted = s.token
+    in_flight = store.load(planted)
+    victim = store.load(planted)
+    victim["user"]["id"] = "victim"  # login by changing the value in place
+    store.save(victim)
+    assert victim.token != planted and store.load(planted) is None
+    in_flight["user"]["role"] = "admin"  # nor through the old token, in place
+    assert store.save(in_flight).outcome == "gone"
+    assert store.load(victim.token)["user"] == {"id": "victim", "theme": "dark"}
+
+
+def test_in_flight_in_place_identity_write_is_refused_after_a_rotation(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["user"] = {"name": "ann"}
+    store.save(s)
+    old = store.load(s.token)
+    s.renew()
+    store.save(s)
+    old["user"]["role"] = "admin"
+    assert store.save(old).outcome == "gone"
+    assert store.load(s.token)["user"] == {"name": "ann"}
+
+
+def test_renew_without_forward_leaves_the_old_token_no_power(
+    stickless_url: str, store_factory: Any
+) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["cart"] = [1]
+    store.save(s)
+    old = s.token
+    in_flight = store.load(old)
+    s.renew(forward=False)
+    store.save(s)
+    in_flight["cart"] = [2]
+    assert store.save(in_flight).outcome == "gone"
+    assert store.destroy(old) is False and store.load(s.token)["cart"] == [1]
+
+
+@pytest.mark.parametrize("field", ["forward_ttl", "tombstone_ttl", "idle_timeout"])
+@pytest.mark.parametrize("value", [0, 0.0004, -1])
+def test_durations_below_a_millisecond_are_refused(field: str, value: float) -> None:
+    with pytest.raises(ConfigurationError, match=field):
+        SessionConfig(**{field: value})
+
+
+def test_revoke_keep_spares_only_the_current_token(stickless_url: str, store_factory: Any) -> None:
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s.login("u")
+    s["x"] = 1
+    store.save(s)
+    stale = s.token
+    s = store.load(stale)
+    s["user"] = "u"  # identity change: the stale token loses its power
+    store.save(s)
+    assert store.revoke_user("u", keep=stale) == 1  # a powerless token keeps nothing
+    t = store.new()
+    t.login("u")
+    t["x"] = 1
+    store.save(t)
+    forged = t.raw_token.split(".")[0] + "." + "A" * 43
+    assert store.revoke_user("u", keep=forged) == 1  # nor does a forged one
+    mine, other = store.new(), store.new()
+    for session in (mine, other):
+        session.login("u")
+        session["x"] = 1
+        store.save(session)
+    assert store.revoke_user("u", keep=mine.token) == 1  # the current token: kept
+    assert store.load(mine.token) is not None and store.load(other.token) is None
+    assert [i.session_id for i in store.sessions_for("u")] == [mine.raw_token.split(".")[0]]
+
+
+def test_destroy_id_with_an_owner_checks_it(stickless_url: str) -> None:
+    from stickless import SessionStore
+
+    with SessionStore.from_url(stickless_url, fresh_config()) as store:
+        s = store.new()
+        s.login("ann")
+        s["x"] = 1
+        store.save(s)
+        session_id = s.raw_token.split(".")[0]
+        assert store.destroy_id(session_id, user_id="mallory") is False
+        assert store.load(s.token) is not None
+        assert store.destroy_id(session_id, user_id="ann") is True
+        assert store.load(s.token) is None

@@ -17,6 +17,8 @@ DEFAULT_IDENTITY_KEYS: frozenset[str] = frozenset(
         "username",
         "uid",
         "account_id",
+        "email",
+        "logged_in",
         "_user_id",  # Flask-Login
         "_fresh",  # Flask-Login
         "_auth_user_id",  # Django (django.contrib.auth)
@@ -85,7 +87,8 @@ class SessionConfig:
     (``user_id``, ``login()``), or follows ``clear()`` with new data, renews the token by
     itself, and the old token then loads, saves and destroys nothing (session fixation
     protection without a call to ``login()``). Default: :data:`DEFAULT_IDENTITY_KEYS`
-    (``user``, ``user_id``, ``username``, ``uid``, ``account_id``, Flask-Login's
+    (``user``, ``user_id``, ``username``, ``uid``, ``account_id``, ``email``, ``logged_in``,
+    Flask-Login's
     ``_user_id`` and ``_fresh``, Django's ``_auth_user_id``, ``_auth_user_backend`` and
     ``_auth_user_hash``). Pass
     ``DEFAULT_IDENTITY_KEYS | {"member"}`` to add your own."""
@@ -116,9 +119,10 @@ class SessionConfig:
     """Extra keyword arguments passed to the redis-py client (e.g. ``{"protocol": 2}``)."""
 
     def __post_init__(self) -> None:
+        for name in ("idle_timeout", "absolute_timeout", "forward_ttl", "tombstone_ttl"):
+            if not getattr(self, name) >= 0.001:  # sent to Redis in whole milliseconds
+                raise ConfigurationError(f"SessionConfig.{name} must be at least 0.001 (1 ms)")
         positive = (
-            "idle_timeout",
-            "absolute_timeout",
             "socket_timeout",
             "connect_timeout",
             "primary_check_interval",

@@ -17,13 +17,15 @@ import enum
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 from stickless import codec
 from stickless.config import DEFAULT_IDENTITY_KEYS
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+"""The range of Redis integers (HINCRBY)."""
 
 
 class SessionStatus(enum.StrEnum):
@@ -137,7 +139,7 @@ class Session(dict[str, Any]):
         self._user_id = user_id
         self._stored_user_id = user_id if meta is not None else None
         self._status = SessionStatus.NEW if meta is None else SessionStatus.LOADED
-        self._renew = False
+        self._renew: Literal["forward", "strict"] | None = None
         self._ops: dict[str, _Op | int] = {}
         self._accessed = False
         self._cleared = False
@@ -151,7 +153,7 @@ class Session(dict[str, Any]):
     @property
     def status(self) -> SessionStatus:
         """``new``, ``loaded``, ``renew`` (renewal pending) or ``invalidated``."""
-        if self._status is SessionStatus.LOADED and self._renew:
+        if self._status is SessionStatus.LOADED and self._renew is not None:
             return SessionStatus.RENEW
         return self._status
 
@@ -170,7 +172,7 @@ class Session(dict[str, Any]):
         """True when a save would write something (data, user, renew or invalidate)."""
         if self._status is SessionStatus.INVALIDATED:
             return self._meta is not None
-        return bool(self.pending_changes()) or self._renew or self.user_changed
+        return bool(self.pending_changes()) or self._renew is not None or self.user_changed
 
     @property
     def emptied(self) -> bool:
@@ -183,7 +185,7 @@ class Session(dict[str, Any]):
             and self._meta is not None
             and not dict.__len__(self)
             and self._user_id is None
-            and not self._renew
+            and self._renew is None
             and any(op is _Op.DELETE for op in self._ops.values())
         )
 
@@ -241,25 +243,28 @@ class Session(dict[str, Any]):
         return _ms_to_datetime(self._meta.expires_ms if self._meta else None)
 
     # -------------------------------------------------------------------- life cycle
-    def renew(self) -> None:
+    def renew(self, *, forward: bool = True) -> None:
         """Give the session a new token at the next save, keeping its data. The old token
         stops loading at once after that save. A new session already has a fresh token, so
         this is a no-op for it.
 
         There is no need to call this on login: a save that changes the session's identity
         (the bound user, or a key of ``SessionConfig.identity_keys``, or ``clear()`` followed
-        by new data) renews by itself, and then the old token keeps no power at all. A
-        plain ``renew()`` (same identity) lets requests still in flight with the old token
-        save *data* for ``forward_ttl``."""
+        by new data) renews by itself, and then the old token keeps no power at all.
+
+        ``forward=True`` (default, a plain rotation): requests still in flight with the old
+        token may save *data* (never identity keys or the user binding) into the renewed
+        session for ``forward_ttl``. ``forward=False``: the old token keeps no power at all,
+        as after an identity change (Django's ``cycle_key`` uses this)."""
         if self._status is SessionStatus.LOADED:
-            self._renew = True
+            self._renew = "strict" if not forward or self._renew == "strict" else "forward"
 
     def invalidate(self) -> None:
         """Empty the session and destroy it in Redis at the next save (logout)."""
         dict.clear(self)
         self._ops.clear()
         self._user_id = None
-        self._renew = False
+        self._renew = None
         self._status = SessionStatus.INVALIDATED
 
     def login(self, user_id: str) -> None:
@@ -278,7 +283,8 @@ class Session(dict[str, Any]):
         The increment is applied atomically in Redis at save (``HINCRBY``), so concurrent
         requests never lose counts; after the save, ``self[key]`` holds the value Redis
         computed, which includes other requests' increments.
-        Raises ``TypeError`` when the current value is not an int.
+        Raises ``TypeError`` when the current value is not an int, ``ValueError`` when the
+        amount or the result is outside Redis's signed 64-bit range.
         """
         _check_key(key)
         if not isinstance(amount, int) or isinstance(amount, bool):
@@ -286,15 +292,17 @@ class Session(dict[str, Any]):
         current = dict.get(self, key, 0)
         if not isinstance(current, int) or isinstance(current, bool):
             raise TypeError(f"session[{key!r}] is {type(current).__name__}, incr needs an int")
-        self._mutating()
         value = current + amount
-        _encode_for(key, value)  # 64-bit range check
-        dict.__setitem__(self, key, value)
         previous = self._ops.get(key)
-        if isinstance(previous, _Op):
-            self._ops[key] = _Op.SET
-        else:
-            self._ops[key] = (previous or 0) + amount
+        pending = amount if isinstance(previous, _Op) else (previous or 0) + amount
+        for number in (value, pending):
+            if not _INT64_MIN <= number <= _INT64_MAX:
+                raise ValueError(
+                    f"session[{key!r}]: incr by {amount} leaves Redis's signed 64-bit range"
+                )
+        self._mutating()
+        dict.__setitem__(self, key, value)
+        self._ops[key] = _Op.SET if isinstance(previous, _Op) else pending
         return value
 
     # ------------------------------------------------------------ dict: reading
@@ -447,38 +455,57 @@ class Session(dict[str, Any]):
             total += len(key.encode()) + len(value)
         return total
 
+    def _identity_writes(self) -> tuple[bool, bool]:
+        """``(touched, changed)``: whether the next save writes an identity key at all, and
+        whether it changes one's stored value (a new value, a delete, an increment, or an
+        in-place change of a nested value)."""
+        touched = changed = False
+        for key in self._identity_keys:
+            op = self._ops.get(key)
+            if op is None:  # not assigned: maybe changed in place (session["user"]["id"] = 1)
+                value = dict.get(self, key, _MISSING)
+                if isinstance(value, dict | list) and codec.encode(value) != self._stored.get(key):
+                    return True, True
+                continue
+            touched = True
+            if op is _Op.SET:
+                changed = changed or codec.encode(dict.__getitem__(self, key)) != self._stored.get(
+                    key
+                )
+            elif op is _Op.DELETE:
+                changed = changed or key in self._stored
+            elif op:
+                changed = True
+        return touched, changed
+
     @property
     def identity_changed(self) -> bool:
         """True when a save would change who this session is: the bound user changes, an
         identity key (``SessionConfig.identity_keys``) gets a different value (or is
-        deleted, or incremented), or the session was cleared and then given new data.
-        Writing an identity key's stored value again changes nothing."""
+        deleted, incremented, or changed in place), or the session was cleared and then
+        given new data. Writing an identity key's stored value again changes nothing."""
         if self.user_changed or (self._cleared and dict.__len__(self)):
             return True
-        for key, op in self._ops.items():
-            if key not in self._identity_keys:
-                continue
-            if op is _Op.SET:
-                if codec.encode(dict.__getitem__(self, key)) != self._stored.get(key):
-                    return True
-            elif op is _Op.DELETE:
-                if key in self._stored:
-                    return True
-            elif op:
-                return True
-        return False
+        return self._identity_writes()[1]
 
     @property
     def touches_identity(self) -> bool:
-        """True when the change log writes any identity key or the user binding (such a save
+        """True when the next save writes any identity key or the user binding (such a save
         is never applied through a renew forward)."""
-        return self.user_changed or any(key in self._identity_keys for key in self._ops)
+        return self.user_changed or self._identity_writes()[0]
 
     @property
     def renew_pending(self) -> bool:
         """True when the next save gives a stored session a new token: ``renew()`` was
         called, or its identity changed."""
-        return self._meta is not None and (self._renew or self.identity_changed)
+        return self._meta is not None and (self._renew is not None or self.identity_changed)
+
+    @property
+    def forwards_old_token(self) -> bool:
+        """True when the pending renew is a plain rotation: requests in flight with the old
+        token may still save data for ``forward_ttl``. False after an identity change or
+        ``renew(forward=False)``: the old token then keeps no power at all."""
+        return self._renew == "forward" and not self.identity_changed
 
     @property
     def raw_token(self) -> str:
@@ -505,7 +532,7 @@ class Session(dict[str, Any]):
         self._cleared = False
         self._meta = meta
         self._status = SessionStatus.LOADED
-        self._renew = False
+        self._renew = None
         self._stored_user_id = self._user_id
         self._raw_token = raw_token
         self._token = token
@@ -519,7 +546,7 @@ class Session(dict[str, Any]):
         self._meta = None
         self._stored.clear()
         self._stored_user_id = None
-        self._renew = False
+        self._renew = None
         self._cleared = False
         self._ops = {key: _Op.SET for key in dict.keys(self)}
 
@@ -528,6 +555,6 @@ class Session(dict[str, Any]):
         dict.clear(self)
         self._ops.clear()
         self._stored.clear()
-        self._renew = False
+        self._renew = None
         self._status = SessionStatus.INVALIDATED
         self._meta = None

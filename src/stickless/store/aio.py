@@ -85,11 +85,9 @@ class AsyncSessionStore(StoreBase):
         """See :meth:`SessionStore.destroy`."""
         return await drive(self._plan.destroy(token), self)
 
-    async def destroy_id(self, session_id: str) -> bool:
-        """Destroy a session by its id (``SessionInfo.session_id``, ``stickless sessions
-        ls``), as :meth:`destroy` does. True if it was live. Raises ValueError for a
-        malformed id."""
-        return await drive(self._plan.destroy_id(parse_session_id(session_id)), self)
+    async def destroy_id(self, session_id: str, *, user_id: str | None = None) -> bool:
+        """See :meth:`SessionStore.destroy_id`."""
+        return await drive(self._plan.destroy_id(parse_session_id(session_id), user_id), self)
 
     async def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """See :meth:`SessionStore.sessions_for`."""

@@ -306,7 +306,6 @@ class Planner:
             self._restart_as_new(session)
         changes = session.pending_changes()
         is_new = session.meta is None
-        identity = not is_new and session.identity_changed
         renew_to = (
             tokens.new_raw_token(tokens.token_id(session.raw_token).family)
             if session.renew_pending
@@ -322,9 +321,7 @@ class Planner:
 
         tid = tokens.token_id(session.raw_token)
         new_tid = tokens.token_id(renew_to) if renew_to else None
-        call = self._save_call(
-            session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid, identity=identity
-        )
+        call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
         calls: list[Call] = [call, *self._index_calls(session, tid)]
         wait = None
         if self.config.durability == "replicated":
@@ -391,7 +388,6 @@ class Planner:
         changes: Changes,
         is_new: bool,
         new_tid: TokenId | None,
-        identity: bool,
     ) -> ScriptCall:
         cfg = self.config
         user = ""
@@ -404,7 +400,7 @@ class Planner:
             cfg.absolute_ms,
             int(cfg.forward_ttl * 1000),
             new_tid.digest if new_tid else "",
-            "identity" if identity else "rotate",
+            "rotate" if session.forwards_old_token else "identity",
             user,
             "1" if session.touches_identity else "",
             len(changes.sets),
@@ -449,14 +445,15 @@ class Planner:
         tid = tokens.token_id(raw)
         return (yield from self._destroy(tid.family, tid.digest))
 
-    def destroy_id(self, session_id: str) -> Op[bool]:
-        """Destroy the session with id ``session_id`` (its family; operators and owners
-        only: no token is checked). True if one was live."""
-        return (yield from self._destroy(session_id, ""))
+    def destroy_id(self, session_id: str, user_id: str | None = None) -> Op[bool]:
+        """Destroy the session with id ``session_id`` (its family: no token is checked), and
+        with ``user_id`` only if it is bound to that user (checked in the script itself).
+        True if one was live."""
+        return (yield from self._destroy(session_id, "", owner=user_id or ""))
 
-    def _destroy(self, family: str, digest: str) -> Op[bool]:
+    def _destroy(self, family: str, digest: str, owner: str = "") -> Op[bool]:
         """Destroy now, leave a tombstone, drop the user index entry."""
-        call = self._destroy_call(family, digest)
+        call = self._destroy_call(family, digest, owner=owner)
         (reply,) = yield from self.run(Batch((call,), idempotent=True))
         _raise_server_error(reply)
         if int(reply[0]) != 1:
@@ -533,41 +530,51 @@ class Planner:
         )
 
     def revoke_user(self, user_id: str, keep: object = None) -> Op[int]:
-        """Destroy all of the user's sessions but ``keep`` (a Session, token or None)."""
-        keep_id = self._session_id_of(keep)
+        """Destroy all of the user's sessions but ``keep``: a Session or a client token (its
+        session is kept only while that token is its current one: a stale or forged token
+        keeps nothing), a session id (operators: that session is kept), or None."""
+        keep_id, spare = self._kept(keep)
         members = yield from self._index_members(user_id)
         doomed = [family for family in members if family != keep_id]
         count = 0
         if doomed:
-            calls = tuple(self._destroy_call(family, "", owner=user_id) for family in doomed)
-            for reply in (yield from self.run(Batch(calls, idempotent=True))):
+            calls = tuple(
+                self._destroy_call(family, "", owner=user_id, spare=spare) for family in doomed
+            )
+            replies = yield from self.run(Batch(calls, idempotent=True))
+            gone = []
+            for family, reply in zip(doomed, replies, strict=True):
                 _raise_server_error(reply)
                 count += int(reply[0]) == 1
-            yield from self.run(Batch((self._index_call(user_id, "", 0, doomed),), idempotent=True))
+                if int(reply[0]) == 1 or not spare:
+                    gone.append(family)
+            if gone:
+                prune = self._index_call(user_id, "", 0, gone)
+                yield from self.run(Batch((prune,), idempotent=True))
         return count
 
-    def _destroy_call(self, family: str, digest: str, owner: str = "") -> ScriptCall:
+    def _destroy_call(
+        self, family: str, digest: str, *, owner: str = "", spare: str = ""
+    ) -> ScriptCall:
         """Destroy the session of ``family`` if ``digest`` may (any when ''); with
-        ``owner``, only if bound to that user."""
+        ``owner``, only if bound to that user; never when ``spare`` is its current digest."""
         return ScriptCall(
             DESTROY,
             self.layout.session_keys(family),
-            (digest, int(self.config.tombstone_ttl * 1000), owner),
+            (digest, int(self.config.tombstone_ttl * 1000), owner, spare),
         )
 
-    def _session_id_of(self, keep: object) -> str | None:
-        """``keep`` as a session id: a Session, a client token, or a session id."""
+    def _kept(self, keep: object) -> tuple[str | None, str]:
+        """``keep`` of :meth:`revoke_user` as ``(session id kept outright, digest spared)``."""
         if keep is None:
-            return None
-        if isinstance(keep, Session):
-            return tokens.token_id(keep.raw_token).session_id
-        raw = self.codec.parse(keep)
+            return None, ""
+        raw = keep.raw_token if isinstance(keep, Session) else self.codec.parse(keep)
         if raw is not None:
-            return tokens.token_id(raw).session_id
+            return None, tokens.token_id(raw).digest
         try:
-            return tokens.parse_session_id(keep)  # type: ignore[arg-type]
+            return tokens.parse_session_id(keep), ""  # type: ignore[arg-type]
         except ValueError:
-            return None
+            return None, ""
 
 
 _UNAVAILABLE = (

@@ -76,11 +76,12 @@ class SessionStore(StoreBase):
         """Destroy a session now, by client token or Session. True if it was live."""
         return drive(self._plan.destroy(token), self)
 
-    def destroy_id(self, session_id: str) -> bool:
+    def destroy_id(self, session_id: str, *, user_id: str | None = None) -> bool:
         """Destroy a session by its id (``SessionInfo.session_id``, ``stickless sessions
-        ls``), as :meth:`destroy` does. True if it was live. Raises ValueError for a
-        malformed id."""
-        return drive(self._plan.destroy_id(parse_session_id(session_id)), self)
+        ls``), as :meth:`destroy` does; with ``user_id``, only if the session is bound to
+        that user (checked atomically: a "sign out that device" page passes the signed-in
+        user). True if it was live. Raises ValueError for a malformed id."""
+        return drive(self._plan.destroy_id(parse_session_id(session_id), user_id), self)
 
     def sessions_for(self, user_id: str) -> list[SessionInfo]:
         """The user's live sessions (devices), oldest first."""

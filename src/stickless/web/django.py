@@ -569,7 +569,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         if sl.is_new:  # not stored yet: it gets its key now and is written at save
             self._session_key = sl.token
             return
-        sl.renew()
+        sl.renew(forward=False)  # as Django's engines delete the old key: it keeps no power
         try:
             yield from self._save_flow(must_create=False)
         except UpdateError:

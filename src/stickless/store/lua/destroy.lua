@@ -2,6 +2,8 @@
 -- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone
 -- ARGV[1]  digest of the presented token, or '' to destroy by session id (operators)
 -- ARGV[2]  tombstone TTL (ms)   ARGV[3]  expected user id, or '' for any
+-- ARGV[4]  digest of a token whose session is spared when it is the current one, or ''
+--          (log out everywhere but this browser: a stale or forged token spares nothing)
 -- A token destroys its session when it is the current one, or the previous one a plain
 -- renew left a forward for (a logout already in flight); after an identity change the old
 -- token destroys nothing.
@@ -12,6 +14,7 @@ if meta.err or not meta[1] then return {0} end
 if ARGV[1] ~= '' and meta[1] ~= ARGV[1] and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then
   return {0}
 end
+if ARGV[4] ~= '' and meta[1] == ARGV[4] then return {0} end
 local user = meta[2] or ''
 if ARGV[3] ~= '' and user ~= ARGV[3] then return {0} end
 redis.call('DEL', KEYS[1], KEYS[2])
