@@ -16,9 +16,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import flask
 import pytest
 import redis
 from redis._parsers.base import BaseParser
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
 from werkzeug.test import Client
 
 from stickless import (
@@ -28,7 +34,9 @@ from stickless import (
     SessionStore,
     StoreUnavailable,
 )
+from stickless.asgi import SessionMiddleware as AsgiMiddleware
 from stickless.embedded import ClusterSetup, Standalone, start_cluster, start_standalone
+from stickless.flask import Stickless
 from stickless.store import failures
 from stickless.store.base import UNAVAILABLE_TYPES
 from stickless.store.plan import Batch, Command
@@ -405,4 +413,30 @@ def test_replication_timeout_says_applied_not_replicated(server: Standalone) -> 
 
     client = Client(cast(Any, SessionMiddleware(counter_app, url=server.url, config=cfg)))
     response = client.get("/")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+
+def test_flask_and_starlette_answer_a_replication_timeout_with_503(server: Standalone) -> None:
+    """What docs/adapters/flask.md and starlette.md promise: 503 + Retry-After, not 500."""
+    cfg = config(durability="replicated", min_replicas=1, wait_timeout=0.05)
+    app = flask.Flask("replication")
+
+    @app.get("/")
+    def count() -> str:
+        flask.session["n"] = flask.session.get("n", 0) + 1
+        return "ok"
+
+    app.config.update(STICKLESS_URL=server.url, STICKLESS_CONFIG=cfg)
+    Stickless(app)
+    response = app.test_client().get("/")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+    async def endpoint(request: Request) -> PlainTextResponse:
+        request.session["n"] = request.session.get("n", 0) + 1
+        return PlainTextResponse("ok")
+
+    asgi = Starlette(routes=[Route("/", endpoint)])
+    asgi.add_middleware(AsgiMiddleware, url=server.url, config=cfg)
+    with TestClient(asgi) as client:
+        response = client.get("/")
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
