@@ -29,6 +29,7 @@ A :class:`Follower` fixes that:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -549,8 +550,6 @@ class _AsyncLookup(_Lookup):
     async def discover_master(self, service_name: str) -> Address:  # type: ignore[override]
         if self.follower.tracker.primary is not None:
             return self.follower.primary_address()
-        import asyncio  # noqa: PLC0415
-
         return await asyncio.to_thread(self.follower.primary_address)
 
     async def discover_slaves(self, service_name: str) -> list[Address]:  # type: ignore[override]
