@@ -73,7 +73,14 @@ class Changes:
         return bool(self.sets or self.deletes or self.incrs)
 
 
-def _ms_to_datetime(ms: int | None) -> datetime | None:
+@overload
+def ms_to_datetime(ms: int) -> datetime: ...
+@overload
+def ms_to_datetime(ms: None) -> None: ...
+@overload
+def ms_to_datetime(ms: int | None) -> datetime | None: ...
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    """Milliseconds since the epoch (the server clock's unit) as an aware UTC datetime."""
     return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
@@ -225,22 +232,22 @@ class Session(dict[str, Any]):
     @property
     def created_at(self) -> datetime | None:
         """When the session was first saved (server clock, UTC); None while new."""
-        return _ms_to_datetime(self._meta.created_ms if self._meta else None)
+        return ms_to_datetime(self._meta.created_ms if self._meta else None)
 
     @property
     def last_access(self) -> datetime | None:
         """Last load that refreshed the idle TTL, or last save (UTC); None while new."""
-        return _ms_to_datetime(self._meta.access_ms if self._meta else None)
+        return ms_to_datetime(self._meta.access_ms if self._meta else None)
 
     @property
     def absolute_expires_at(self) -> datetime | None:
         """The hard deadline (created + absolute_timeout, UTC); None while new."""
-        return _ms_to_datetime(self._meta.deadline_ms if self._meta else None)
+        return ms_to_datetime(self._meta.deadline_ms if self._meta else None)
 
     @property
     def expires_at(self) -> datetime | None:
         """When the session expires unless used again (UTC); None while new."""
-        return _ms_to_datetime(self._meta.expires_ms if self._meta else None)
+        return ms_to_datetime(self._meta.expires_ms if self._meta else None)
 
     # -------------------------------------------------------------------- life cycle
     def renew(self, *, forward: bool = True) -> None:
@@ -434,12 +441,12 @@ class Session(dict[str, Any]):
                 if key in self._stored or self._meta is not None:
                     deletes.append(key)
             elif op is _Op.SET:
-                sets[key] = codec.encode(dict.__getitem__(self, key))
+                sets[key] = _encode_for(key, dict.__getitem__(self, key))
             elif isinstance(op, int) and op:
                 incrs[key] = op
         for key, value in dict.items(self):
             if key not in self._ops and isinstance(value, dict | list):
-                encoded = codec.encode(value)
+                encoded = _encode_for(key, value)
                 if encoded != self._stored.get(key):
                     sets[key] = encoded
         return Changes(sets, deletes, incrs)

@@ -34,6 +34,7 @@ from stickless.ops._nodes import (
     text,
     topology_of,
 )
+from stickless.session import ms_to_datetime
 from stickless.store import keys
 from stickless.store.keys import KeyLayout, glob_escape
 from stickless.store.sync import SessionStore
@@ -209,10 +210,6 @@ def _ms(value: bytes | str | None) -> int | None:
         return None
 
 
-def _dt(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def _summary(session_id: str, reply: Sequence[Any], memory: Any, node: str) -> SessionSummary:
     now, pttl, created, access, deadline, user, count, size = reply
     ttl = int(pttl)
@@ -220,10 +217,10 @@ def _summary(session_id: str, reply: Sequence[Any], memory: Any, node: str) -> S
     return SessionSummary(
         session_id=session_id,
         user_id=text(user) or None,
-        created_at=_dt(_ms(created)),
-        last_access=_dt(_ms(access)),
-        expires_at=_dt(now_ms + ttl) if ttl >= 0 else None,
-        absolute_expires_at=_dt(_ms(deadline)),
+        created_at=ms_to_datetime(_ms(created)),
+        last_access=ms_to_datetime(_ms(access)),
+        expires_at=ms_to_datetime(now_ms + ttl) if ttl >= 0 else None,
+        absolute_expires_at=ms_to_datetime(_ms(deadline)),
         ttl_ms=ttl if ttl >= 0 else None,
         keys=int(count),
         size=int(size),

@@ -11,11 +11,12 @@ A driver may also receive a :class:`Pause` (sleep before retrying an idempotent 
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from stickless.errors import (
     SessionTooLarge,
     StoreUnavailable,
 )
-from stickless.session import Changes, Session, SessionMeta, SessionStatus
+from stickless.session import Changes, Session, SessionMeta, SessionStatus, ms_to_datetime
 from stickless.store import keys
 from stickless.store.failures import Unavailable
 from stickless.store.keys import KeyLayout
@@ -122,22 +123,47 @@ Op = Generator[Step, Any, T]
 
 
 # ------------------------------------------------------------------------- results
+class SaveOutcome(enum.StrEnum):
+    """What a save did (a ``str``: ``outcome == "gone"`` works too)."""
+
+    SAVED = "saved"
+    """The changes are stored."""
+    UNCHANGED = "unchanged"
+    """Nothing to write: no command was sent."""
+    DESTROYED = "destroyed"
+    """The invalidated session was removed."""
+    GONE = "gone"
+    """The session had expired, was destroyed elsewhere, or the token lost its power (an
+    identity renew elsewhere): nothing written, the Session is now invalidated."""
+
+
 @dataclass(frozen=True, slots=True)
 class SaveResult:
-    """What ``store.save`` did.
+    """What ``store.save`` did: its :class:`SaveOutcome`, and ``replicas``, the number of
+    replicas that acknowledged (``durability="replicated"``)."""
 
-    ``outcome`` is one of ``"saved"``, ``"unchanged"`` (nothing to write, no command sent),
-    ``"destroyed"`` (invalidated session removed), ``"gone"`` (the session had expired or was
-    destroyed elsewhere: nothing written, the session is now invalidated).
-    ``replicas`` is the number of replicas that acknowledged (``durability="replicated"``).
-    """
-
-    outcome: str
+    outcome: SaveOutcome
     replicas: int | None = None
 
     @property
     def written(self) -> bool:
-        return self.outcome in ("saved", "destroyed")
+        return self.outcome in (SaveOutcome.SAVED, SaveOutcome.DESTROYED)
+
+
+class SaveStatus(enum.IntEnum):
+    """The first element of ``save.lua``'s reply."""
+
+    SAVED = 1
+    FORWARDED = 2
+    """Saved through a renew forward: data only, no renew."""
+    GONE = 0
+    DESTROYED = -1
+    """Gone, and a tombstone says it was destroyed."""
+    EXISTS = -2
+    """A new session's key is taken."""
+    NOT_INTEGER = -3
+    """An ``incr`` met a non-integer or would overflow (the field is in ``reply[1]``)."""
+    NOT_A_HASH = -4
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,10 +181,6 @@ class SessionInfo:
 
 
 # ------------------------------------------------------------------------ the planner
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -296,10 +318,10 @@ class Planner:
     # -------------------------------------------------------------------- save
     def save(self, session: Session) -> Op[SaveResult]:
         if session.status is SessionStatus.INVALIDATED:
-            result = SaveResult("unchanged")
+            result = SaveResult(SaveOutcome.UNCHANGED)
             if session.meta is not None:
                 yield from self.destroy(session)
-                result = SaveResult("destroyed")
+                result = SaveResult(SaveOutcome.DESTROYED)
             if not dict.__len__(session):
                 session.mark_gone()
                 return result
@@ -312,9 +334,9 @@ class Planner:
             else None
         )
         if not (changes or session.user_changed or renew_to):
-            return SaveResult("unchanged")
+            return SaveResult(SaveOutcome.UNCHANGED)
         if is_new and not (changes or session.user_id):
-            return SaveResult("unchanged")
+            return SaveResult(SaveOutcome.UNCHANGED)
         size = session.encoded_size(changes)
         if size > self.config.max_size:
             raise SessionTooLarge(size, self.config.max_size)
@@ -329,20 +351,20 @@ class Planner:
         replies = yield from self.run(Batch(tuple(calls), idempotent=False, wait=wait))
         reply = replies[0]
         _raise_server_error(reply)
-        status = int(reply[0])
-        if status == -3:
+        status = SaveStatus(int(reply[0]))
+        if status is SaveStatus.NOT_INTEGER:
             field_name = _text(reply[1])[len(keys.DATA_PREFIX) :]
             raise SessionConflict(
                 f"session[{field_name!r}]: incr refused (the value in Redis is not an integer, "
                 "or the result would overflow 64 bits); nothing was saved"
             )
-        if status == -2:
+        if status is SaveStatus.EXISTS:
             raise SessionConflict("new session token already exists; nothing was saved")
-        if status == -4:
+        if status is SaveStatus.NOT_A_HASH:
             raise SessionConflict("the key is not a session hash (written by another program?)")
-        if status in (0, -1):
+        if status in (SaveStatus.GONE, SaveStatus.DESTROYED):
             session.mark_gone()
-            return SaveResult("gone")
+            return SaveResult(SaveOutcome.GONE)
         for extra in replies[1 : len(calls)]:
             if isinstance(extra, Exception):
                 log.warning("user index update failed (repaired lazily): %s", extra)
@@ -360,7 +382,7 @@ class Planner:
         }
         # status 2: saved through a renew forward (a request still carrying the token a
         # plain renew replaced): its data went into the live session, but it does not renew
-        raw = renew_to if renew_to and status == 1 else session.raw_token
+        raw = renew_to if renew_to and status is SaveStatus.SAVED else session.raw_token
         session.mark_saved(
             changes=changes,
             meta=meta,
@@ -373,7 +395,7 @@ class Planner:
             acked = int(replies[-1])
             if acked < wait[0]:
                 raise ReplicationTimeout(acked, wait[0], wait[1])
-        return SaveResult("saved", acked)
+        return SaveResult(SaveOutcome.SAVED, acked)
 
     def _restart_as_new(self, session: Session) -> None:
         """Data written after ``invalidate()`` goes into a brand-new session (new token)."""
@@ -523,10 +545,10 @@ class Planner:
         return SessionInfo(
             session_id=family,
             user_id=user_id,
-            created_at=_dt(created_ms),
-            last_access=_dt(access_ms),
-            expires_at=_dt(min(access_ms + self.config.idle_ms, deadline_ms)),
-            absolute_expires_at=_dt(deadline_ms),
+            created_at=ms_to_datetime(created_ms),
+            last_access=ms_to_datetime(access_ms),
+            expires_at=ms_to_datetime(min(access_ms + self.config.idle_ms, deadline_ms)),
+            absolute_expires_at=ms_to_datetime(deadline_ms),
         )
 
     def revoke_user(self, user_id: str, keep: object = None) -> Op[int]:
