@@ -17,7 +17,7 @@ from stickless.errors import (
 )
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.aio import AsyncSessionStore
-from stickless.store.plan import SaveResult, SessionInfo
+from stickless.store.plan import SaveOutcome, SaveResult, SessionInfo
 from stickless.store.sync import SessionStore
 
 __version__ = "0.1.0"
@@ -27,6 +27,7 @@ __all__ = [
     "AsyncSessionStore",
     "ConfigurationError",
     "ReplicationTimeout",
+    "SaveOutcome",
     "SaveResult",
     "Session",
     "SessionConfig",
