@@ -288,12 +288,7 @@ def planned_failover_under_load(
     assert store.client.connection_pool.get_master_address() == (new.host, new.port)
     store.close()
     assert not load.other, load.other[:3]
-    if load.conflicts:
-        pytest.xfail(
-            f"lost {lost} of {sum(load.acked.values())}, but {load.conflicts} saves answered "
-            "SessionConflict (a 500): save.lua reads a refused HINCRBY (NOREPLICAS on the new "
-            "primary before its replica is back) as 'not an integer'"
-        )
+    assert not load.conflicts, f"{load.conflicts} saves answered SessionConflict"
     acked = sum(load.acked.values())
     return {
         "acked": acked,

@@ -163,11 +163,6 @@ def test_noreplicas_fencing(server: Standalone, store_factory: Any) -> None:
     assert store.load(fresh.token) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="save.lua reads a refused HINCRBY (redis.pcall: NOREPLICAS, READONLY, OOM...) as "
-    "'not an integer' (-3, SessionConflict); it must return the error reply instead",
-)
 def test_noreplicas_fencing_an_incr(server: Standalone) -> None:
     store = SessionStore.from_url(server.url, config())
     s = store.new()

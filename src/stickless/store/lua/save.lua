@@ -65,6 +65,11 @@ for j = 1, nincrs do
     result = redis.pcall('HINCRBY', data, name, ARGV[incrs_at + 2 * j - 1])
   end
   if type(result) ~= 'number' then
+    -- refused for another reason than the value (NOREPLICAS, READONLY, OOM...: the server
+    -- refuses a script's first write, so nothing was written): that error is the reply
+    local refused = type(result) == 'table' and result.err
+      and not string.find(result.err, 'not an integer', 1, true)
+      and not string.find(result.err, 'overflow', 1, true)
     if mode == 'new' then
       redis.call('DEL', data)
     else
@@ -77,6 +82,7 @@ for j = 1, nincrs do
         end
       end
     end
+    if refused then return result end
     return {-3, name}
   end
   reply[#reply + 1] = before
