@@ -297,8 +297,16 @@ def _run(*args: str) -> str:
     return out.stdout.strip()
 
 
+COMMIT_ENV: Final = "STICKLESS_FAULTS_COMMIT"
+"""Set by ``--ref``: the commit the exported tree was made from."""
+
+
 def library_commit() -> str:
-    """``<short hash>`` of HEAD, with a note when src/stickless has uncommitted changes."""
+    """``<short hash>`` of HEAD, with a note when src/stickless has uncommitted changes (or
+    the commit a ``--ref`` export was made from, a clean tree)."""
+    exported = os.environ.get(COMMIT_ENV)
+    if exported:
+        return f"{exported} (clean export)"
     head = _run("git", "rev-parse", "--short", "HEAD") or "unknown"
     dirty = _run("git", "status", "--porcelain", "--", "src/stickless")
     return f"{head} + uncommitted changes in src/stickless" if dirty else head

@@ -17,8 +17,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
+import os
+import shutil
 import signal
+import subprocess
 import sys
+import tarfile
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -28,6 +34,7 @@ if __package__ in (None, ""):  # run as a file: python faults/run.py
 
 from faults.farm import KINDS
 from faults.report import (
+    COMMIT_ENV,
     REPO,
     Result,
     describe,
@@ -101,6 +108,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--write-docs", action="store_true", help=f"update the table in {DOCS.relative_to(REPO)}"
     )
     parser.add_argument("--logs", type=Path, help="keep the app servers' logs in this directory")
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        default=DOCS,
+        help="the page --write-docs updates (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ref",
+        help="run against a clean export of this git commit (e.g. HEAD) instead of the working "
+        "tree, so that edits in progress cannot change the library during the run",
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 when a run misses the targets")
     args = parser.parse_args(argv)
     if not 1 <= args.clients <= 200 or args.think < 0.01 or not 1 <= args.repeat <= 10:
@@ -142,8 +160,66 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the suite like Ctrl-C: every process by PID
 
 
+def run_exported(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--ref``: export the commit with ``git archive`` to a temporary directory and run the
+    suite from there (its ``faults`` and its ``src/stickless``, for this process and every
+    app process), writing the JSON and the docs where this command was asked to."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", f"{args.ref}^{{commit}}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if commit.returncode != 0:
+        print(f"--ref {args.ref}: not a commit of {REPO}", file=sys.stderr)
+        return 2
+    export = Path(tempfile.mkdtemp(prefix="stickless-faults-ref-"))
+    try:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", args.ref], cwd=REPO, capture_output=True, check=True
+        )
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(export, filter="data")
+        rest = _without_ref(argv)
+        rest += ["--docs", str(args.docs.resolve())]
+        if args.json:
+            rest += ["--json", str(args.json.resolve())]
+        if args.logs:
+            rest += ["--logs", str(args.logs.resolve())]
+        path = os.pathsep.join([str(export / "src"), str(export)])
+        env = {**os.environ, "PYTHONPATH": path, COMMIT_ENV: commit.stdout.strip()}
+        print(f"running against a clean export of {args.ref} ({commit.stdout.strip()})", flush=True)
+        child = subprocess.Popen([sys.executable, "-m", "faults", *rest], cwd=export, env=env)
+        try:
+            return child.wait()
+        except KeyboardInterrupt:
+            child.send_signal(signal.SIGINT)
+            return child.wait()
+    finally:
+        shutil.rmtree(export, ignore_errors=True)
+
+
+def _without_ref(argv: list[str]) -> list[str]:
+    """``argv`` without ``--ref X`` / ``--ref=X`` and the path options that are re-added."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--ref", "--docs", "--json", "--logs"):
+            skip = "=" not in arg
+            continue
+        out.append(arg)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse(argv)
+    if args.ref:
+        return run_exported(args, argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     if args.list:
@@ -178,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json(args.json, results, meta)
     if args.write_docs:
-        write_docs(DOCS, results, meta, options.describe())
-        print(f"wrote {DOCS}")
+        write_docs(args.docs, results, meta, options.describe())
+        print(f"wrote {args.docs}")
     failed = [r for r in results if r.error]
     missed = [(r, violations(r)) for r in results if violations(r)]
     if args.check and missed:

@@ -5,7 +5,8 @@ who is primary now, and when the whole topology has settled again.
 * ``standalone``: one server with the append-only file on (``appendfsync everysec``) in a
   directory of its own, on a fixed port so that it can be restarted in place.
 * ``sentinel``: a primary, 2 replicas (3 for the double failover), 3 sentinels with
-  ``down-after-milliseconds`` 1000 and ``failover-timeout`` 3000.
+  ``down-after-milliseconds`` 1000 and ``failover-timeout`` 3000; the data nodes fence with
+  ``min-replicas-to-write 1`` (embedded's default).
 * ``cluster``: 3 primaries with 2 replicas each, ``cluster-node-timeout`` 1000.
 
 Every helper polls with short-lived connections and a bounded deadline; a paused (SIGSTOP)
