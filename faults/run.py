@@ -28,6 +28,7 @@ import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 if __package__ in (None, ""):  # run as a file: python faults/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,8 +46,10 @@ from faults.report import (
     write_docs,
     write_json,
 )
-from faults.runner import Options, run_scenario
-from faults.scenarios import SCENARIOS, Scenario
+
+if TYPE_CHECKING:  # imported in main() only: --ref must not import the working tree's library
+    from faults.runner import Options
+    from faults.scenarios import Scenario
 
 DOCS = REPO / "docs" / "reliability.md"
 
@@ -71,8 +74,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "-s",
         "--scenario",
         action="append",
-        choices=sorted(SCENARIOS),
-        help="run only these (repeatable)",
+        metavar="NAME",
+        help="run only these (repeatable; --list shows them)",
     )
     parser.add_argument(
         "-t",
@@ -130,6 +133,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def selected(args: argparse.Namespace) -> list[tuple[Scenario, str]]:
+    from faults.scenarios import SCENARIOS  # noqa: PLC0415  (see TYPE_CHECKING above)
+
+    unknown = sorted(set(args.scenario or ()) - set(SCENARIOS))
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(unknown)} (see --list)")
     runs = []
     for scenario in SCENARIOS.values():
         if args.short and not scenario.short:
@@ -147,6 +155,8 @@ def selected(args: argparse.Namespace) -> list[tuple[Scenario, str]]:
 
 
 async def run_all(runs: list[tuple[Scenario, str]], options: Options) -> list[Result]:
+    from faults.runner import run_scenario  # noqa: PLC0415
+
     results = []
     for i, (scenario, durability) in enumerate(runs, 1):
         print(f"[{i}/{len(runs)}] {scenario.name} ({durability}) ...", flush=True)
@@ -222,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_exported(args, argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
+    from faults.runner import Options  # noqa: PLC0415
+    from faults.scenarios import SCENARIOS  # noqa: PLC0415
+
     if args.list:
         for scenario in SCENARIOS.values():
             short = " (short subset)" if scenario.short else ""
