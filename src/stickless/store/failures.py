@@ -14,6 +14,7 @@ the sans-IO planner can depend on it.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -77,10 +78,21 @@ def error_code(error: BaseException) -> str | None:
     redis-py strips the code of the errors it knows from the message and keeps it in
     ``status_code``; unknown ones keep it as the message's first word."""
     code = getattr(error, "status_code", None)
+    text = str(error)
+    if code in (None, "ERR", "@user_script:") and text.startswith(_SCRIPT_PREFIXES):
+        # Redis < 7.0 wraps a script's error as ERR "Error running script (call to f_...):
+        # @user_script:95: @user_script: 95: -READONLY You can't write..." (an error a script
+        # caught with pcall and returned: "@user_script: 73: -NOREPLICAS ..."); the code is in
+        inner = _SCRIPT_ERROR.search(text)
+        return inner.group(1) if inner else "ERR"
     if isinstance(code, str) and code:
         return code
-    first = str(error).split(" ", 1)[0]
+    first = text.split(" ", 1)[0]
     return first if first.isupper() and first.isalpha() else None
+
+
+_SCRIPT_ERROR: Final = re.compile(r": -([A-Z]+) ")
+_SCRIPT_PREFIXES: Final = ("Error running script", "@user_script")
 
 
 def _is_error_reply(reply: object) -> bool:
