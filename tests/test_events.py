@@ -16,6 +16,10 @@ from stickless.embedded import start_cluster, start_sentinel, start_standalone
 from stickless.ops.events import EventSubscriber, SessionEvent, merge_flags
 from stickless.store.keys import KeyLayout
 
+pytestmark = pytest.mark.stickless_requires(
+    7, 0, reason="the subscriber needs keyspace events for new keys (the n flag)"
+)
+
 
 @pytest.fixture
 def config() -> SessionConfig:

