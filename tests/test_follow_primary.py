@@ -30,7 +30,7 @@ from stickless import (
 from stickless.embedded import SentinelSetup, start_sentinel
 from stickless.store import sentinel as follow
 from stickless.store.failures import Unavailable
-from stickless.store.plan import LOAD, SAVE, Batch, Command, ScriptCall
+from stickless.store.plan import SAVE, TOUCH, Batch, Command, ScriptCall
 
 OLD, NEW, OTHER = ("10.0.0.1", 6379), ("10.0.0.2", 6379), ("10.0.0.3", 6379)
 
@@ -76,7 +76,7 @@ def test_parse_master_reply_resp2_and_resp3() -> None:
 
 
 def test_writes() -> None:
-    load = ScriptCall(LOAD, ("k",), ())
+    load = ScriptCall(TOUCH, ("k",), ())
     save = ScriptCall(SAVE, ("k",), ())
     assert not follow.writes(Batch((load,), idempotent=True))
     assert not follow.writes(Batch((Command(("HMGET", "k", "a")),), idempotent=True))
@@ -164,7 +164,7 @@ def test_admit_and_settle() -> None:
     try:
         follower.tracker.on_views([follow.SentinelView(OLD, 0, False)])
         save = Batch((ScriptCall(SAVE, ("k",), ()),), idempotent=False)
-        load = Batch((ScriptCall(LOAD, ("k",), ()),), idempotent=True)
+        load = Batch((ScriptCall(TOUCH, ("k",), ()),), idempotent=True)
         ticket = follower.admit(save)
         follower.settle(ticket, save)
         follower.tracker.on_event("+selected-slave", slave("slave", NEW))

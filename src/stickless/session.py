@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar, overload
 
@@ -24,6 +24,7 @@ from stickless.config import DEFAULT_IDENTITY_KEYS
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
+_CONTAINERS = (dict, list)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 """The range of Redis integers (HINCRBY)."""
 
@@ -455,34 +456,43 @@ class Session(dict[str, Any]):
         """Bytes the session occupies once ``changes`` are applied (names + values + the
         bound user id)."""
         total = len(self._user_id.encode()) if self._user_id else 0
-        for key in dict.keys(self):
-            value = changes.sets.get(key) or self._stored.get(key)
-            if value is None or key in changes.incrs:
-                value = codec.encode(dict.__getitem__(self, key))
-            total += len(key.encode()) + len(value)
+        sets, incrs, stored = changes.sets, changes.incrs, self._stored
+        for key, value in dict.items(self):
+            encoded = sets.get(key)
+            if encoded is not None:
+                size = len(encoded)
+            elif key in incrs:
+                size = len(str(value))
+            else:
+                known = stored.get(key)
+                size = len(known) if known is not None else len(codec.encode(value))
+            total += size + (len(key) if key.isascii() else len(key.encode()))
         return total
 
     def _identity_writes(self) -> tuple[bool, bool]:
         """``(touched, changed)``: whether the next save writes an identity key at all, and
         whether it changes one's stored value (a new value, a delete, an increment, or an
         in-place change of a nested value)."""
+        identity = self._identity_keys
         touched = changed = False
-        for key in self._identity_keys:
-            op = self._ops.get(key)
-            if op is None:  # not assigned: maybe changed in place (session["user"]["id"] = 1)
-                value = dict.get(self, key, _MISSING)
-                if isinstance(value, dict | list) and codec.encode(value) != self._stored.get(key):
-                    return True, True
-                continue
+        for key in identity.intersection(self._ops):
             touched = True
+            op = self._ops[key]
             if op is _Op.SET:
-                changed = changed or codec.encode(dict.__getitem__(self, key)) != self._stored.get(
-                    key
-                )
+                encoded = codec.encode(dict.__getitem__(self, key))
+                changed = changed or encoded != self._stored.get(key)
             elif op is _Op.DELETE:
                 changed = changed or key in self._stored
             elif op:
                 changed = True
+        for key in identity.intersection(dict.keys(self)):  # type: ignore[arg-type]
+            value = dict.__getitem__(self, key)  # changed in place: session["user"]["id"] = 1
+            if (
+                key not in self._ops
+                and isinstance(value, _CONTAINERS)
+                and codec.encode(value) != self._stored.get(key)
+            ):
+                return True, True
         return touched, changed
 
     @property
@@ -556,6 +566,11 @@ class Session(dict[str, Any]):
         self._renew = None
         self._cleared = False
         self._ops = {key: _Op.SET for key in dict.keys(self)}
+
+    def mark_touched(self, access_ms: int) -> None:
+        """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""
+        if self._meta is not None:
+            self._meta = replace(self._meta, access_ms=access_ms)
 
     def mark_gone(self) -> None:
         """Record that the session no longer exists in Redis (destroyed or expired)."""

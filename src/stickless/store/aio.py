@@ -163,6 +163,11 @@ class AsyncSessionStore(StoreBase):
 
     @staticmethod
     async def _pipeline(client: Any, batch: Batch) -> list[Any]:
+        if len(batch.calls) == 1 and batch.wait is None:  # no pipeline machinery for one
+            try:
+                return [await client.execute_command(*batch.calls[0].command())]
+            except ResponseError as exc:
+                return [exc]
         pipe = client.pipeline(transaction=False)
         for command in pipeline_commands(batch):
             pipe.execute_command(*command)

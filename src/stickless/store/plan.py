@@ -57,7 +57,7 @@ class Script:
         return cls(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
 
 
-LOAD = Script.bundled("load")
+TOUCH = Script.bundled("touch")
 SAVE = Script.bundled("save")
 DESTROY = Script.bundled("destroy")
 INDEX = Script.bundled("index")
@@ -254,44 +254,73 @@ class Planner:
 
     # -------------------------------------------------------------------- load
     def load(self, presented: object) -> Op[Session | None]:
+        """One round trip, no script: ``HGETALL`` + ``PTTL`` of the family's hash; the token
+        must be the session's current one (``m:k``). When the idle TTL was last refreshed
+        more than ``touch_interval`` ago, a second round trip refreshes it (``touch.lua``):
+        at most once per interval per session. The server's TTL enforces both expiries (it
+        never outlives the absolute deadline), so a hash that exists is a live session."""
         raw = self.codec.parse(presented)
         if raw is None:
             return None
         tid = tokens.token_id(raw)
-        call = ScriptCall(
-            LOAD,
-            (self.layout.data(tid.family),),
-            (tid.digest, int(self.config.touch_interval * 1000), self.config.idle_ms),
-        )
-        (reply,) = yield from self.run(Batch((call,), idempotent=True))
-        _raise_server_error(reply)
-        if reply == [-1]:
+        key = self.layout.data(tid.family)
+        read = Batch((Command(("HGETALL", key)), Command(("PTTL", key))), idempotent=True)
+        fields, ttl = yield from self.run(read)
+        if _wrong_type(fields):
             log.warning("session %s: the key is not a session hash, ignored", tid.family)
             return None
-        if not reply:
+        _raise_server_error(fields)
+        _raise_server_error(ttl)
+        if not fields or fields.get(_DIGEST_FIELD) != tid.digest.encode():
+            return None  # unknown, expired, destroyed, or a token a renew replaced
+        session = self._session_from_hash(raw, tid, fields)
+        if session is None or session.meta is None:
             return None
-        return self._session_from_hash(raw, tid, reply)
+        if int(ttl) < 0:  # no TTL: not written by stickless (it would never expire)
+            log.warning("session %s: the key has no TTL, treated as missing", tid.family)
+            return None
+        if self._touch_due(session.meta, int(ttl)):
+            touch = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
+            (stamp,) = yield from self.run(Batch((touch,), idempotent=True))
+            _raise_server_error(stamp)
+            if not int(stamp):
+                return None  # gone or renewed between the two round trips
+            session.mark_touched(int(stamp))
+        return session
 
-    def _session_from_hash(self, raw: str, tid: TokenId, flat: list[Any]) -> Session | None:
+    def _touch_due(self, meta: SessionMeta, ttl_ms: int) -> bool:
+        """The idle TTL was last set ``idle - ttl`` ms ago (it counts down from ``idle``), so
+        this needs no clock. Near the absolute deadline the TTL is capped by it and a touch
+        could not extend it: none is sent."""
+        if meta.deadline_ms - meta.access_ms <= meta.idle_ms:
+            return False
+        return meta.idle_ms - ttl_ms >= int(self.config.touch_interval * 1000)
+
+    def _session_from_hash(
+        self, raw: str, tid: TokenId, fields: dict[bytes, bytes]
+    ) -> Session | None:
         try:
-            fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
             meta = SessionMeta(
-                created_ms=int(fields[keys.META_CREATED]),
-                access_ms=int(fields[keys.META_ACCESS]),
-                deadline_ms=int(fields[keys.META_DEADLINE]),
+                created_ms=int(fields[_CREATED_FIELD]),
+                access_ms=int(fields[_ACCESS_FIELD]),
+                deadline_ms=int(fields[_DEADLINE_FIELD]),
                 idle_ms=self.config.idle_ms,
             )
-            user = fields.get(keys.META_USER)
-            user_id = _text(user) if user is not None else None
+            user = fields.get(_USER_FIELD)
+            user_id = user.decode() if user is not None else None
         except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
             log.warning("session %s: metadata unreadable, treated as missing", tid.family)
             return None
         data: dict[str, Any] = {}
         stored: dict[str, bytes] = {}
         for name, value in fields.items():
-            if not name.startswith(keys.DATA_PREFIX):
+            if not name.startswith(_DATA_PREFIX):
                 continue
-            key = name[len(keys.DATA_PREFIX) :]
+            try:
+                key = name[len(_DATA_PREFIX) :].decode()
+            except UnicodeDecodeError:
+                log.warning("session %s: a field name is not UTF-8, ignored", tid.family)
+                continue
             try:
                 data[key] = codec.decode(value)
             except ValueError:
@@ -374,12 +403,8 @@ class Planner:
             deadline_ms=int(reply[3]),
             idle_ms=self.config.idle_ms,
         )
-        # the script returns each counter's exact previous string: the sum is made here,
-        # in Python integers (Lua numbers are doubles, inexact past 2**53)
-        counters = {
-            k: int(before or 0) + amount
-            for (k, amount), before in zip(changes.incrs.items(), reply[4:], strict=True)
-        }
+        # each counter as Redis computed it (a string past 2**53, where Lua numbers are inexact)
+        counters = {k: int(value) for k, value in zip(changes.incrs, reply[4:], strict=True)}
         # status 2: saved through a renew forward (a request still carrying the token a
         # plain renew replaced): its data went into the live session, but it does not renew
         raw = renew_to if renew_to and status is SaveStatus.SAVED else session.raw_token
@@ -619,6 +644,18 @@ def _by_source(call: Call) -> Call:
     if isinstance(call, ScriptCall):
         return ScriptCall(call.script, call.keys, call.args, by_source=True)
     return call
+
+
+_DATA_PREFIX = keys.DATA_PREFIX.encode()
+_DIGEST_FIELD = keys.META_DIGEST.encode()
+_CREATED_FIELD = keys.META_CREATED.encode()
+_ACCESS_FIELD = keys.META_ACCESS.encode()
+_DEADLINE_FIELD = keys.META_DEADLINE.encode()
+_USER_FIELD = keys.META_USER.encode()
+
+
+def _wrong_type(reply: object) -> bool:
+    return isinstance(reply, Exception) and str(reply).startswith("WRONGTYPE")
 
 
 def _raise_server_error(reply: object) -> None:

@@ -49,7 +49,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from stickless.store.failures import Unavailable
-from stickless.store.plan import Batch, Command, ScriptCall
+from stickless.store.plan import TOUCH, Batch, Command, ScriptCall
 
 log = logging.getLogger("stickless.store.sentinel")
 
@@ -165,7 +165,7 @@ def writes(batch: Batch) -> bool:
     """Does ``batch`` write? (A load's touch does not count: losing one is harmless.)"""
     for call in batch.calls:
         if isinstance(call, ScriptCall):
-            if call.script.name != "load":
+            if call.script is not TOUCH:
                 return True
         elif isinstance(call, Command) and str(call.args[0]).upper() not in _READS:
             return True

@@ -9,7 +9,7 @@
 -- ARGV[8]  user: '' keep, '-' unbind, '=<id>' bind
 -- ARGV[9]  '1' when the change log touches an identity key (never through a forward)
 -- ARGV[10] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs
--- Reply: {status, now, created, deadline, value before each incr (false: absent)...}
+-- Reply: {status, now, created, deadline, each incr's result (a string past 2**53)...}
 --   status 1 saved | 2 saved through a renew forward (data only: a renew of the old token
 --   is ignored) | 0 gone (expired, or a token that lost its power: nothing written)
 --   | -1 destroyed (tombstone) | -2 exists (new token taken)
@@ -55,15 +55,22 @@ local nincrs = tonumber(ARGV[dels_at + ndels])
 local incrs_at = dels_at + ndels + 1
 
 -- increments first, each checked by HINCRBY itself (it refuses a non-integer or an overflow
--- without writing); a refused one restores the exact previous strings of the earlier ones
+-- without writing). With several, their exact previous strings are read first (one HMGET per
+-- 1000), so that a refused one can restore the earlier ones exactly; a single increment needs
+-- no undo.
+local before = {}
+if nincrs > 1 then
+  for a = 1, nincrs, 1000 do
+    local names = {}
+    for j = a, math.min(a + 999, nincrs) do names[#names + 1] = ARGV[incrs_at + 2 * (j - 1)] end
+    local values = redis.call('HMGET', data, unpack(names))
+    for k = 1, #names do before[a + k - 1] = values[k] end
+  end
+end
 local reply = {forwarded and 2 or 1, now, created, deadline}
 for j = 1, nincrs do
   local name = ARGV[incrs_at + 2 * (j - 1)]
-  local before = redis.call('HGET', data, name)
-  local result = nil
-  if not before or string.match(before, '^%-?%d+$') then
-    result = redis.pcall('HINCRBY', data, name, ARGV[incrs_at + 2 * j - 1])
-  end
+  local result = redis.pcall('HINCRBY', data, name, ARGV[incrs_at + 2 * j - 1])
   if type(result) ~= 'number' then
     -- refused for another reason than the value (NOREPLICAS, READONLY, OOM...: the server
     -- refuses a script's first write, so nothing was written): that error is the reply
@@ -75,8 +82,8 @@ for j = 1, nincrs do
     else
       for k = j - 1, 1, -1 do
         local undo = ARGV[incrs_at + 2 * (k - 1)]
-        if reply[4 + k] then
-          redis.call('HSET', data, undo, reply[4 + k])
+        if before[k] then
+          redis.call('HSET', data, undo, before[k])
         else
           redis.call('HDEL', data, undo)
         end
@@ -85,7 +92,10 @@ for j = 1, nincrs do
     if refused then return result end
     return {-3, name}
   end
-  reply[#reply + 1] = before
+  if result >= 9007199254740992 or result <= -9007199254740992 then
+    result = redis.call('HGET', data, name)  -- past 2**53 a Lua number is inexact: the string
+  end
+  reply[#reply + 1] = result
 end
 
 local function each_chunk(first, last, command, head)
