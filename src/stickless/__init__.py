@@ -13,6 +13,7 @@ from stickless.errors import (
     SessionConflict,
     SessionTooLarge,
     SticklessError,
+    StoreMisconfigured,
     StoreUnavailable,
 )
 from stickless.session import Session, SessionMeta, SessionStatus
@@ -38,6 +39,7 @@ __all__ = [
     "SessionStore",
     "SessionTooLarge",
     "SticklessError",
+    "StoreMisconfigured",
     "StoreUnavailable",
     "__version__",
 ]

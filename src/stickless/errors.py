@@ -6,7 +6,13 @@ anything the library means to tell you.
 
 from __future__ import annotations
 
-from stickless.store.failures import Unavailable
+import logging
+import threading
+from typing import Any
+
+from stickless.store.failures import Misconfigured, Unavailable, misconfiguration
+
+log = logging.getLogger("stickless.store")
 
 
 class SticklessError(Exception):
@@ -38,6 +44,14 @@ class StoreUnavailable(SticklessError):
     applied: bool | None
     """What became of a save: False (nothing written), None (unknown), True (written)."""
 
+    def __new__(cls, *args: Any) -> StoreUnavailable:
+        # a refusal of our credentials or permissions is no outage: wherever the error is
+        # raised for one, it is a StoreMisconfigured (one classification, store.failures)
+        cause = args[1] if len(args) == 2 else None
+        wrong = isinstance(cause, Misconfigured) or misconfiguration(cause) is not None
+        kind = StoreMisconfigured if cls is StoreUnavailable and wrong else cls
+        return super().__new__(kind, *args)
+
     def __init__(self, address: str, cause: BaseException) -> None:
         # the executors' verdict (stickless.store.failures.Unavailable) stands for its cause
         detail: str | None = None
@@ -49,6 +63,48 @@ class StoreUnavailable(SticklessError):
         self.cause = cause
         reason = detail or f"{type(cause).__name__}: {cause}"
         super().__init__(f"session store at {address} unavailable: {reason}")
+
+
+class StoreMisconfigured(StoreUnavailable):
+    """The server refused our credentials or permissions: ``WRONGPASS`` (wrong user name or
+    password), ``NOAUTH`` (a password is required), ``NOPERM`` (the user's ACL denies a
+    command or key stickless needs).
+
+    Not an outage: no retry helps until ``setting`` (e.g. "the user name and password in the
+    store URL") is fixed, so the store does not retry it, and logs it at ERROR once per cause
+    (the message names the setting, never a secret). ``code`` is the server's error code.
+
+    It is a :class:`StoreUnavailable`, so code that catches those keeps working; web
+    adapters answer it ``500 Internal Server Error`` without ``Retry-After`` (a server-side
+    fault the client cannot wait out), and never fail open on it (see docs/production.md).
+    """
+
+    code: str
+    setting: str
+
+    def __init__(self, address: str, cause: BaseException) -> None:
+        verdict = cause if isinstance(cause, Misconfigured) else misconfiguration(cause)
+        super().__init__(address, verdict or cause)
+        self.code = verdict.code if verdict else "ERR"
+        self.setting = verdict.setting if verdict else "the store URL"
+        detail = verdict.detail if verdict else str(cause)
+        Exception.__init__(self, f"session store at {address} refused us: {detail}")
+        _log_once(self, address, detail)
+
+
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def _log_once(error: StoreMisconfigured, address: str, detail: str | None) -> None:
+    """ERROR log of a misconfiguration, the first time each (address, cause) is seen."""
+    key = (address, str(detail))
+    with _reported_lock:
+        first = key not in _reported and len(_reported) < 1000
+        if first:
+            _reported.add(key)
+    if first:
+        log.error("%s (fix %s; logged once)", error, error.setting)
 
 
 class SessionTooLarge(SticklessError):

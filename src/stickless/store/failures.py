@@ -106,10 +106,15 @@ def _is_error_reply(reply: object) -> bool:
 
 def unavailable_reply(reply: object) -> Unavailable | None:
     """The verdict on one reply: an :class:`Unavailable` when it is an error reply meaning
-    "not available right now" (the command was refused before it ran), else None."""
+    "not available right now" (the command was refused before it ran), a
+    :class:`Misconfigured` for a refusal no retry will change (see :func:`misconfiguration`),
+    else None."""
     if not _is_error_reply(reply):
         return None
     assert isinstance(reply, Exception)
+    wrong = misconfiguration(reply)
+    if wrong is not None:
+        return wrong
     code = error_code(reply)
     if code not in UNAVAILABLE_CODES:
         return None
@@ -154,6 +159,9 @@ def classify_error(
     raised inside redis-py itself counts as an outage (logged with its traceback)."""
     if isinstance(error, Unavailable):
         return error
+    wrong = misconfiguration(error)
+    if wrong is not None:
+        return wrong
     verdict = unavailable_reply(error)
     if verdict is not None:
         return verdict
@@ -163,3 +171,61 @@ def classify_error(
         log.warning("redis-py failed internally; answered as unavailable", exc_info=error)
         return Unavailable(error, f"redis-py internal error: {type(error).__name__}: {error}")
     return error
+
+
+# ------------------------------------------------------------- misconfiguration
+_FIXES: Final = {
+    "WRONGPASS": (
+        "the user name and password in the store URL",
+        "the server refused the user name / password (WRONGPASS): fix them in the store URL "
+        "(STICKLESS_URL, --url); percent-encode special characters of the password "
+        "(urllib.parse.quote(password, safe=''))",
+    ),
+    "NOAUTH": (
+        "the password in the store URL",
+        "the server requires a password (NOAUTH): put it in the store URL, "
+        "redis://USER:PASSWORD@HOST:PORT/0 (percent-encoded)",
+    ),
+    "AUTH": (
+        "the password in the store URL",
+        "the store URL gives a password but the server has none for that user: remove it "
+        "from the URL, or set one on the server",
+    ),
+    "NOPERM": (
+        "the ACL of the store URL's user",
+        "the server's ACL refused a command ({message}): grant the store URL's user what "
+        "stickless needs (docs/production.md has the ACL; `stickless check` names what is "
+        "missing)",
+    ),
+}
+_AUTH_ERRORS: Final = frozenset({"AuthenticationError", "AuthenticationWrongNumberOfArgsError"})
+
+
+class Misconfigured(Unavailable):
+    """An executor's verdict: the server refused our credentials or permissions
+    (``WRONGPASS``, ``NOAUTH``, ``NOPERM``). No retry helps until ``setting`` is fixed; the
+    planner raises :class:`~stickless.errors.StoreMisconfigured` at once."""
+
+    def __init__(self, cause: BaseException, code: str, setting: str, detail: str) -> None:
+        super().__init__(cause, detail, applied=None if code == "NOPERM" else False)
+        self.code = code
+        self.setting = setting
+
+
+def misconfiguration(error: object) -> Misconfigured | None:
+    """A :class:`Misconfigured` when ``error`` (raised, or an error reply) is a refusal of
+    our credentials or permissions, else None. Its ``detail`` says what to fix and never
+    holds a secret (the server's own NOPERM message names a user and a command only)."""
+    if not isinstance(error, BaseException):
+        return None
+    code = error_code(error)
+    if code not in _FIXES:
+        if not any(cls.__name__ in _AUTH_ERRORS for cls in type(error).__mro__):
+            return None
+        code = "AUTH" if "without any password configured" in str(error) else "WRONGPASS"
+    assert code is not None
+    setting, detail = _FIXES[code]
+    message = str(error).strip()
+    if not message.startswith(code):
+        message = f"{code} {message}"
+    return Misconfigured(error, code, setting, detail.format(message=message))
