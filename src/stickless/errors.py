@@ -119,6 +119,18 @@ class SessionTooLarge(SticklessError):
         )
 
 
+class ServerError(SticklessError):
+    """The server answered with an error stickless does not expect here (for example an ACL
+    refusing a command: ``NOPERM``). ``code`` is the error's first word, ``message`` the
+    whole reply. Errors that mean "not available right now" are :class:`StoreUnavailable`
+    instead."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"the server answered: {message}")
+
+
 class SessionConflict(SticklessError):
     """A save could not be applied because Redis holds something incompatible.
 

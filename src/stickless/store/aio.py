@@ -3,33 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import redis.asyncio as aredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
-from stickless.store.failures import unavailable_reply
 from stickless.store.plan import (
     Batch,
     Command,
     Op,
     Pause,
+    Refresh,
     SaveResult,
     SessionInfo,
-    is_moved,
     order_replies,
     pipeline_commands,
 )
 from stickless.tokens import parse_session_id
 
 T = TypeVar("T")
+log = logging.getLogger("stickless.store")
 
 
 async def drive(op: Op[T], store: AsyncSessionStore) -> T:
@@ -39,6 +38,10 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
         while True:
             if isinstance(step, Pause):
                 await asyncio.sleep(step.seconds)
+                step = op.send(None)
+                continue
+            if isinstance(step, Refresh):
+                await store.refresh()
                 step = op.send(None)
                 continue
             try:
@@ -190,21 +193,18 @@ class AsyncSessionStore(StoreBase):
         return replies
 
     async def _on_owner(self, batch: Batch) -> list[Any]:
-        """Script + WAIT on one connection of the node owning the key's slot."""
+        """Script + WAIT on one connection of the node owning the key's slot (a redirection
+        or a dead node makes the planner ask for a :class:`Refresh`)."""
         await self.client.initialize()  # the slot map must be known (no-op once loaded)
-        for _ in range(2):
-            key = batch.calls[0].routing_key
-            try:
-                replies = await self._pipeline(self._owner_client(key), batch)
-            except (RedisConnectionError, RedisTimeoutError):
-                # the owner is down (failover under way): forget it and reload the slot map,
-                # so that the next save goes to the promoted replica; this one is not resent
-                self._forget_owner(key)
-                await self.client.nodes_manager.initialize()
-                raise
-            if not is_moved(replies[0]):
-                if unavailable_reply(replies[0]) is not None:
-                    self._forget_owner(key)  # CLUSTERDOWN, LOADING...: ask again next time
-                return replies
-            await self.client.nodes_manager.initialize()  # the slot moved (failover)
-        return replies
+        return await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+
+    async def refresh(self) -> None:
+        """See :meth:`SessionStore.refresh`."""
+        if not self.is_cluster:
+            return
+        for client in self._drop_node_clients():
+            await client.aclose()
+        try:
+            await self.client.nodes_manager.initialize()
+        except Exception as exc:  # the cluster is down: the next send reports it
+            log.info("cluster slot map not reloaded: %s", type(exc).__name__)

@@ -13,9 +13,10 @@ from typing import Any, ClassVar, Self
 from redis import exceptions as redis_errors
 
 from stickless.config import SessionConfig
+from stickless.errors import ServerError
 from stickless.session import Session
 from stickless.store import connect
-from stickless.store.failures import classify_error, screen_replies
+from stickless.store.failures import classify_error, error_code, screen_replies
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
 
@@ -84,6 +85,13 @@ class StoreBase:
         return self._plan.new()
 
     @property
+    def plan(self) -> Planner:
+        """The planner of this store's operations (no I/O). An adapter that composes
+        several store operations into one of its own (the Django engine) yields from these
+        plans and runs the whole with this store's ``drive``."""
+        return self._plan
+
+    @property
     def client(self) -> Any:
         """The redis-py client (created on first use)."""
         if self._client is None:
@@ -109,9 +117,12 @@ class StoreBase:
             cache[node.name] = client
         return client
 
-    def _forget_owner(self, key: str) -> None:
-        """Drop the cached client of ``key``'s current owner (it stopped answering)."""
-        self._node_cache().pop(self.client.get_node_from_key(key).name, None)
+    def _drop_node_clients(self) -> list[Any]:
+        """Forget every client pinned to a cluster node (returned, for the caller to close)."""
+        cache = self._node_cache()
+        dropped = list(cache.values())
+        cache.clear()
+        return dropped
 
     def _node_cache(self) -> dict[str, Any]:
         """Where per-node clients are kept (the async store keeps one cache per loop)."""
@@ -129,7 +140,7 @@ class StoreBase:
         screen_replies(replies, batch.idempotent)
         if ticket is not None and self._follower is not None:
             self._follower.settle(ticket, batch)
-        return replies
+        return [_as_server_error(r) if isinstance(r, Exception) else r for r in replies]
 
     def _verdict(self, error: BaseException) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
@@ -139,3 +150,12 @@ class StoreBase:
         if self._follower is not None:
             self._follower.failed(verdict)
         return verdict
+
+
+def _as_server_error(reply: Exception) -> ServerError:
+    """An error reply as the planner sees it (it knows no redis-py types)."""
+    return (
+        reply
+        if isinstance(reply, ServerError)
+        else ServerError(error_code(reply) or "ERR", str(reply))
+    )

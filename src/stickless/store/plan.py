@@ -6,7 +6,13 @@ result. The sync and async stores (``sync.py`` / ``aio.py``) only drive these ge
 they send each batch with redis-py and feed the replies back (or throw the exception in).
 So the two stores cannot drift apart: there is one copy of the logic.
 
-A driver may also receive a :class:`Pause` (sleep before retrying an idempotent batch).
+The planner knows no I/O types: the executors hand it error replies as
+:class:`~stickless.errors.ServerError` (with the server's error ``code``) and failures that
+mean "not available right now" as :class:`~stickless.store.failures.Unavailable`.
+
+A driver may also receive a :class:`Pause` (sleep before retrying an idempotent batch) or a
+:class:`Refresh` (reload the cluster's slot map: the owner of a key moved or stopped
+answering).
 """
 
 from __future__ import annotations
@@ -20,14 +26,11 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
-from redis.exceptions import ClusterDownError, NoScriptError, RedisClusterException, ResponseError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from stickless import codec, tokens
 from stickless.config import SessionConfig
 from stickless.errors import (
     ReplicationTimeout,
+    ServerError,
     SessionConflict,
     SessionTooLarge,
     StoreUnavailable,
@@ -100,7 +103,9 @@ class Batch:
     """Calls sent together in one pipeline (one round trip on a single node).
 
     ``wait``: ``(replicas, timeout_ms)``: a ``WAIT`` is sent right after the *first* call, on
-    the same connection, and its reply appended to the replies.
+    the same connection, and its reply appended to the replies. Such a batch is *pinned*:
+    in a cluster its first call and the WAIT go to one connection of the node that owns the
+    first call's key (a redirection makes the planner refresh the slot map and resend it).
     ``idempotent``: the batch may be resent after a connection error.
     Replies come back in order; a command that failed with a server error is returned as
     the exception instance (not raised).
@@ -118,7 +123,13 @@ class Pause:
     seconds: float
 
 
-Step = Batch | Pause
+@dataclass(frozen=True, slots=True)
+class Refresh:
+    """Reload the cluster's slot map and drop the clients pinned to nodes (no-op outside a
+    cluster): a pinned batch met a redirection (MOVED / ASK) or its node stopped answering."""
+
+
+Step = Batch | Pause | Refresh
 Op = Generator[Step, Any, T]
 
 
@@ -219,15 +230,23 @@ class Planner:
             )
             batch = Batch(fresh, batch.idempotent, batch.wait)
             self._scripts_sent.update(c.script.name for c in fresh if isinstance(c, ScriptCall))
-        attempt = 0
+        attempt = redirects = 0
         while True:
             try:
                 replies: list[Any] = yield batch
-            except _UNAVAILABLE as exc:
+            except Unavailable as exc:
+                if batch.wait is not None:
+                    yield Refresh()  # its node stopped answering: ask the cluster again
                 if not batch.idempotent or attempt >= self.config.retries:
                     raise StoreUnavailable(self.address, exc) from exc
                 attempt += 1
                 yield Pause(self.config.retry_backoff * 2 ** (attempt - 1))
+                continue
+            if batch.wait is not None and _redirected(replies[0]):
+                if redirects >= 2:
+                    raise StoreUnavailable(self.address, replies[0])
+                redirects += 1  # the slot moved (failover): the script did not run
+                yield Refresh()
                 continue
             missing = [i for i, r in enumerate(replies[: len(batch.calls)]) if _noscript(r)]
             if not missing:
@@ -521,7 +540,7 @@ class Planner:
         (members,) = yield from self.run(
             Batch((Command(("ZRANGE", index_key, 0, -1)),), idempotent=True)
         )
-        if isinstance(members, ResponseError) and str(members).startswith("WRONGTYPE"):
+        if _wrong_type(members):
             log.warning("a user index is not a sorted set (written by another program?)")
             return []
         _raise_server_error(members)
@@ -557,7 +576,7 @@ class Planner:
     def _info(self, family: str, user_id: str, reply: Any) -> SessionInfo | None:
         """A user index entry's session, or None when it is dead (gone, another user's,
         or unreadable)."""
-        if isinstance(reply, ResponseError) and str(reply).startswith("WRONGTYPE"):
+        if _wrong_type(reply):
             return None
         _raise_server_error(reply)
         created, access, deadline, owner = reply
@@ -624,20 +643,13 @@ class Planner:
             return None, ""
 
 
-_UNAVAILABLE = (
-    Unavailable,  # the executors' verdict (stickless.store.failures): all they report
-    RedisConnectionError,  # below: raw errors of callers driving a plan themselves
-    RedisTimeoutError,
-    OSError,
-    ClusterDownError,
-    RedisClusterException,  # raised by the cluster client when no node answers
-)
-
-
 def _noscript(reply: object) -> bool:
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
-    )
+    return isinstance(reply, ServerError) and reply.code == "NOSCRIPT"
+
+
+def _redirected(reply: object) -> bool:
+    """A cluster redirection answered by a node (the command did not run)."""
+    return isinstance(reply, ServerError) and reply.code in ("MOVED", "ASK")
 
 
 def _by_source(call: Call) -> Call:
@@ -655,7 +667,7 @@ _USER_FIELD = keys.META_USER.encode()
 
 
 def _wrong_type(reply: object) -> bool:
-    return isinstance(reply, Exception) and str(reply).startswith("WRONGTYPE")
+    return isinstance(reply, ServerError) and reply.code == "WRONGTYPE"
 
 
 def _raise_server_error(reply: object) -> None:
@@ -678,8 +690,3 @@ def order_replies(batch: Batch, replies: list[Any]) -> list[Any]:
     if batch.wait is not None:
         replies.append(replies.pop(1))
     return replies
-
-
-def is_moved(reply: object) -> bool:
-    """A cluster redirection answered on a node client (the script did not run)."""
-    return isinstance(reply, ResponseError) and str(reply).startswith(("MOVED", "ASK"))

@@ -2,32 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from stickless.session import Session
 from stickless.store.base import StoreBase
-from stickless.store.failures import unavailable_reply
 from stickless.store.plan import (
     Batch,
     Command,
     Op,
     Pause,
+    Refresh,
     SaveResult,
     SessionInfo,
-    is_moved,
     order_replies,
     pipeline_commands,
 )
 from stickless.tokens import parse_session_id
 
 T = TypeVar("T")
+log = logging.getLogger("stickless.store")
 
 
 def drive(op: Op[T], store: SessionStore) -> T:
@@ -37,6 +36,10 @@ def drive(op: Op[T], store: SessionStore) -> T:
         while True:
             if isinstance(step, Pause):
                 time.sleep(step.seconds)
+                step = op.send(None)
+                continue
+            if isinstance(step, Refresh):
+                store.refresh()
                 step = op.send(None)
                 continue
             try:
@@ -155,20 +158,19 @@ class SessionStore(StoreBase):
         return replies
 
     def _on_owner(self, batch: Batch) -> list[Any]:
-        """Script + WAIT on one connection of the node owning the key's slot."""
-        for _ in range(2):
-            key = batch.calls[0].routing_key
-            try:
-                replies = self._pipeline(self._owner_client(key), batch)
-            except (RedisConnectionError, RedisTimeoutError):
-                # the owner is down (failover under way): forget it and reload the slot map,
-                # so that the next save goes to the promoted replica; this one is not resent
-                self._forget_owner(key)
-                self.client.nodes_manager.initialize()
-                raise
-            if not is_moved(replies[0]):
-                if unavailable_reply(replies[0]) is not None:
-                    self._forget_owner(key)  # CLUSTERDOWN, LOADING...: ask again next time
-                return replies
-            self.client.nodes_manager.initialize()  # the slot moved (failover)
-        return replies
+        """Script + WAIT on one connection of the node owning the key's slot (a redirection
+        or a dead node makes the planner ask for a :class:`Refresh`)."""
+        return self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+
+    def refresh(self) -> None:
+        """Reload the cluster's slot map, drop the clients pinned to nodes (a ``Refresh``
+        step of the planner; nothing outside a cluster). Never raises: if no node answers,
+        the next batch says so."""
+        if self._client is None or not self.is_cluster:
+            return
+        for client in self._drop_node_clients():
+            client.close()
+        try:
+            self.client.nodes_manager.initialize()
+        except Exception as exc:  # the cluster is down: the next send reports it
+            log.info("cluster slot map not reloaded: %s", type(exc).__name__)
