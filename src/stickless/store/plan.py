@@ -3,7 +3,8 @@
 Each store operation is written once here as a generator. It *yields* a :class:`Batch`
 (commands to send in one round trip), receives the replies, and finally *returns* its
 result. The sync and async stores (``sync.py`` / ``aio.py``) only drive these generators:
-they send each batch with redis-py and feed the replies back (or throw the exception in).
+they send each batch with the client library and feed the replies back (or throw the
+exception in).
 So the two stores cannot drift apart: there is one copy of the logic.
 
 The planner knows no I/O types: the executors hand it error replies as
