@@ -421,7 +421,7 @@ def run(
                     served = result["requests"]
                     cpu = probe.net_cpu(delta, result["seconds"])
                     result["cpu_us"] = cpu * 1e6 / served if served else None
-                    result["round_trips"] = delta.reads / served if served else None
+                    result["round_trips"] = (delta.reads - 1) / served if served else None
                     runs[variant.name].append(result)
                     progress.advance(task)
                     if servers[variant.name].process.poll() is not None:

@@ -395,6 +395,7 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
                         _f(med(name, "p50_ms"), 2),
                         _f(med(name, "p99_ms"), 2),
                         str(sum(r["errors"] for r in runs[name])),
+                        _f(med(name, "round_trips"), 2),
                         _f(med(name, "cpu_us"), 1),
                     ]
                 )
@@ -420,13 +421,24 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
         f"{conf['seconds']:g} s per variant per round, {conf['rounds']} interleaved rounds "
         f"(medians), {conf['sessions']} sessions per variant, "
         f"{round(conf['write_share'] * 100)} % POST /write, the rest GET /read.",
-        "Errors: non-2xx answers and socket errors. Valkey CPU µs/req: used_cpu_sys + "
-        "used_cpu_user over the run / requests served.",
+        "The connections keep every process busy: this is throughput at saturation, and the "
+        "latencies include queueing.",
+        "Errors: non-2xx answers and socket errors. Round trips and Valkey CPU (used_cpu_sys + "
+        "used_cpu_user, less the idle server) per request served, over the whole run.",
     ]
     return [
         Table(
             "Over HTTP: requests per second and latency",
-            ["family", "variant", "req/s", "p50 ms", "p99 ms", "errors", "Valkey CPU µs/req"],
+            [
+                "family",
+                "variant",
+                "req/s",
+                "p50 ms",
+                "p99 ms",
+                "errors",
+                "round trips/req",
+                "Valkey CPU µs/req",
+            ],
             rows,
             notes,
         ),

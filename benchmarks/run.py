@@ -90,7 +90,7 @@ def run_inprocess(
             progress.update(task, description=f"in-process: building {variant.name}")
             built[variant.name] = core.build(variant, ctx)
             progress.advance(task)
-        warm = max(plan.min_n, 20)
+        warm = max(10, min(plan.min_n, 100))
         for variant, kind in cases:  # warm up (scripts cached, pools open) and calibrate
             progress.update(task, description=f"in-process: warming {variant.name} {kind}")
             run = built[variant.name].runners[kind]
