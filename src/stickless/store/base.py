@@ -16,7 +16,8 @@ from stickless.config import SessionConfig
 from stickless.errors import ServerError
 from stickless.session import Session
 from stickless.store import connect
-from stickless.store.failures import classify_error, error_code, screen_replies
+from stickless.store.check import ensure_no_retries
+from stickless.store.failures import Unavailable, classify_error, error_code, screen_replies
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
 
@@ -55,6 +56,8 @@ class StoreBase:
         the Sentinel primary of the factory's clients (``from_url`` makes it)."""
         if (client is None) == (client_factory is None):
             raise TypeError("pass exactly one of client= or client_factory=")
+        if client is not None:
+            ensure_no_retries(client)  # a resent save would apply twice
         self.config = config or SessionConfig()
         self._client = client
         self._client_factory = client_factory
@@ -140,7 +143,18 @@ class StoreBase:
         screen_replies(replies, batch.idempotent)
         if ticket is not None and self._follower is not None:
             self._follower.settle(ticket, batch)
-        return [_as_server_error(r) if isinstance(r, Exception) else r for r in replies]
+        checked: list[Any] = []
+        for i, reply in enumerate(replies):
+            if not isinstance(reply, Exception):
+                checked.append(reply)
+                continue
+            # a pipeline can hand back a connection error as a reply (a cluster node died
+            # under it): an outage, judged as the batch's own error would be
+            verdict = self._verdict(reply)
+            if isinstance(verdict, Unavailable) and (batch.idempotent or i == 0):
+                raise verdict
+            checked.append(_as_server_error(reply))
+        return checked
 
     def _verdict(self, error: BaseException) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
