@@ -691,6 +691,79 @@ def health(
         raise typer.Exit(1)
 
 
+# ----------------------------------------------------------------------------- check
+_LEVEL_STYLE = {"ok": "green", "info": "cyan", "warning": "yellow", "error": "red bold"}
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    *,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Store URL (default: the global --url / STICKLESS_URL)."),
+    ] = None,
+    durability: Annotated[
+        str, typer.Option(help="none, or replicated: also WAIT and the number of replicas.")
+    ] = "none",
+    min_replicas: Annotated[
+        int, typer.Option(min=0, help="Replicas a replicated save needs (with replicated).")
+    ] = 1,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Will this server work for stickless? Connection, password, server version,
+    topology, eviction policy, keyspace events, and every command the URL's user must run.
+    Exit 0 when usable; else 1 (misconfigured) or 2 (cannot connect), the cause on the
+    last line."""
+    settings = _settings(ctx)
+    config = SessionConfig(
+        key_prefix=settings.prefix,
+        durability="replicated" if durability == "replicated" else "none",
+        min_replicas=min_replicas,
+    )
+    if durability not in ("none", "replicated"):
+        _say(_err(), ("error:", "red"), " --durability is none or replicated")
+        raise typer.Exit(2)
+    with _handled():
+        store = SessionStore.from_url(url or settings.url, config)
+        settings._stores.append(store)
+        report = store.check()
+    if as_json:
+        data = _jsonable(report)
+        data.pop("error", None)
+        data.update(ok=report.ok, cause=report.cause)
+        _print_json(data)
+    else:
+        out = _out()
+        _say(out, "stickless check ", shown(report.address))
+        table = Table.grid(padding=(0, 2))
+        table.add_column(no_wrap=True)
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")
+        for finding in report.findings:
+            table.add_row(
+                Text(finding.level, style=_LEVEL_STYLE[finding.level]),
+                finding.topic,
+                shown(finding.message),
+            )
+        out.print(table)
+    failed = not report.ok or (strict and bool(report.warnings))
+    if failed:
+        cause = report.cause or f"warnings (--strict): {report.warnings[0]}"
+        _say(_err(), ("error:", "red"), " ", shown(cause))
+        connect_failed = report.error is not None and not isinstance(
+            _misconfigured(report.error), Exception
+        )
+        raise typer.Exit(2 if connect_failed else 1)
+
+
+def _misconfigured(error: BaseException) -> object:
+    from stickless.store.failures import misconfiguration  # noqa: PLC0415
+
+    return misconfiguration(error)
+
+
 # ---------------------------------------------------------------------------- events
 _KIND_STYLE = {"created": "green", "renewed": "cyan", "destroyed": "yellow", "expired": "magenta"}
 

@@ -13,6 +13,7 @@ import redis.asyncio as aredis
 from redis.exceptions import ResponseError
 
 from stickless.session import Session
+from stickless.store import check as checks
 from stickless.store.base import StoreBase
 from stickless.store.plan import (
     Batch,
@@ -127,6 +128,10 @@ class AsyncSessionStore(StoreBase):
         if self._client_factory is None:
             return self._node_clients
         return self._loop_clients().nodes
+
+    async def check(self) -> checks.CheckReport:
+        """See :meth:`SessionStore.check`."""
+        return await checks.arun(self)
 
     async def aclose(self) -> None:
         """Release the connections of the running loop (all of them for a given client)."""

@@ -11,6 +11,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from stickless.session import Session
+from stickless.store import check as checks
 from stickless.store.base import StoreBase
 from stickless.store.plan import (
     Batch,
@@ -94,6 +95,15 @@ class SessionStore(StoreBase):
         """Log the user out everywhere, except ``keep`` (a Session or token); returns how
         many sessions were destroyed."""
         return drive(self._plan.revoke_user(user_id, keep), self)
+
+    def check(self) -> checks.CheckReport:
+        """Can this store's server serve stickless? Connects and authenticates, then reports
+        server and version, topology, role, eviction policy, keyspace-event flags and whether
+        the URL's user may run every command stickless sends (``WAIT`` too with
+        ``durability="replicated"``); ``report.ok``, ``report.cause`` (one line),
+        ``report.raise_for_errors()``. Writes nothing a session uses (see
+        :mod:`stickless.store.check`)."""
+        return checks.run(self)
 
     def close(self) -> None:
         """Release all connections (and stop following the Sentinel primary; any later use
