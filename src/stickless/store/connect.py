@@ -88,6 +88,21 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{hosts}"
 
 
+def _refuse_unencoded_credentials(url: str) -> None:
+    """A ``/``, ``?`` or ``#`` before the last ``@`` ends the URL's host part early: the user
+    name or password holds a character the URL reserves and was not percent-encoded."""
+    rest = url.split("://", 1)[1]
+    at = rest.rfind("@")
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=-1)
+    if at >= 0 and 0 <= cut < at:
+        scheme = url.split("://", 1)[0]
+        raise ConfigurationError(  # not echoed: where the password ends is unknown
+            f"the {scheme}:// store URL looks cut short by a character of its user name or "
+            "password (/ ? # @ : %): percent-encode them, e.g. "
+            "urllib.parse.quote(password, safe='')"
+        )
+
+
 def parse_url(url: str) -> Endpoint:
     """Parse and validate a store URL; raises ConfigurationError with the reason (the
     message never contains the password)."""
@@ -98,6 +113,7 @@ def parse_url(url: str) -> Endpoint:
             "not a store URL (expected e.g. redis://host:6379/0; pass secret_key= by keyword)"
         )
     scheme = url.split("://", 1)[0].lower()
+    _refuse_unencoded_credentials(url)
     if scheme in _STANDALONE:
         parts = urlsplit(url)
         db_text = (
