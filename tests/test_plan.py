@@ -143,7 +143,8 @@ def test_idempotent_batches_are_retried_with_backoff_then_give_up() -> None:
     down = Unavailable(ConnectionError("refused"))
     loaded, steps = run(p.load(s.token), [down, down, [stored_hash(s), IDLE]])
     assert loaded is not None
-    assert [type(x).__name__ for x in steps] == ["Batch", "Pause", "Batch", "Pause", "Batch"]
+    kinds = [type(x).__name__ for x in steps]
+    assert kinds == ["Batch", "Refresh", "Pause", "Batch", "Refresh", "Pause", "Batch"]
     with pytest.raises(StoreUnavailable):
         run(p.load(s.token), [down, down, down])
 

@@ -205,7 +205,7 @@ class AsyncSessionStore(StoreBase):
 
     async def refresh(self) -> None:
         """See :meth:`SessionStore.refresh`."""
-        if not self.is_cluster:
+        if not self.is_cluster or not self._refresh_due():
             return
         for client in self._drop_node_clients():
             await client.aclose()

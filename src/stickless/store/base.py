@@ -6,6 +6,7 @@ Sentinel primary (in :mod:`stickless.store.sentinel`)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar, Self
@@ -20,6 +21,9 @@ from stickless.store.check import ensure_no_retries
 from stickless.store.failures import Unavailable, classify_error, error_code, screen_replies
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
+
+REFRESH_GAP = 0.5
+"""Seconds between two reloads of a cluster's slot map asked for by failing requests."""
 
 UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # also LOADING (BusyLoadingError), auth, pool exhausted
@@ -65,6 +69,7 @@ class StoreBase:
         self._lock = threading.Lock()
         self._plan = Planner(self.config, address or repr(client))
         self._node_clients: dict[str, Any] = {}
+        self._refreshed_at = -REFRESH_GAP
         self._follower = follower
 
     @classmethod
@@ -119,6 +124,16 @@ class StoreBase:
             )
             cache[node.name] = client
         return client
+
+    def _refresh_due(self) -> bool:
+        """At most one slot-map reload per :data:`REFRESH_GAP` seconds, however many requests
+        fail at once during a failover."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._refreshed_at < REFRESH_GAP:
+                return False
+            self._refreshed_at = now
+            return True
 
     def _drop_node_clients(self) -> list[Any]:
         """Forget every client pinned to a cluster node (returned, for the caller to close)."""

@@ -127,7 +127,8 @@ class Pause:
 @dataclass(frozen=True, slots=True)
 class Refresh:
     """Reload the cluster's slot map and drop the clients pinned to nodes (no-op outside a
-    cluster): a pinned batch met a redirection (MOVED / ASK) or its node stopped answering."""
+    cluster; executors may throttle it): a pinned batch met a redirection (MOVED / ASK), or a
+    batch found the store unavailable (a node may have died)."""
 
 
 Step = Batch | Pause | Refresh
@@ -236,8 +237,7 @@ class Planner:
             try:
                 replies: list[Any] = yield batch
             except Unavailable as exc:
-                if batch.wait is not None:
-                    yield Refresh()  # its node stopped answering: ask the cluster again
+                yield Refresh()  # in a cluster, a node may have died: ask for the slot map
                 if not batch.idempotent or attempt >= self.config.retries:
                     raise StoreUnavailable(self.address, exc) from exc
                 attempt += 1

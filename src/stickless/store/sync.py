@@ -176,7 +176,7 @@ class SessionStore(StoreBase):
         """Reload the cluster's slot map, drop the clients pinned to nodes (a ``Refresh``
         step of the planner; nothing outside a cluster). Never raises: if no node answers,
         the next batch says so."""
-        if self._client is None or not self.is_cluster:
+        if self._client is None or not self.is_cluster or not self._refresh_due():
             return
         for client in self._drop_node_clients():
             client.close()
