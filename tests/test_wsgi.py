@@ -215,6 +215,8 @@ def cacheable_app(environ: Environ, start_response: StartResponse) -> Iterable[b
         get_session(environ)  # loaded, but nothing read or written
     elif path == "/public-read":
         lazy.get("name")
+    elif path == "/public-contains":
+        assert "name" not in lazy  # a membership test is a read too
     elif path == "/public-login":
         lazy.login("carol")  # nothing read: the session is not "accessed"
     elif path == "/public-logout":
@@ -235,9 +237,10 @@ def test_unused_session_leaves_the_cookie_alone_and_cookie_changes_carry_vary(
     r = get(probe, "/loaded-only", token=unknown)
     assert set_cookies(r) == [] and "Vary" not in r.headers
 
-    r = get(probe, "/public-read", token=unknown)  # used: the dead cookie goes
-    (deletion,) = set_cookies(r)
-    assert "Max-Age=0" in deletion and r.headers.getlist("Vary") == ["Cookie"]
+    for read in ("/public-read", "/public-contains"):  # used: the dead cookie goes
+        r = get(probe, read, token=unknown)
+        (deletion,) = set_cookies(r)
+        assert "Max-Age=0" in deletion and r.headers.getlist("Vary") == ["Cookie"]
 
     r = get(client, "/public-login")
     (issued,) = set_cookies(r)

@@ -42,16 +42,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
 from stickless.config import SessionConfig
-from stickless.errors import ConfigurationError, StoreUnavailable
+from stickless.errors import StoreUnavailable
 from stickless.session import Session
 from stickless.store import connect
 from stickless.store.aio import AsyncSessionStore
-from stickless.web.cycle import SessionCycle
-from stickless.web.options import (
-    MiddlewareKwargs,
-    MiddlewareOptions,
-    resolve_url,
-)
+from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -128,15 +123,9 @@ class SessionMiddleware:
         self._store = store
         self._stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
         self._stores = weakref.WeakKeyDictionary()
-        if store is not None:
-            if url is not None:
-                raise ConfigurationError("pass url or store, not both")
-            self.options.check_store_given()
-            self._url = ""
-            self._config = store.config
-        else:
-            self._url = resolve_url(url)
-            self._config = self.options.session_config()
+        self._url = self.options.store_url(url, store)
+        self._config = store.config if store is not None else self.options.session_config()
+        if self._url:
             connect.parse_url(self._url)  # a bad URL fails here, not at the first request
 
     @property
@@ -168,30 +157,24 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
         cookie_header, token_header = _request_tokens(scope, self.options.transport.header)
-        cycle = SessionCycle(
-            self.options,
+        cycle = self.options.cycle(
             cookie_header=cookie_header,
             token_header=token_header,
             https=scope.get("scheme") in ("https", "wss"),
         )
         store = self.store
         try:
-            loaded = await store.load(cycle.presented) if cycle.needs_load else None
-        except StoreUnavailable as exc:
-            if cycle.fail(exc, "load", stand_in=store.new()):
-                await self._refuse(scope, receive, send, connect_pending=True)
-                return
-        else:
-            cycle.begin(store.new() if loaded is None else loaded)
-        assert cycle.session is not None
-        scope["session"] = cycle.session
+            scope["session"] = await cycle.aopen(store)
+        except StoreUnavailable:
+            await self._refuse(scope, receive, send, connect_pending=True)
+            return
         scope["stickless.store"] = store
 
         async def send_wrapper(message: Message) -> None:
             if cycle.refused:
                 return  # the app's response was replaced by the failure response
             if message["type"] in _STARTS and not cycle.delivered:
-                if not await self._save(store, cycle):
+                if not await cycle.asave(store):
                     await self._refuse(scope, receive, send, connect_pending=False)
                     return
                 extra = cycle.response_headers()
@@ -204,32 +187,9 @@ class SessionMiddleware:
             await self.app(scope, receive, send_wrapper)
         except Exception:
             if kind == "websocket":  # a dropped connection is how many sockets end
-                await self._late_save(store, cycle)
+                await cycle.asave(store, late=True)
             raise
-        await self._late_save(store, cycle)
-
-    async def _late_save(self, store: AsyncSessionStore, cycle: SessionCycle) -> None:
-        """Save what changed after the response started, when the client's token allows."""
-        if cycle.delivered and not cycle.refused and cycle.late_save_allowed():
-            await self._save(store, cycle, late=True)
-
-    async def _save(
-        self, store: AsyncSessionStore, cycle: SessionCycle, *, late: bool = False
-    ) -> bool:
-        """Save the session; False when the request must be refused (fail closed, and the
-        headers are not out yet). After the headers, a failure can only be logged."""
-        if not cycle.should_save:
-            return True
-        assert cycle.session is not None
-        cycle.end_if_emptied()
-        try:
-            await store.save(cycle.session)
-        except StoreUnavailable as exc:
-            if late:
-                self.options.policy.report(exc, "late save")
-                return True
-            return not cycle.fail(exc, "save")
-        return True
+        await cycle.asave(store, late=True)
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, *, connect_pending: bool

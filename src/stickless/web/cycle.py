@@ -1,133 +1,247 @@
-"""One request's session, from the presented token to the response headers (no I/O).
+"""One request's session, from the presented token to the response headers.
 
-The ASGI and WSGI middlewares differ only in how they do I/O (awaited or blocking) and how
-they reach the request and the response. Everything they decide alike lives here:
+Every adapter (ASGI, WSGI, Flask, Django) leaves each per-request decision to this module and
+only translates its framework's request and response:
 
-* which token the request presented (:meth:`Transport.read_token`);
-* what the store being unavailable means for this request (:class:`FailurePolicy`): answer
-  503, or go on with a fresh session that is never saved (fail-open);
-* which headers the response gets after the save (:meth:`SessionCycle.response_headers`):
-  the cookie is touched only when the session was used, and every response that sets or
-  deletes it, or that read the session, carries ``Vary``;
-* whether changes made *after* the response headers went out may still be saved: only when
-  they do not need a token the client has not got (see :meth:`SessionCycle.late_save_allowed`).
+* which token the request presented (:meth:`~stickless.web.transport.Transport.read_token`);
+* when the session is loaded (:meth:`SessionCycle.open`: on first use, through
+  :class:`LazySession`; the ASGI middleware loads before the app, with
+  :meth:`SessionCycle.aopen`);
+* what the store being unavailable means (:class:`FailurePolicy`): answer 503, or go on with a
+  fresh session that is never saved (fail-open);
+* what is saved, and when (:meth:`SessionCycle.save`): a stored session the request emptied
+  ends; changes made *after* the response headers went out are saved only when they need no
+  token the client has not got (:meth:`SessionCycle.late_save_allowed`);
+* which headers the response gets (:meth:`SessionCycle.response_headers`): the cookie / token
+  header is touched only when the session was used, and every response that used it carries
+  ``Vary``.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from stickless.errors import StoreUnavailable
-from stickless.session import Session, SessionStatus
-from stickless.web.options import MiddlewareOptions
+from stickless.session import Session, SessionMeta, SessionStatus
+from stickless.store.aio import AsyncSessionStore
+from stickless.store.sync import SessionStore
+from stickless.web.transport import Transport
 
 log = logging.getLogger("stickless.web")
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class FailurePolicy:
+    """What adapters do when the session store is unreachable: one policy for all of them.
+
+    Fail closed (default): the request is answered ``503 Service Unavailable`` with a short
+    plain-text body and ``Retry-After``, never after more than the store's configured timeouts
+    (``connect_timeout`` / ``socket_timeout`` times ``retries + 1`` for a load). Nothing is
+    retried across requests: the next request tries Redis again, so the app recovers by
+    itself as soon as Redis is back.
+
+    Fail open (``fail_open=True``): the request goes on with an empty session that is *not*
+    saved, and a warning is logged (without the token). Use it when serving anonymous pages
+    matters more than the session.
+    """
+
+    fail_open: bool = False
+    status: int = 503
+    body: bytes = b"Session store unavailable, please retry shortly.\n"
+    retry_after: int = 1
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(self.body))),
+            ("Retry-After", str(self.retry_after)),
+            ("Cache-Control", "no-store"),
+        ]
+
+    def report(self, exc: StoreUnavailable, during: str) -> None:
+        """Log the failure once (address and cause only: no token, no session data)."""
+        action = "continuing with an unsaved empty session" if self.fail_open else "answering 503"
+        log.warning("session %s failed, %s: %s", during, action, exc)
+
+    def survive(self, exc: StoreUnavailable, during: str) -> None:
+        """Fail open: log the failure and return (the caller goes on without the store).
+        Fail closed: raise ``exc``, for the adapter to answer with this policy's response."""
+        if not self.fail_open:
+            raise exc
+        self.report(exc, during)
 
 
 class SessionCycle:
     """Bookkeeping of one request's session. Adapters create one per request.
 
-    ``session`` is None until the adapter calls :meth:`begin` (a lazy adapter calls it on
-    first access only, so an untouched request costs no round trip and sends no header).
+    ``session`` is None until :meth:`open` (or :meth:`aopen`) ran: a lazy adapter calls it on
+    first access only, so an untouched request costs no round trip and sends no header.
+    ``markers`` are keys that alone do not make a session worth keeping (Flask's
+    ``"_permanent"``).
     """
 
-    __slots__ = ("delivered", "https", "options", "presented", "refused", "saveable", "session")
+    __slots__ = (
+        "delivered",
+        "failure",
+        "https",
+        "markers",
+        "policy",
+        "presented",
+        "referenced",
+        "refused",
+        "saveable",
+        "session",
+        "transport",
+    )
 
     def __init__(
         self,
-        options: MiddlewareOptions,
+        transport: Transport,
+        policy: FailurePolicy,
         *,
         cookie_header: str | None,
         token_header: str | None,
         https: bool,
+        markers: frozenset[str] = frozenset(),
     ) -> None:
-        self.options = options
+        self.transport = transport
+        """Writes the response headers; an adapter may set another one before them (Flask's
+        cookie kind follows ``session.permanent``)."""
+        self.policy = policy
         self.https = https
-        self.presented: str | None = options.transport.read_token(cookie_header, token_header)
+        self.markers = markers
+        self.presented: str | None = transport.read_token(cookie_header, token_header)
         """The token the request carried (unvalidated; the store validates), or None."""
         self.session: Session | None = None
         self.saveable = True
         """False after a fail-open: the session is a stand-in and is never saved."""
+        self.failure: StoreUnavailable | None = None
+        """The load failure the request is refused for (raised again on any later use)."""
+        self.referenced = False
+        """True when the framework saw the session used in a way the Session cannot record
+        (Flask sets ``session.accessed`` whenever ``flask.session`` is used)."""
         self.delivered = False
         """True once the response headers (with the session's) were handed on."""
         self.refused = False
-        """True once the request was answered with the failure policy's response."""
+        """True once the request is answered with the failure policy's response."""
 
-    @property
-    def needs_load(self) -> bool:
-        """True when a token was presented, so :meth:`begin` needs ``store.load`` first."""
-        return self.presented is not None
+    # --------------------------------------------------------------------------- load
+    def open(self, store: SessionStore) -> Session:
+        """The request's session, loaded the first time (one round trip when a token was
+        presented, none without). Store unavailable: fail closed raises
+        :class:`StoreUnavailable` (now and on every later call), fail open gives a fresh
+        session that is never saved."""
+        if self.session is None:
+            if self.failure is not None:
+                raise self.failure  # already refused: no second wait for the store
+            try:
+                loaded = store.load(self.presented) if self.presented is not None else None
+            except StoreUnavailable as exc:
+                return self._load_failed(exc, store)
+            self.session = store.new() if loaded is None else loaded
+        return self.session
 
-    def begin(self, session: Session) -> Session:
-        """Record the request's session: the loaded one, or ``store.new()`` when the token
-        was absent, unknown, expired, malformed or forged."""
-        self.session = session
+    async def aopen(self, store: AsyncSessionStore) -> Session:
+        """:meth:`open` for asyncio adapters."""
+        try:
+            loaded = await store.load(self.presented) if self.presented is not None else None
+        except StoreUnavailable as exc:
+            return self._load_failed(exc, store)
+        self.session = store.new() if loaded is None else loaded
+        return self.session
+
+    def _load_failed(
+        self, exc: StoreUnavailable, store: SessionStore | AsyncSessionStore
+    ) -> Session:
+        self.policy.report(exc, "load")
+        if not self.policy.fail_open:
+            self.refused = True
+            self.failure = exc
+            raise exc
+        self.saveable = False
+        self.session = store.new()
+        return self.session
+
+    def refuse(self, exc: StoreUnavailable) -> None:
+        """The app let ``exc`` out (a load at first access, or a store call of its own): the
+        request is answered with the failure policy's response. Logged unless it was the
+        load, which logged already."""
+        if not self.refused:
+            self.policy.report(exc, "request")
+            self.refused = True
+
+    # --------------------------------------------------------------------------- save
+    def save(self, store: SessionStore, *, late: bool = False) -> bool:
+        """Save what this point of the request calls for (see :meth:`_to_save`); ``late``:
+        after the response headers went out. False when the request must be refused (the
+        save failed, closed, before the headers): the adapter answers the policy's
+        response instead of the app's."""
+        session = self._to_save(late)
+        try:
+            if session is not None:
+                store.save(session)
+        except StoreUnavailable as exc:
+            return self._save_failed(exc, late)
+        return True
+
+    async def asave(self, store: AsyncSessionStore, *, late: bool = False) -> bool:
+        """:meth:`save` for asyncio adapters."""
+        session = self._to_save(late)
+        try:
+            if session is not None:
+                await store.save(session)
+        except StoreUnavailable as exc:
+            return self._save_failed(exc, late)
+        return True
+
+    def _to_save(self, late: bool) -> Session | None:
+        """The session to hand to ``store.save`` now, or None. Never a fail-open stand-in,
+        nor, late, anything :meth:`late_save_allowed` refuses. A stored session the request
+        emptied ends (destroyed, cookie deleted), as with Starlette's and Flask's own
+        sessions; a new one holding nothing but ``markers`` is not stored."""
+        session = self.session
+        if session is None or not self.saveable:
+            return None
+        if late and (not self.delivered or self.refused or not self.late_save_allowed()):
+            return None
+        keys = dict.keys(session)
+        if (
+            session.status is SessionStatus.LOADED
+            and session.meta is not None
+            and session.user_id is None
+            and all(key in self.markers for key in keys)
+            and session.pending_changes()
+        ):
+            session.invalidate()
+        if session.is_new and session.user_id is None and all(key in self.markers for key in keys):
+            return None
         return session
 
-    def fail(self, exc: StoreUnavailable, during: str, stand_in: Session | None = None) -> bool:
-        """The store failed ``during`` ``"load"`` or ``"save"``. Logs it (no token, no data)
-        and returns True when the request must be refused (503, fail closed). With
-        ``fail_open`` it returns False and the session becomes unsaveable; ``stand_in``
-        (a ``store.new()``) replaces a session that could not be loaded."""
-        self.options.policy.report(exc, during)
-        if not self.options.policy.fail_open:
-            self.refused = True
+    def _save_failed(self, exc: StoreUnavailable, late: bool) -> bool:
+        if late:  # the headers are out: it can only be logged
+            self.policy.report(exc, "late save")
             return True
+        self.policy.report(exc, "save")
+        if not self.policy.fail_open:
+            self.refused = True
+            return False
         self.saveable = False
-        if self.session is None and stand_in is not None:
-            self.session = stand_in
-        return False
-
-    def end_if_emptied(self) -> None:
-        """Before the save: a stored session the request emptied ends (destroyed, cookie
-        deleted), as with Starlette's and Flask's own sessions."""
-        if self.session is not None and self.session.emptied:
-            self.session.invalidate()
-
-    @property
-    def should_save(self) -> bool:
-        """True when a save must run before the response headers go out."""
-        return self.session is not None and self.saveable
-
-    def response_headers(self) -> list[tuple[str, str]]:
-        """Headers to add to the response once the session was saved (call after the save).
-
-        ``Set-Cookie`` / token header only when the client's token changed (first save,
-        renewal) or ended: a deletion cookie goes out only when the request *used* the
-        session (read or wrote it, or logged out), so a route that never touches it leaves
-        even an unknown or expired cookie alone. ``Vary`` (``Cookie`` and the token header)
-        whenever the session was used, hence on every response that sets or deletes the
-        cookie: a shared cache must never hand one client's ``Set-Cookie`` to another, even
-        when the app marked the response ``Cache-Control: public``. Nothing for an untouched
-        request or a fail-open stand-in.
-        """
-        self.delivered = True
-        session = self.session
-        if session is None or not self.saveable or not self._used(session):
-            return []
-        transport = self.options.transport
-        headers = transport.response_headers(self.presented, session, https=self.https)
-        if transport.cookie is not None:
-            headers.append(("Vary", "Cookie"))
-        if transport.header:
-            headers.append(("Vary", transport.header))
-        return headers
-
-    def _used(self, session: Session) -> bool:
-        """True when the request used the session (after the save): it read or wrote it,
-        ended it, or the save gave it a token the client does not hold yet."""
-        return (
-            session.accessed
-            or session.status is SessionStatus.INVALIDATED
-            or (session.meta is not None and session.token != self.presented)
-        )
+        return True
 
     def late_save_allowed(self) -> bool:
         """After the headers went out: True when the session has changes that can still be
         saved under the token the client already holds (data changes, ``incr``, ``logout``
-        of a stored session). A brand-new session, a pending renewal, or data written after
-        ``logout()`` would need a new token that can no longer reach the client: those
-        changes are dropped, with a warning (never showing the data)."""
+        of a stored session). A brand-new session, a pending renewal (``renew()``, or an
+        identity change, which renews by itself), or data written after ``logout()`` would
+        need a new token that can no longer reach the client: those changes are dropped,
+        with a warning (never showing the data)."""
         session = self.session
         if session is None or not self.saveable or not session.modified:
             return False
@@ -143,3 +257,190 @@ class SessionCycle:
             )
             return False
         return True
+
+    # ----------------------------------------------------------------------- response
+    def response_headers(self) -> list[tuple[str, str]]:
+        """Headers to add to the response, after the save.
+
+        ``Set-Cookie`` / token header only when the request used the session (read or
+        wrote it, or logged out) and the client's token changed (first save, renewal) or
+        ended: a route that never touches the session leaves even an unknown or expired
+        cookie alone. ``Vary`` (``Cookie`` and the token header) whenever the session was
+        used, hence on every response that sets or deletes the cookie: a shared cache must
+        never hand one client's ``Set-Cookie`` to another, even when the app marked the
+        response ``Cache-Control: public``. Nothing for an untouched request.
+        """
+        self.delivered = True
+        session = self.session
+        used = self.referenced or (session is not None and self._used(session))
+        if not used:
+            return []
+        headers: list[tuple[str, str]] = []
+        if self.saveable:
+            headers = self.transport.response_headers(self.presented, session, https=self.https)
+        if self.transport.cookie is not None:
+            headers.append(("Vary", "Cookie"))
+        if self.transport.header:
+            headers.append(("Vary", self.transport.header))
+        return headers
+
+    def _used(self, session: Session) -> bool:
+        """True when the request used the session (after the save): it read or wrote it,
+        ended it, or the save gave it a token the client does not hold yet."""
+        return (
+            session.accessed
+            or session.status is SessionStatus.INVALIDATED
+            or (session.meta is not None and session.token != self.presented)
+        )
+
+
+def _view(name: str, doc: str) -> Any:
+    """A read-only property of :class:`LazySession`: attribute ``name`` of the loaded
+    Session (loading it first)."""
+    return property(lambda self: getattr(self.load(), name), doc=doc)
+
+
+class LazySession(MutableMapping[str, Any]):
+    """The request's session, loaded from the store on first access.
+
+    Every mapping operation (``s[k]``, ``get``, ``in``, ``len``, iteration, ``pop``,
+    ``update``, ``|=``...) and the session API (``login``, ``logout``, ``incr``,
+    ``user_id``, ``token``, ``status``...) goes to the real :class:`Session`, loading it
+    first; reads are recorded by that Session (``Vary``). :meth:`load` returns the Session.
+    Not a ``dict``: pass ``load()`` to code that needs one (``json.dumps``).
+
+    The WSGI middleware's ``environ["stickless.session"]``; Flask's ``flask.session`` is this
+    class plus Flask's value tagging (it overrides :meth:`_encode`, :meth:`_decode` and
+    :meth:`_wrote`).
+    """
+
+    __slots__ = ("_cycle", "_store")
+
+    def __init__(self, cycle: SessionCycle, store: SessionStore) -> None:
+        self._cycle = cycle
+        self._store = store
+
+    @property
+    def cycle(self) -> SessionCycle:
+        """The request's :class:`SessionCycle`."""
+        return self._cycle
+
+    def load(self) -> Session:
+        """The real Session (one round trip the first time when a token was presented, none
+        without a token). Raises StoreUnavailable when the store is down (fail closed)."""
+        return self._cycle.open(self._store)
+
+    @property
+    def loaded(self) -> bool:
+        """True once the session was loaded (or created) in this request."""
+        return self._cycle.session is not None
+
+    # ---------------------------------------------------- value translation (overridden)
+    def _encode(self, key: str, value: Any) -> Any:
+        """The form in which ``value`` is put into the Session."""
+        return value
+
+    def _decode(self, key: str, stored: Any) -> Any:
+        """The value handed out for ``stored``, the Session's value at ``key``."""
+        return stored
+
+    def _wrote(self, key: str | None = None, value: Any = _MISSING) -> None:
+        """Called after every change: ``key`` set to ``value``, or removed (no ``value``);
+        no ``key``: a change of the session as a whole."""
+
+    # ------------------------------------------------------------------------ mapping
+    def __getitem__(self, key: str) -> Any:
+        return self._decode(key, self.load()[key])
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.load()[key] = self._encode(key, value)
+        self._wrote(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        del self.load()[key]
+        self._wrote(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.load())
+
+    def __len__(self) -> int:
+        return len(self.load())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.load()
+
+    def popitem(self) -> tuple[str, Any]:
+        key, stored = self.load().popitem()
+        value = self._decode(key, stored)
+        self._wrote(key)
+        return key, value
+
+    def clear(self) -> None:
+        """See :meth:`Session.clear`: data set afterwards is a new identity (new token)."""
+        self.load().clear()
+        self._wrote()
+
+    def __ior__(self, other: Any) -> LazySession:
+        self.update(other)
+        return self
+
+    def copy(self) -> dict[str, Any]:
+        """A plain ``dict`` of the values (not tracked)."""
+        return {key: self[key] for key in list(self)}
+
+    def __repr__(self) -> str:
+        # Never shows values; never loads (a debugger's repr must not do I/O).
+        session = self._cycle.session
+        state = "(not loaded)" if session is None else repr(session)
+        return f"<{type(self).__name__} {state}>"
+
+    def __reduce__(self) -> Any:
+        raise TypeError("sessions are not picklable (stickless never pickles)")
+
+    # -------------------------------------------------------------------- session API
+    def login(self, user_id: str) -> None:
+        """See :meth:`Session.login`: bind the user and renew the token at save."""
+        self.load().login(user_id)
+        self._wrote()
+
+    def logout(self) -> None:
+        """See :meth:`Session.logout`: destroyed at save."""
+        self.invalidate()
+
+    def invalidate(self) -> None:
+        """See :meth:`Session.invalidate`."""
+        self.load().invalidate()
+        self._wrote()
+
+    def renew(self) -> None:
+        """See :meth:`Session.renew`: new token at save, same data."""
+        self.load().renew()
+        self._wrote()
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """See :meth:`Session.incr`: atomic at save."""
+        value = self.load().incr(key, amount)
+        self._wrote(key)
+        return value
+
+    @property
+    def user_id(self) -> str | None:
+        """The bound user (None: anonymous); see :attr:`Session.user_id`."""
+        return self.load().user_id
+
+    @user_id.setter
+    def user_id(self, value: str | None) -> None:
+        self.load().user_id = value
+        self._wrote()
+
+    token: str = _view("token", "The token the client keeps (never log it).")
+    status: SessionStatus = _view("status", "See :attr:`Session.status`.")
+    is_new: bool = _view("is_new", "True until the session was saved once.")
+    modified: bool = _view("modified", "True when a save would write something.")
+    meta: SessionMeta | None = _view("meta", "Timestamps kept by the store (None while new).")
+    created_at: datetime | None = _view("created_at", "See :attr:`Session.created_at`.")
+    last_access: datetime | None = _view("last_access", "See :attr:`Session.last_access`.")
+    expires_at: datetime | None = _view("expires_at", "See :attr:`Session.expires_at`.")
+    absolute_expires_at: datetime | None = _view(
+        "absolute_expires_at", "See :attr:`Session.absolute_expires_at`."
+    )

@@ -27,7 +27,7 @@ from typing import Literal, TypedDict
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError
-from stickless.web.policy import FailurePolicy
+from stickless.web.cycle import FailurePolicy, SessionCycle
 from stickless.web.transport import CookieSettings, Transport
 
 URL_ENV = "STICKLESS_URL"
@@ -39,10 +39,13 @@ DEFAULT_MAX_AGE = 14 * 24 * 60 * 60
 SecretKey = str | Sequence[str] | None
 
 
-def resolve_url(url: str | None) -> str:
-    """``url``, or the ``STICKLESS_URL`` environment variable when ``url`` is None.
+def resolve_url(url: str | None, *, needs: str = "pass url='redis://...' or store=...") -> str:
+    """``url``, or the ``STICKLESS_URL`` environment variable when ``url`` is None or empty:
+    the same rule for every adapter (a URL in the app's own settings wins over the
+    environment).
 
-    Raises :class:`ConfigurationError` when neither is set.
+    Raises :class:`ConfigurationError` when neither is set; ``needs`` says what the adapter's
+    user can do instead (its own setting).
     """
     if url:
         return url
@@ -50,7 +53,8 @@ def resolve_url(url: str | None) -> str:
     if from_env:
         return from_env
     raise ConfigurationError(
-        f"no session store: pass url='redis://...' or store=..., or set {URL_ENV}"
+        f"no session store (e.g. 'redis://127.0.0.1:6379/0'): {needs}, or set the {URL_ENV} "
+        "environment variable"
     )
 
 
@@ -144,14 +148,33 @@ class MiddlewareOptions:
             changes["absolute_timeout"] = max(config.absolute_timeout, self.max_age)
         return config.with_options(**changes) if changes else config
 
-    def check_store_given(self) -> None:
-        """A ready-made store carries its own config: refuse options that would be ignored."""
+    def store_url(self, url: str | None, store: object | None) -> str:
+        """The URL to build the store from: ``url``, or ``STICKLESS_URL`` when it is None.
+        ``""`` when a ready-made ``store`` is given: it carries its own config, so ``url``,
+        ``config`` and ``secret_key`` are refused with it."""
+        if store is None:
+            return resolve_url(url)
+        if url is not None:
+            raise ConfigurationError("pass url or store, not both")
         if self.config is not None:
             raise ConfigurationError("pass config to the store, not to the middleware")
         if self.secret_key is not None:
             raise ConfigurationError(
                 "pass secret_key in the store's SessionConfig, not to the middleware"
             )
+        return ""
+
+    def cycle(
+        self, *, cookie_header: str | None, token_header: str | None, https: bool
+    ) -> SessionCycle:
+        """A request's :class:`SessionCycle` under these options."""
+        return SessionCycle(
+            self.transport,
+            self.policy,
+            cookie_header=cookie_header,
+            token_header=token_header,
+            https=https,
+        )
 
     def excluded(self, path: str) -> bool:
         """True when ``path`` starts with one of ``exclude_paths`` (such requests get no

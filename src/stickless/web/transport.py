@@ -83,21 +83,41 @@ class Transport:
         """
         if session is None:
             return []
-        if session.meta is not None and session.token != presented:
-            return self._issue(session, https)  # saved first time, renewed, or restarted
-        if presented and session.meta is None:
-            return self._revoke(https)  # unknown / expired / destroyed: drop the cookie
+        meta = session.meta
+        if meta is None:  # not stored: unknown / expired / destroyed, or new and empty
+            return self.token_headers(presented, None, https=https)
+        return self.token_headers(
+            presented, session.token, https=https, deadline_ms=meta.deadline_ms
+        )
+
+    def token_headers(
+        self,
+        presented: str | None,
+        issued: str | None,
+        *,
+        https: bool = False,
+        deadline_ms: int | None = None,
+    ) -> list[tuple[str, str]]:
+        """Headers telling a client that presented ``presented`` to hold ``issued`` (the
+        stored session's token, None when there is none): the new token when it changed
+        (saved first time, renewed, restarted), a deletion when the presented one is dead,
+        nothing otherwise. ``deadline_ms``: the session's absolute deadline (the persistent
+        cookie's ``Max-Age``)."""
+        if issued is not None and issued != presented:
+            return self._issue(issued, deadline_ms, https)
+        if presented and issued is None:
+            return self._revoke(https)
         return []
 
-    def _issue(self, session: Session, https: bool) -> list[tuple[str, str]]:
+    def _issue(self, token: str, deadline_ms: int | None, https: bool) -> list[tuple[str, str]]:
         headers: list[tuple[str, str]] = []
         if self.cookie is not None:
             max_age = None
-            if self.cookie.persistent and session.meta is not None:
-                max_age = max(0, round(session.meta.deadline_ms / 1000 - time.time()))
-            headers.append(("Set-Cookie", self._cookie(session.token, max_age, https)))
+            if self.cookie.persistent and deadline_ms is not None:
+                max_age = max(0, round(deadline_ms / 1000 - time.time()))
+            headers.append(("Set-Cookie", self._cookie(token, max_age, https)))
         if self.header:
-            headers.append((self.header, session.token))
+            headers.append((self.header, token))
         return headers
 
     def _revoke(self, https: bool) -> list[tuple[str, str]]:

@@ -35,21 +35,16 @@ framework's adapter: ``stickless.flask``, ``stickless.django``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from types import TracebackType
 from typing import Any, Protocol, Unpack
 
-from stickless.errors import ConfigurationError, StoreUnavailable
-from stickless.session import Session, SessionMeta, SessionStatus
+from stickless.errors import StoreUnavailable
+from stickless.session import Session
 from stickless.store.sync import SessionStore
-from stickless.web.cycle import SessionCycle
-from stickless.web.options import (
-    MiddlewareKwargs,
-    MiddlewareOptions,
-    resolve_url,
-)
+from stickless.web.cycle import LazySession, SessionCycle
+from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 Headers = list[tuple[str, str]]
@@ -70,159 +65,7 @@ SESSION_KEY = "stickless.session"
 STORE_KEY = "stickless.store"
 """The ``environ`` key of the :class:`SessionStore`."""
 
-_MISSING: Any = object()
-
-
-class LazySession(MutableMapping[str, Any]):
-    """The request's session, loaded from Redis on first access.
-
-    Every mapping operation (``s[k]``, ``get``, ``in``, ``len``, iteration, ``pop``,
-    ``update``, ``|=``...) and the session API (``login``, ``logout``, ``incr``,
-    ``user_id``, ``token``, ``status``...) forwards to the real :class:`Session`, loading it
-    first. :meth:`load` returns that Session. Not a ``dict``: pass ``load()`` to code that
-    needs one (``json.dumps``).
-    """
-
-    __slots__ = ("_loader", "_session")
-
-    def __init__(self, loader: Callable[[], Session]) -> None:
-        self._loader = loader
-        self._session: Session | None = None
-
-    def load(self) -> Session:
-        """The real Session (one round trip the first time when a token was presented, none
-        without a token). Raises StoreUnavailable when the store is down (fail closed)."""
-        if self._session is None:
-            self._session = self._loader()
-        return self._session
-
-    @property
-    def loaded(self) -> bool:
-        """True once the session was loaded (or created) in this request."""
-        return self._session is not None
-
-    # ------------------------------------------------------------------ mapping
-    def __getitem__(self, key: str) -> Any:
-        return self.load()[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.load()[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.load()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.load())
-
-    def __len__(self) -> int:
-        return len(self.load())
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.load()
-
-    def get(self, key: str, default: Any = None, /) -> Any:
-        return self.load().get(key, default)
-
-    def pop(self, key: str, default: Any = _MISSING, /) -> Any:
-        session = self.load()
-        return session.pop(key) if default is _MISSING else session.pop(key, default)
-
-    def popitem(self) -> tuple[str, Any]:
-        return self.load().popitem()
-
-    def setdefault(self, key: str, default: Any = None, /) -> Any:
-        return self.load().setdefault(key, default)
-
-    def clear(self) -> None:
-        self.load().clear()
-
-    def update(self, other: Any = (), /, **kwargs: Any) -> None:
-        self.load().update(other, **kwargs)
-
-    def __ior__(self, other: Any) -> LazySession:
-        self.load().update(other)
-        return self
-
-    def copy(self) -> dict[str, Any]:
-        """A plain ``dict`` copy of the data."""
-        return self.load().copy()
-
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, LazySession):
-            other = other.load()
-        return dict(self.load()) == other if isinstance(other, Mapping) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
-
-    def __repr__(self) -> str:
-        if self._session is None:
-            return "<LazySession (not loaded)>"
-        return f"<LazySession {self._session!r}>"
-
-    # ------------------------------------------------------------------ session API
-    def login(self, user_id: str) -> None:
-        """See :meth:`Session.login`: bind the user and renew the token at save."""
-        self.load().login(user_id)
-
-    def logout(self) -> None:
-        """See :meth:`Session.logout`: destroyed at save."""
-        self.load().logout()
-
-    def renew(self) -> None:
-        """See :meth:`Session.renew`."""
-        self.load().renew()
-
-    def invalidate(self) -> None:
-        """See :meth:`Session.invalidate`."""
-        self.load().invalidate()
-
-    def incr(self, key: str, amount: int = 1) -> int:
-        """See :meth:`Session.incr`: atomic at save."""
-        return self.load().incr(key, amount)
-
-    @property
-    def user_id(self) -> str | None:
-        return self.load().user_id
-
-    @user_id.setter
-    def user_id(self, value: str | None) -> None:
-        self.load().user_id = value
-
-    @property
-    def token(self) -> str:
-        return self.load().token
-
-    @property
-    def status(self) -> SessionStatus:
-        return self.load().status
-
-    @property
-    def is_new(self) -> bool:
-        return self.load().is_new
-
-    @property
-    def modified(self) -> bool:
-        return self.load().modified
-
-    @property
-    def meta(self) -> SessionMeta | None:
-        return self.load().meta
-
-    @property
-    def created_at(self) -> datetime | None:
-        return self.load().created_at
-
-    @property
-    def last_access(self) -> datetime | None:
-        return self.load().last_access
-
-    @property
-    def expires_at(self) -> datetime | None:
-        return self.load().expires_at
-
-    @property
-    def absolute_expires_at(self) -> datetime | None:
-        return self.load().absolute_expires_at
+__all__ = ["SESSION_KEY", "STORE_KEY", "LazySession", "SessionMiddleware", "get_session"]
 
 
 def get_session(environ: Mapping[str, Any]) -> Session:
@@ -261,26 +104,24 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.options = MiddlewareOptions(**options)
-        if store is not None:
-            if url is not None:
-                raise ConfigurationError("pass url or store, not both")
-            self.options.check_store_given()
-            self.store = store
-        else:
-            self.store = SessionStore.from_url(resolve_url(url), self.options.session_config())
+        url = self.options.store_url(url, store)
+        self.store = (
+            store
+            if store is not None
+            else SessionStore.from_url(url, self.options.session_config())
+        )
         header_name = self.options.transport.header
         self._header_key = "HTTP_" + header_name.upper().replace("-", "_") if header_name else None
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         if self.options.excluded(environ.get("PATH_INFO", "")):
             return self.app(environ, start_response)
-        cycle = SessionCycle(
-            self.options,
+        cycle = self.options.cycle(
             cookie_header=environ.get("HTTP_COOKIE"),
             token_header=environ.get(self._header_key) if self._header_key else None,
             https=environ.get("wsgi.url_scheme") == "https",
         )
-        environ[SESSION_KEY] = LazySession(lambda: self._load(cycle))
+        environ[SESSION_KEY] = LazySession(cycle, self.store)
         environ[STORE_KEY] = self.store
         exchange = _Exchange(self.store, cycle, start_response)
         try:
@@ -288,16 +129,6 @@ class SessionMiddleware:
         except StoreUnavailable as exc:
             return exchange.refuse_after(exc)
         return _Body(result, exchange)
-
-    def _load(self, cycle: SessionCycle) -> Session:
-        try:
-            loaded = self.store.load(cycle.presented) if cycle.needs_load else None
-        except StoreUnavailable as exc:
-            if cycle.fail(exc, "load", stand_in=self.store.new()):
-                raise
-            assert cycle.session is not None
-            return cycle.session
-        return cycle.begin(self.store.new() if loaded is None else loaded)
 
 
 class _Exchange:
@@ -344,7 +175,7 @@ class _Exchange:
             return
         flushed = self.flush()
         assert self._write is not None
-        self._write(data if flushed else self.cycle.options.policy.body)
+        self._write(data if flushed else self.cycle.policy.body)
 
     def flush(self) -> bool:
         """Save, then pass status and headers on. False when the 503's status and headers
@@ -353,22 +184,15 @@ class _Exchange:
             return not self._replaced
         if self._status is None:
             raise RuntimeError("the WSGI app returned a body before calling start_response")
-        cycle = self.cycle
-        if cycle.should_save:
-            assert cycle.session is not None
-            cycle.end_if_emptied()
-            try:
-                self.store.save(cycle.session)
-            except StoreUnavailable as exc:
-                if cycle.fail(exc, "save"):
-                    self._refuse()
-                    return False
-        headers = self._headers + cycle.response_headers()
+        if not self.cycle.save(self.store):
+            self._refuse()
+            return False
+        headers = self._headers + self.cycle.response_headers()
         self._write = self._server_start(self._status, headers)
         return True
 
     def _refuse(self) -> None:
-        policy = self.cycle.options.policy
+        policy = self.cycle.policy
         self._replaced = True
         status = f"{policy.status} {HTTPStatus(policy.status).phrase}"
         self._write = self._server_start(status, policy.headers)
@@ -378,22 +202,15 @@ class _Exchange:
         answer 503 if the headers are not out yet (returns its body), else re-raise."""
         if self.flushed:
             raise exc
-        if not self.cycle.refused:  # not reported yet: the app's own store call failed
-            self.cycle.options.policy.report(exc, "request")
-            self.cycle.refused = True
+        self.cycle.refuse(exc)
         self._refuse()
-        return [self.cycle.options.policy.body]
+        return [self.cycle.policy.body]
 
     def finish(self) -> None:
         """After the server closed the response: save changes made after the headers went
         out, when they can be saved under the token the client holds."""
-        if not self.flushed or self._replaced or not self.cycle.late_save_allowed():
-            return
-        assert self.cycle.session is not None
-        try:
-            self.store.save(self.cycle.session)
-        except StoreUnavailable as exc:
-            self.cycle.options.policy.report(exc, "late save")
+        if self.flushed and not self._replaced:
+            self.cycle.save(self.store, late=True)
 
 
 class _Body:
@@ -411,11 +228,11 @@ class _Body:
         try:
             for chunk in self._result:
                 if not exchange.flush():
-                    yield exchange.cycle.options.policy.body
+                    yield exchange.cycle.policy.body
                     return
                 yield chunk
             if not exchange.flushed and not exchange.flush():
-                yield exchange.cycle.options.policy.body
+                yield exchange.cycle.policy.body
         except StoreUnavailable as exc:
             yield from exchange.refuse_after(exc)
 
