@@ -728,6 +728,39 @@ def test_session_transaction(make_app: AppFactory) -> None:
         assert s.new is False
 
 
+def test_url_from_environment(stickless_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``app.config["STICKLESS_URL"]``, the environment's is used, as by the ASGI and
+    WSGI middlewares; the app's own setting wins over it."""
+    monkeypatch.setenv("STICKLESS_URL", stickless_url)
+    app = flask.Flask("from-env")
+    app.testing = True
+    Stickless(app)
+    add_routes(app)
+    client = app.test_client()
+    client.post("/write/a/1")
+    assert client.get("/read/a").json == {"value": "1"}
+    state(app).store.close()
+    monkeypatch.setenv("STICKLESS_URL", "redis://192.0.2.1:1/0")  # never contacted
+    app = flask.Flask("own-setting")
+    app.config["STICKLESS_URL"] = stickless_url
+    Stickless(app)
+    assert state(app).store.client.ping()
+    state(app).store.close()
+
+
+def test_membership_is_recorded_by_the_core_session(make_app: AppFactory) -> None:
+    """``in`` is a read like any other: the core Session records it (``Vary: Cookie``), as
+    for every adapter, not a flag of the Flask proxy's own."""
+    app = make_app()
+    with app.test_request_context():
+        session = flask.session._get_current_object()  # type: ignore[attr-defined]
+        assert isinstance(session, FlaskSession)
+        session.accessed = False  # what Flask's request context set (every proxy use sets it)
+        assert not session.accessed
+        assert "a" not in session
+        assert session.accessed and session.core.accessed
+
+
 def test_mapping_behaviour(make_app: AppFactory) -> None:
     app = make_app()
     with app.test_request_context():
@@ -1045,7 +1078,8 @@ def test_configuration_mapping() -> None:
         config_of(STICKLESS_CONFIG={"idle_timeout": 5})
 
 
-def test_setup_errors_and_init_app(stickless_url: str) -> None:
+def test_setup_errors_and_init_app(stickless_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("STICKLESS_URL", raising=False)
     with pytest.raises(ConfigurationError, match="STICKLESS_URL"):
         Stickless(flask.Flask("no-url"))
     with SessionStore.from_url(stickless_url, SessionConfig(key_prefix="given")) as store:

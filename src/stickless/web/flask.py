@@ -1,10 +1,11 @@
 """Flask adapter: ``Stickless(app)`` and ``flask.session`` lives in Redis / Valkey.
 
 Public face: :mod:`stickless.flask` (``from stickless.flask import Stickless``); the code is
-here. This module only translates Flask to the core: the cookie / header decisions are
-:class:`~stickless.web.transport.Transport`'s, the store-down behaviour is
-:class:`~stickless.web.policy.FailurePolicy`'s, values Flask can put in its cookie session
-but plain JSON cannot hold go through :class:`~stickless.web.tagged.TaggedValues`.
+here. This module only translates Flask to the core: every per-request decision (loading,
+the store being down, what is saved, which headers go out) is
+:class:`~stickless.web.cycle.SessionCycle`'s, the cookie's attributes come from Flask's
+settings, and values Flask can put in its cookie session but plain JSON cannot hold go
+through :class:`~stickless.web.tagged.TaggedValues`.
 
 How a request goes:
 
@@ -24,13 +25,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from typing import Any, Final
 
-from flask import Flask, current_app
+from flask import Flask, current_app, request
 from flask import session as flask_session
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
@@ -41,9 +42,10 @@ from stickless import codec
 from stickless.codec import Tagged
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
-from stickless.session import Session, SessionStatus
+from stickless.session import Session
 from stickless.store.sync import SessionStore
-from stickless.web.policy import FailurePolicy
+from stickless.web.cycle import FailurePolicy, LazySession, SessionCycle
+from stickless.web.options import resolve_url
 from stickless.web.tagged import TaggedValues
 from stickless.web.transport import CookieSettings, SameSite, Transport
 
@@ -56,7 +58,12 @@ EXTENSION_KEY: Final = "stickless"
 
 PERMANENT_KEY: Final = "_permanent"
 """Where ``session.permanent`` lives in the session data (Flask's own key)."""
+CYCLE_KEY: Final = "stickless.flask.cycle"
+"""The ``request.environ`` key of the request's :class:`SessionCycle`."""
 
+_MARKERS: Final = frozenset({PERMANENT_KEY})
+"""Alone, ``_permanent`` does not make a session worth keeping (see SessionCycle)."""
+_MISSING: Any = object()
 _TOKEN_SIGNING_SALT: Final = b"stickless.flask.session-token"
 _FLASK_DEFAULT_LIFETIME: Final = timedelta(days=31)
 _SAMESITE: Final[dict[str, SameSite]] = {"lax": "lax", "strict": "strict", "none": "none"}
@@ -80,10 +87,7 @@ class SticklessState:
 def current_store() -> SessionStore:
     """The :class:`~stickless.SessionStore` of ``flask.current_app`` (for log-out-everywhere,
     listing a user's devices...). Raises RuntimeError when Stickless is not set up on it."""
-    state = current_app.extensions.get(EXTENSION_KEY)
-    if not isinstance(state, SticklessState):
-        raise RuntimeError("Stickless is not initialised on this app (call Stickless(app))")
-    return state.store
+    return _state(current_app).store
 
 
 def current_session() -> FlaskSession:
@@ -97,18 +101,18 @@ def current_session() -> FlaskSession:
 
 
 # ------------------------------------------------------------------------- session
-class FlaskSession(SessionMixin):
-    """``flask.session`` when Stickless is installed: a lazy, tagging view of a core
-    :class:`~stickless.Session`.
+class FlaskSession(LazySession, SessionMixin):
+    """``flask.session`` when Stickless is installed: the lazy session proxy of every
+    adapter (:class:`~stickless.web.cycle.LazySession`) plus Flask's value tagging.
 
-    Why a wrapper rather than a subclass of the core ``Session`` (a ``dict`` subclass):
+    Why a proxy rather than a subclass of the core ``Session`` (a ``dict`` subclass):
 
     * **laziness**: the session is loaded on the first read or write, so a request that
       never touches it costs no round trip even when it carries a cookie; a ``dict``
       subclass cannot defer filling its own storage (C-level readers such as ``json.dumps``
       would see it empty);
     * **Flask's value types**: the core holds the tagged JSON form (``{" t": [1, 2]}``) of a
-      tuple, while Flask code expects the tuple back; a wrapper can hand out the decoded
+      tuple, while Flask code expects the tuple back; a proxy can hand out the decoded
       value and keep the stored form apart.
 
     The cost: it is a ``MutableMapping`` (Flask's ``SessionMixin``), not a ``dict``:
@@ -129,42 +133,32 @@ class FlaskSession(SessionMixin):
 
     def __init__(
         self,
-        *,
+        cycle: SessionCycle,
         store: SessionStore,
         values: TaggedValues,
-        policy: FailurePolicy,
-        presented: str | None,
-        https: bool,
         importer: Callable[[str], dict[str, Any] | None] | None = None,
     ) -> None:
-        self._store = store
+        super().__init__(cycle, store)
         self._values = values
-        self._policy = policy
-        self._presented = presented
-        self._https = https
         self._importer = importer
-        self._inner: Session | None = None
         self._live: dict[str, Any] = {}
         """Python values handed out or set in this request (re-encoded at save)."""
         self._as_stored: dict[str, bytes] = {}
         """JSON, at read time, of values handed out as stored (plain JSON, or a tagged
         value that failed to decode): never re-tagged at save unless changed in place."""
-        self._accessed = False
         self._modified = False
-        self._failure: StoreUnavailable | None = None
-        self._unsaved = False
-        """Fail-open after a failed load: never saved."""
 
     # ------------------------------------------------------------ Flask's flags
     @property
     def accessed(self) -> bool:
-        """True once the session was read or written in this request (Flask also sets it
-        whenever ``flask.session`` is used); adds ``Vary: Cookie`` to the response."""
-        return self._accessed
+        """True once the session was read or written in this request, or used through
+        ``flask.session`` (Flask sets it then); adds ``Vary: Cookie`` to the response."""
+        session = self.cycle.session
+        return self.cycle.referenced or (session is not None and session.accessed)
 
     @accessed.setter
     def accessed(self, value: bool) -> None:
-        self._accessed = bool(value)
+        self.cycle.referenced = bool(value)
 
     @property
     def modified(self) -> bool:
@@ -181,7 +175,7 @@ class FlaskSession(SessionMixin):
     @property
     def new(self) -> bool:  # type: ignore[override]  # Flask's mixin has a plain attribute
         """True when the session is not stored yet (loads the session if needed)."""
-        return self._session().is_new
+        return self.is_new
 
     @property
     def permanent(self) -> bool:
@@ -195,24 +189,27 @@ class FlaskSession(SessionMixin):
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
-        inner = self._session()
-        value = bool(value)
-        if value == bool(dict.get(inner, PERMANENT_KEY, False)):
-            self._accessed = True
+        if bool(value) == self.permanent:
             return
         if value:
             self[PERMANENT_KEY] = True
         else:
             self.pop(PERMANENT_KEY, None)
-        inner.renew()  # no-op for a new session: its cookie is issued at the first save
+        self.load().renew()  # no-op for a new session: its cookie is issued at the first save
 
-    # --------------------------------------------------------------- the mapping
-    def __getitem__(self, key: str) -> Any:
-        inner = self._session()
-        self._accessed = True
-        if key in self._live and dict.__contains__(inner, key):
+    # ------------------------------------------------------------ the proxy's hooks
+    def load(self) -> Session:
+        """The core session; with ``STICKLESS_IMPORT_COOKIE_SESSIONS``, a new one is given
+        the data of the Flask cookie session the request presented, if any."""
+        fresh = not self.loaded
+        session = super().load()
+        if fresh and self._importer is not None and session.is_new and self.cycle.saveable:
+            self._adopt_cookie_session(self._importer)
+        return session
+
+    def _decode(self, key: str, stored: Any) -> Any:
+        if key in self._live:
             return self._live[key]
-        stored = inner[key]
         value = self._values.decode(stored, key=key)
         if value is stored or (isinstance(stored, Tagged) and value is stored.form):
             self._as_stored[key] = codec.encode(value)
@@ -221,189 +218,72 @@ class FlaskSession(SessionMixin):
         self._live[key] = value
         return value
 
-    def __setitem__(self, key: str, value: Any) -> None:
-        inner = self._session()
-        self._accessed = True
-        inner[key] = self._values.encode(value)  # TypeError here for non-JSON values
-        self._live[key] = value
-        self._as_stored.pop(key, None)
+    def _encode(self, key: str, value: Any) -> Any:
+        return self._values.encode(value)  # TypeError at the core for non-JSON values
+
+    def _wrote(self, key: str | None = None, value: Any = _MISSING) -> None:
         self._modified = True
+        if key is not None:
+            self._as_stored.pop(key, None)
+            if value is _MISSING:
+                self._live.pop(key, None)
+            else:
+                self._live[key] = value
 
-    def __delitem__(self, key: str) -> None:
-        inner = self._session()
-        self._accessed = True
-        del inner[key]
-        self._live.pop(key, None)
-        self._as_stored.pop(key, None)
-        self._modified = True
-
-    def __iter__(self) -> Iterator[str]:
-        inner = self._session()
-        self._accessed = True
-        return iter(inner)
-
-    def __len__(self) -> int:
-        inner = self._session()
-        self._accessed = True
-        return dict.__len__(inner)
-
-    def __contains__(self, key: object) -> bool:
-        inner = self._session()
-        self._accessed = True
-        return dict.__contains__(inner, key)
-
-    def clear(self) -> None:
+    # --------------------------------------------------------------- Flask's API
+    def invalidate(self) -> None:
         """End the session: emptied now, destroyed in Redis at save, cookie deleted. Data
         set afterwards in the same request goes into a new session (new token): Flask's
         ``session.clear()`` before a login is therefore fixation-safe."""
-        self._session().invalidate()
+        super().invalidate()
         self._live.clear()
         self._as_stored.clear()
-        self._accessed = self._modified = True
 
-    def copy(self) -> dict[str, Any]:
-        """A plain ``dict`` of the (decoded) values; not tracked."""
-        return {key: self[key] for key in list(self)}
+    def clear(self) -> None:
+        """End the session (same as :meth:`invalidate`, and :meth:`logout`)."""
+        self.invalidate()
 
-    def __repr__(self) -> str:
-        # Never shows values; never loads (a debugger's repr must not do I/O).
-        if self._inner is None:
-            return "<FlaskSession (not loaded)>"
-        return f"<FlaskSession status={self._inner.status.value} keys={sorted(self._inner)!r}>"
-
-    def __reduce__(self) -> Any:
-        raise TypeError("sessions are not picklable (stickless never pickles)")
-
-    # ----------------------------------------------------------- core features
     @property
     def core(self) -> Session:
         """The core :class:`~stickless.Session` (loads it if needed): ``meta``,
         ``created_at``, ``expires_at``, ``status``... Values there are in stored (tagged)
         form; go through this mapping to read and write them."""
-        return self._session()
+        return self.load()
 
-    @property
-    def token(self) -> str:
-        """The token the client keeps (never log it). Changes at save after a renewal."""
-        return self._session().token
-
-    @property
-    def user_id(self) -> str | None:
-        """The user the session is bound to (None: anonymous). Prefer :meth:`login`, which
-        also renews the token."""
-        return self._session().user_id
-
-    @user_id.setter
-    def user_id(self, value: str | None) -> None:
-        self._session().user_id = value
-        self._accessed = self._modified = True
-
-    def login(self, user_id: str) -> None:
-        """Bind the session to ``user_id`` and give it a new token at save (session fixation
-        protection); data is kept and the user's index lists this session."""
-        self._session().login(user_id)
-        self._accessed = self._modified = True
-
-    def logout(self) -> None:
-        """End the session (same as :meth:`clear`)."""
-        self.clear()
-
-    def invalidate(self) -> None:
-        """End the session (same as :meth:`clear`)."""
-        self.clear()
-
-    def renew(self) -> None:
-        """New token at save, same data (a no-op for a session not stored yet)."""
-        self._session().renew()
-        self._accessed = self._modified = True
-
-    def incr(self, key: str, amount: int = 1) -> int:
-        """Atomic counter: add ``amount`` to the int at ``key`` (0 when absent) and return
-        the new value. Concurrent requests never lose increments (``HINCRBY`` at save).
-        Raises TypeError when the value is not an int."""
-        inner = self._session()
-        self._accessed = self._modified = True
-        value = inner.incr(key, amount)
-        self._live.pop(key, None)
-        return value
-
-    # ---------------------------------------------------------------- internals
-    def _session(self) -> Session:
-        inner = self._inner
-        if inner is not None:
-            return inner
-        if self._failure is not None:
-            raise self._failure  # already answered 503: no second wait for Redis
-        return self._open()
-
-    def _open(self) -> Session:
-        loaded: Session | None = None
-        if self._presented is not None:
-            try:
-                loaded = self._store.load(self._presented)
-            except StoreUnavailable as exc:
-                if not self._policy.fail_open:
-                    self._failure = exc
-                    raise
-                self._policy.report(exc, "load")
-                self._unsaved = True
-        inner = self._inner = loaded if loaded is not None else self._store.new()
-        if loaded is None and not self._unsaved:
-            self._adopt_cookie_session()
-        return inner
-
-    def _adopt_cookie_session(self) -> None:
-        """``STICKLESS_IMPORT_COOKIE_SESSIONS``: the presented value is a valid Flask cookie
-        session: carry its data into this new session (saved at the end of the request)."""
-        if self._importer is None or self._presented is None:
-            return
-        data = self._importer(self._presented)
-        if not data:
-            return
-        for key, value in data.items():
-            try:
-                self[key] = value
-            except TypeError:
-                log.warning("cookie session import: key %r cannot be stored, dropped", key)
-
-    def _flush(self, inner: Session) -> None:
+    def before_save(self) -> None:
         """Re-encode the values handed out in this request: in-place changes of tagged
         values (a list of tuples...) are then in the change log too. A value handed out as
         stored and left unchanged is not re-tagged: another writer's plain JSON that looks
         like a tag (``{" m": "x"}``) stays exactly what that writer stored."""
+        session = self.cycle.session
+        if session is None:
+            return
         for key, value in self._live.items():
-            if not dict.__contains__(inner, key):
+            if not dict.__contains__(session, key):
                 continue
             as_stored = self._as_stored.get(key)
             if as_stored is not None and _json_or_none(value) == as_stored:
                 continue
             stored = self._values.encode(value)
-            if stored is not value and stored != dict.__getitem__(inner, key):
-                inner[key] = stored
+            if stored is not value and stored != dict.__getitem__(session, key):
+                session[key] = stored
 
-    def _end_if_emptied(self, inner: Session) -> None:
-        """As Flask does: a stored session this request left empty (no keys but
-        ``_permanent``, no user) ends, and its cookie is deleted."""
-        if (
-            inner.meta is not None
-            and inner.status is not SessionStatus.INVALIDATED
-            and inner.user_id is None
-            and inner.pending_changes()
-            and not any(key != PERMANENT_KEY for key in dict.keys(inner))
-        ):
-            inner.invalidate()
+    @property
+    def permanent_cookie(self) -> bool:
+        """Whether the cookie is to be persistent (``permanent``, read without loading or
+        recording an access)."""
+        session = self.cycle.session
+        return session is not None and bool(dict.get(session, PERMANENT_KEY, False))
 
-    def _worth_saving(self, inner: Session) -> bool:
-        """False only for a new session holding nothing but ``_permanent``: not stored (an
-        app marking every visitor's session permanent must not create one per anonymous
-        request). Stored and invalidated sessions always go to ``store.save``."""
-        if not inner.is_new or inner.user_id is not None:
-            return True
-        return any(key != PERMANENT_KEY for key in dict.keys(inner))
-
-    def _is_permanent(self) -> bool:
-        inner = self._inner
-        return inner is not None and bool(dict.get(inner, PERMANENT_KEY, False))
+    def _adopt_cookie_session(self, importer: Callable[[str], dict[str, Any] | None]) -> None:
+        """``STICKLESS_IMPORT_COOKIE_SESSIONS``: the presented value is a valid Flask cookie
+        session: carry its data into this new session (saved at the end of the request)."""
+        data = importer(self.cycle.presented) if self.cycle.presented is not None else None
+        for key, value in (data or {}).items():
+            try:
+                self[key] = value
+            except TypeError:
+                log.warning("cookie session import: key %r cannot be stored, dropped", key)
 
 
 # ---------------------------------------------------------------------- interface
@@ -415,8 +295,9 @@ class Stickless(SessionInterface):
 
     ``STICKLESS_URL``
         Store URL (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``,
-        ``redis+cluster://``). Required unless a store is passed: ``Stickless(app,
-        store=SessionStore(...))``.
+        ``redis+cluster://``). Default: the ``STICKLESS_URL`` environment variable, as for
+        the ASGI and WSGI middlewares. Required (one or the other) unless a store is passed:
+        ``Stickless(app, store=SessionStore(...))``.
     ``STICKLESS_CONFIG``
         A :class:`~stickless.SessionConfig` (default: ``SessionConfig()`` adjusted below).
     ``STICKLESS_HEADER``
@@ -465,7 +346,6 @@ class Stickless(SessionInterface):
         """The tagger for values (Flask's); ``register()`` custom tags on it as with Flask's
         ``session_interface.serializer``."""
         self._values = TaggedValues(self.serializer)
-        self._transports: dict[tuple[Any, ...], Transport] = {}
         if app is not None:
             self.init_app(app)
 
@@ -474,16 +354,15 @@ class Stickless(SessionInterface):
         """Install on ``app``: sets ``app.session_interface``, stores a
         :class:`SticklessState` in ``app.extensions["stickless"]`` and registers the 503
         error handler for :class:`~stickless.StoreUnavailable`. Raises ConfigurationError
-        when neither a store nor ``STICKLESS_URL`` is given."""
+        when neither a store nor ``STICKLESS_URL`` (in ``app.config`` or the environment)
+        is given."""
         store = store or self._store
         if store is None:
             url = app.config.get("STICKLESS_URL")
-            if not url:
-                raise ConfigurationError(
-                    "Stickless needs app.config['STICKLESS_URL'] (e.g. 'redis://127.0.0.1:6379/0') "
-                    "or a store: Stickless(app, store=SessionStore.from_url(...))"
-                )
-            store = SessionStore.from_url(str(url), self.session_config(app))
+            needs = "set app.config['STICKLESS_URL'] or pass a store: Stickless(app, store=...)"
+            store = SessionStore.from_url(
+                resolve_url(str(url) if url else None, needs=needs), self.session_config(app)
+            )
         header = app.config.get("STICKLESS_HEADER") or None
         app.extensions[EXTENSION_KEY] = SticklessState(
             store=store,
@@ -523,22 +402,17 @@ class Stickless(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         """A lazy session for ``request`` (no I/O here)."""
         state = _state(app)
-        transport = self._transport(app, state, persistent=True)
-        presented = transport.read_token(
-            request.headers.get("Cookie"),
-            request.headers.get(state.header) if state.header else None,
-        )
-        importer = None
-        if state.import_cookie_sessions:
-            importer = partial(_read_cookie_session, app)
-        return self.session_class(
-            store=state.store,
-            values=self._values,
-            policy=state.policy,
-            presented=presented,
+        cycle = SessionCycle(
+            self._transport(app, state, persistent=True),
+            state.policy,
+            cookie_header=request.headers.get("Cookie"),
+            token_header=request.headers.get(state.header) if state.header else None,
             https=request.is_secure,
-            importer=importer,
+            markers=_MARKERS,
         )
+        request.environ[CYCLE_KEY] = cycle
+        importer = partial(_read_cookie_session, app) if state.import_cookie_sessions else None
+        return self.session_class(cycle, state.store, self._values, importer)
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save the change log (one round trip, none when nothing changed), then add the
@@ -547,33 +421,21 @@ class Stickless(SessionInterface):
         if not isinstance(session, FlaskSession):
             return
         state = _state(app)
-        if session.accessed:
-            response.vary.add("Cookie")
-            if state.header:
-                response.vary.add(state.header)
-        inner = session._inner
-        if inner is None or session._failure is not None or session._unsaved:
+        cycle = session.cycle
+        session.before_save()
+        if not cycle.save(state.store):
+            _become_unavailable(response, state.policy)
             return
-        session._flush(inner)
-        session._end_if_emptied(inner)
-        if session._worth_saving(inner):
-            try:
-                state.store.save(inner)
-            except StoreUnavailable as exc:
-                state.policy.report(exc, "save")
-                if not state.policy.fail_open:
-                    _become_unavailable(response, state.policy)
-                return
-        transport = self._transport(app, state, persistent=session._is_permanent())
-        for name, value in transport.response_headers(
-            session._presented, inner, https=session._https
-        ):
-            response.headers.add(name, value)
-            if name == "Set-Cookie":
-                response.vary.add("Cookie")
+        cycle.transport = self._transport(app, state, persistent=session.permanent_cookie)
+        for name, value in cycle.response_headers():
+            if name == "Vary":
+                response.vary.add(value)
+            else:
+                response.headers.add(name, value)
 
     # ---------------------------------------------------------------- helpers
     def _transport(self, app: Flask, state: SticklessState, *, persistent: bool) -> Transport:
+        """The token's transport under Flask's cookie settings (read at each request)."""
         samesite_setting = self.get_cookie_samesite(app)
         samesite = "lax" if samesite_setting is None else str(samesite_setting).lower()
         if samesite not in _SAMESITE:
@@ -581,38 +443,28 @@ class Stickless(SessionInterface):
                 f"SESSION_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None' or None, "
                 f"not {samesite_setting!r}"
             )
-        key = (
-            self.get_cookie_name(app),
-            self.get_cookie_domain(app),
-            self.get_cookie_path(app),
-            bool(self.get_cookie_httponly(app)),
-            bool(self.get_cookie_secure(app)),
-            samesite,
-            bool(self.get_cookie_partitioned(app)),
-            persistent,
-            state.header,
+        domain = self.get_cookie_domain(app)
+        cookie = CookieSettings(
+            name=self.get_cookie_name(app),
+            path=self.get_cookie_path(app) or "/",
+            # as Werkzeug does (RFC 6265 5.2.3): a leading dot is not part of the domain
+            domain=(domain.partition(":")[0].lstrip(".") or None) if domain else None,
+            secure=True if self.get_cookie_secure(app) else None,
+            httponly=bool(self.get_cookie_httponly(app)),
+            samesite=_SAMESITE[samesite],
+            partitioned=bool(self.get_cookie_partitioned(app)),
+            persistent=persistent,
         )
-        transport = self._transports.get(key)
-        if transport is None:
-            name, domain, path, httponly, secure, _, partitioned, _, header = key
-            cookie = CookieSettings(
-                name=name,
-                path=path or "/",
-                # as Werkzeug does (RFC 6265 5.2.3): a leading dot is not part of the domain
-                domain=(domain.partition(":")[0].lstrip(".") or None) if domain else None,
-                secure=True if secure else None,
-                httponly=httponly,
-                samesite=_SAMESITE[samesite],
-                partitioned=partitioned,
-                persistent=persistent,
-            )
-            transport = self._transports[key] = Transport(cookie=cookie, header=header)
-        return transport
+        return Transport(cookie=cookie, header=state.header)
 
     @staticmethod
     def _unavailable(exc: StoreUnavailable) -> Response:
         policy = _state(current_app).policy
-        policy.report(exc, "request")
+        cycle = request.environ.get(CYCLE_KEY)
+        if isinstance(cycle, SessionCycle):
+            cycle.refuse(exc)
+        else:  # raised before the session was opened
+            policy.report(exc, "request")
         response = current_app.response_class(policy.body, status=policy.status)
         for name, value in policy.headers:
             response.headers[name] = value
