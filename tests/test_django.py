@@ -457,15 +457,32 @@ def test_engine_module_and_settings(url: str) -> None:
     assert SessionStore.clear_expired() is None
 
 
+def test_url_from_environment(stickless_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings without ``STICKLESS_URL``: the environment's is used, as by every adapter."""
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.setenv("STICKLESS_URL", stickless_url)
+    with override_settings(STICKLESS_URL=None):  # rebuilds the stores, now and after
+        del settings.STICKLESS_URL
+        client = Client()
+        client.get("/set", {"key": "a", "value": "1"})
+        assert client.get("/read").json() == {"a": "1"}
+        assert session_keys(stickless_url)
+    monkeypatch.delenv("STICKLESS_URL")
+    with override_settings(STICKLESS_URL=None), pytest.raises(ImproperlyConfigured, match="URL"):
+        get_store()
+
+
 @override_settings(STICKLESS_MIGRATE_FROM="django.contrib.sessions.backends.cache")
 def test_migration_from_the_cache_engine(
     url: str, alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from django.contrib.sessions.backends.cache import SessionStore as CacheSession
 
-    import stickless.web.django as engine
+    from stickless.web import django_migrate
 
-    monkeypatch.setattr(engine, "LEGACY_GRACE", 1)
+    monkeypatch.setattr(django_migrate, "LEGACY_GRACE", 1)
 
     old = CacheSession()
     old.update(

@@ -3,7 +3,7 @@
 Settings::
 
     SESSION_ENGINE = "stickless.django"
-    STICKLESS_URL = "redis://127.0.0.1:6379/0"        # required; any URL of stickless.store.connect
+    STICKLESS_URL = "redis://127.0.0.1:6379/0"        # default: the environment's STICKLESS_URL
     STICKLESS_CONFIG = SessionConfig(...)             # optional (or a dict of its fields)
     STICKLESS_FAILURE_POLICY = FailurePolicy(...)     # optional: 503 (default) or fail-open
     STICKLESS_MIGRATE_FROM = "django.contrib.sessions.backends.cache"   # optional, see below
@@ -44,18 +44,19 @@ How Django's model maps onto stickless:
   a session's life, never extend it past the store's idle / absolute timeouts.
 * ``STICKLESS_MIGRATE_FROM`` (default None) names the previous engine: a cookie holding one
   of its keys (no dot in it) has that session's data moved into a new stickless session on
-  first use (and deleted from the old engine, so a replayed old cookie is worthless).
+  first use (and deleted from the old engine, so a replayed old cookie is worthless); see
+  :mod:`stickless.web.django_migrate`.
 * Keys starting with ``"_stickless:"`` are the engine's own (an empty-session marker, the
   ``set_expiry`` deadline); they are never shown to Django code, and setting one raises.
 * ``SESSION_SERIALIZER`` is not used: each value is stored as JSON by stickless's codec (the
   same values Django's ``JSONSerializer`` accepts, except that non-``str`` dict keys raise
   ``TypeError`` instead of being turned into strings, and tuples come back as lists).
 
-Implementation note: every operation is written once, as a generator that yields the store
-calls it needs (:class:`_Call`); :func:`_drive` runs it with the blocking
-:class:`~stickless.SessionStore`, :func:`_adrive` with the process's
-:class:`~stickless.AsyncSessionStore` for the running event loop. So ``save`` and ``asave``
-cannot drift apart.
+Implementation note: every operation is written once, as a plan (a generator that yields
+from the store's own plans, :attr:`stickless.SessionStore.plan`); :func:`_run` runs it with
+the blocking :class:`~stickless.SessionStore`'s driver, :func:`_arun` with the driver of the
+process's :class:`~stickless.AsyncSessionStore` for the running event loop. So ``save`` and
+``asave`` cannot drift apart, and there is one driver of each kind, the store's.
 """
 
 from __future__ import annotations
@@ -64,12 +65,10 @@ import asyncio
 import threading
 import time
 import weakref
-from collections.abc import Generator, Mapping
-from dataclasses import dataclass
-from importlib import import_module
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any, TypeVar
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
 from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
@@ -80,12 +79,17 @@ from django.utils.cache import patch_vary_headers
 
 from stickless import codec
 from stickless.config import SessionConfig
-from stickless.errors import SessionConflict, StoreUnavailable
+from stickless.errors import ConfigurationError, SessionConflict, StoreUnavailable
 from stickless.session import Session
+from stickless.store import aio, sync
 from stickless.store.aio import AsyncSessionStore
+from stickless.store.plan import Op, Planner
 from stickless.store.sync import SessionStore as BlockingStore
 from stickless.tokens import MAX_TOKEN_LENGTH
-from stickless.web.policy import FailurePolicy
+from stickless.web import django_migrate
+from stickless.web.cycle import FailurePolicy
+from stickless.web.options import resolve_url
+from stickless.web.transport import Transport
 
 __all__ = [
     "SessionMiddleware",
@@ -167,13 +171,14 @@ _stores = _Stores()
 
 
 def _url() -> str:
+    """``STICKLESS_URL`` from settings, else from the environment (as every adapter)."""
     url = getattr(settings, "STICKLESS_URL", None)
-    if not url or not isinstance(url, str):
-        raise ImproperlyConfigured(
-            'SESSION_ENGINE = "stickless.django" needs STICKLESS_URL, e.g. '
-            '"redis://127.0.0.1:6379/0"'
-        )
-    return url
+    if url is not None and not isinstance(url, str):
+        raise ImproperlyConfigured("STICKLESS_URL must be a str, e.g. 'redis://127.0.0.1:6379/0'")
+    try:
+        return resolve_url(url, needs='SESSION_ENGINE = "stickless.django" needs STICKLESS_URL')
+    except ConfigurationError as exc:
+        raise ImproperlyConfigured(str(exc)) from None
 
 
 def _config() -> SessionConfig:
@@ -188,18 +193,6 @@ def _config() -> SessionConfig:
     if isinstance(value, Mapping):
         return SessionConfig(**value)
     raise ImproperlyConfigured("STICKLESS_CONFIG must be a stickless.SessionConfig or a dict")
-
-
-def _legacy_store(presented: str | None) -> SessionBase | None:
-    """The session of the engine named by ``STICKLESS_MIGRATE_FROM`` for a key that is not a
-    stickless token (those always contain a dot), or None."""
-    engine = getattr(settings, "STICKLESS_MIGRATE_FROM", None)
-    if not engine or not presented or "." in presented:
-        return None
-    module = import_module(engine)
-    if module.SessionStore is SessionStore or issubclass(module.SessionStore, SessionStore):
-        raise ImproperlyConfigured("STICKLESS_MIGRATE_FROM must name another session engine")
-    return module.SessionStore(presented)
 
 
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
@@ -222,51 +215,17 @@ def get_async_store() -> AsyncSessionStore:
     return _stores.for_running_loop()
 
 
-# ------------------------------------------------------------------- flows and drivers
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One store call an operation needs; the driver runs it and sends back the result (or
-    throws its exception into the operation)."""
-
-    method: Literal["load", "save", "destroy"]
-    arg: object
+# ---------------------------------------------------------------------- running plans
+def _run(flow: Callable[[Planner], Op[_T]]) -> _T:
+    """Run an operation with the blocking store (and its driver)."""
+    store = _stores.sync()
+    return sync.drive(flow(store.plan), store)
 
 
-_Flow = Generator[_Call, Any, _T]
-
-
-def _drive(flow: _Flow[_T]) -> _T:
-    """Run an operation with the blocking store."""
-    store: BlockingStore | None = None
-    try:
-        call = next(flow)
-        while True:
-            store = store or _stores.sync()
-            try:
-                result = getattr(store, call.method)(call.arg)
-            except Exception as exc:
-                call = flow.throw(exc)
-            else:
-                call = flow.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-
-
-async def _adrive(flow: _Flow[_T]) -> _T:
-    """Run an operation with the running loop's async store."""
-    store: AsyncSessionStore | None = None
-    try:
-        call = next(flow)
-        while True:
-            store = store or _stores.for_running_loop()
-            try:
-                result = await getattr(store, call.method)(call.arg)
-            except Exception as exc:
-                call = flow.throw(exc)
-            else:
-                call = flow.send(result)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+async def _arun(flow: Callable[[Planner], Op[_T]]) -> _T:
+    """Run an operation with the running loop's async store (and its driver)."""
+    store = _stores.for_running_loop()
+    return await aio.drive(flow(store.plan), store)
 
 
 def _hidden(key: object) -> bool:
@@ -366,42 +325,34 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         """The session's data (``{}`` and no key when it is unknown, expired or destroyed).
         With ``STICKLESS_MIGRATE_FROM``, a key of the old engine brings its data over."""
         presented = self.session_key
-        data = _drive(self._load_flow())
-        legacy = _legacy_store(presented) if self.session_key is None else None
-        if legacy is not None:
-            moved = legacy.load()
-            if moved:
-                _retire(legacy, moved)
-                self._take_over(moved)
+        data = _run(self._load_flow)
+        if self.session_key is None:
+            self._take_over(django_migrate.take(presented, SessionStore))
         return data
 
     async def aload(self) -> dict[str, Any]:
         presented = self.session_key
-        data = await _adrive(self._load_flow())
-        legacy = _legacy_store(presented) if self.session_key is None else None
-        if legacy is not None:
-            moved = await legacy.aload()
-            if moved:
-                await sync_to_async(_retire)(legacy, moved)
-                self._take_over(moved)
+        data = await _arun(self._load_flow)
+        if self.session_key is None:
+            self._take_over(await django_migrate.atake(presented, SessionStore))
         return data
 
     def exists(self, session_key: str | None) -> bool:
         """True when ``session_key`` names a live session (one round trip; a malformed key
         is answered without I/O)."""
-        return _drive(self._exists_flow(session_key))
+        return _run(partial(self._exists_flow, session_key=session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        return await _adrive(self._exists_flow(session_key))
+        return await _arun(partial(self._exists_flow, session_key=session_key))
 
     def create(self) -> None:
         """Store the session under a new key, with the current data (possibly empty), now.
         Raises ``CreateError`` if the token exists (that means a broken random generator:
         it is not retried)."""
-        _drive(self._create_flow())
+        _run(self._create_flow)
 
     async def acreate(self) -> None:
-        await _adrive(self._create_flow())
+        await _arun(self._create_flow)
 
     def save(self, must_create: bool = False) -> None:
         """Write what this request changed, in one round trip (plus one load when the
@@ -412,26 +363,26 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         was destroyed or expired since it was loaded: it is not brought back (Django's
         middleware then answers 400, ``SessionInterrupted``).
         """
-        _drive(self._save_flow(must_create))
+        _run(partial(self._save_flow, must_create=must_create))
 
     async def asave(self, must_create: bool = False) -> None:
-        await _adrive(self._save_flow(must_create))
+        await _arun(partial(self._save_flow, must_create=must_create))
 
     def delete(self, session_key: str | None = None) -> None:
         """Destroy a session now (default: this one). Unknown keys are ignored."""
-        _drive(self._delete_flow(session_key))
+        _run(partial(self._delete_flow, session_key=session_key))
 
     async def adelete(self, session_key: str | None = None) -> None:
-        await _adrive(self._delete_flow(session_key))
+        await _arun(partial(self._delete_flow, session_key=session_key))
 
     def cycle_key(self) -> None:
         """Give the session a new key, keeping its data; the old key stops working at once.
         A stored session is renewed now (one atomic script, with this request's pending
         changes); a session not stored yet just gets its key, and is written at save."""
-        _drive(self._cycle_flow())
+        _run(self._cycle_flow)
 
     async def acycle_key(self) -> None:
-        await _adrive(self._cycle_flow())
+        await _arun(self._cycle_flow)
 
     @property
     def stickless(self) -> Session:
@@ -440,21 +391,21 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         ``created_at`` / ``expires_at``; read and write data through ``request.session``
         (values written here directly are saved, but only show up in ``request.session``
         after the save)."""
-        return _drive(self._attach_flow())
+        return _run(self._attach_flow)
 
     async def astickless(self) -> Session:
         """:attr:`stickless` for async code."""
-        return await _adrive(self._attach_flow())
+        return await _arun(self._attach_flow)
 
     # ------------------------------------------------------------------ the operations
-    def _load_flow(self) -> _Flow[dict[str, Any]]:
+    def _load_flow(self, plan: Planner) -> Op[dict[str, Any]]:
         key = self.session_key
         sl: Session | None = None
         if key is not None:
             try:
-                sl = yield from self._fetch(key)
+                sl = yield from self._fetch(plan, key)
             except StoreUnavailable as exc:
-                self._fail_open(exc, "load")
+                _stores.policy().survive(exc, "load")
                 self._degraded = True
                 return self._forget()
         if sl is None:
@@ -462,25 +413,25 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return self._forget()
         return self._adopt(sl, keep_cache=False)
 
-    def _exists_flow(self, session_key: str | None) -> _Flow[bool]:
+    def _exists_flow(self, plan: Planner, session_key: str | None) -> Op[bool]:
         if not self._validate_session_key(session_key):
             return False
-        return (yield from self._fetch(session_key)) is not None
+        return (yield from self._fetch(plan, session_key)) is not None
 
-    def _fetch(self, key: object) -> _Flow[Session | None]:
+    def _fetch(self, plan: Planner, key: object) -> Op[Session | None]:
         """Load ``key``; a session past its ``set_expiry()`` deadline is destroyed: None."""
-        sl: Session | None = yield _Call("load", key)
+        sl = yield from plan.load(key)
         if sl is not None and _expired(sl):
-            yield _Call("destroy", sl)
+            yield from plan.destroy(sl)
             return None
         return sl
 
-    def _attach_flow(self) -> _Flow[Session]:
+    def _attach_flow(self, plan: Planner) -> Op[Session]:
         """Make sure the stickless Session is there (loading it if needed)."""
         if "_session_cache" not in self.__dict__:
-            yield from self._load_flow()
+            yield from self._load_flow(plan)
         elif self._sl is None and self.session_key is not None and not self._degraded:
-            sl = yield from self._fetch(self.session_key)
+            sl = yield from self._fetch(plan, self.session_key)
             if sl is None:
                 self._session_key = None
             else:
@@ -488,40 +439,40 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self.accessed = True
         return self._sl if self._sl is not None else self._new_session()
 
-    def _create_flow(self) -> _Flow[None]:
+    def _create_flow(self, plan: Planner) -> Op[None]:
         sl = self._sl
         if sl is None or not sl.is_new:
             sl = self._new_session()  # a stored session starts over, with the current data
         self._seen = {}
         self._session_key = sl.token
-        yield from self._save_flow(must_create=True)
+        yield from self._save_flow(plan, must_create=True)
         self._modified = True
 
-    def _save_flow(self, must_create: bool) -> _Flow[None]:
+    def _save_flow(self, plan: Planner, must_create: bool) -> Op[None]:
         if self._degraded:  # fail-open after a failed load: never write a partial view
             if self.session_key is None:
                 self._session_key = self._new_session().token
             return
         if self.session_key is None:
-            yield from self._create_flow()
+            yield from self._create_flow(plan)
             return
         sl = self._sl
         if must_create or (sl is not None and sl.is_new):
             if sl is None or not sl.is_new or sl.token != self.session_key:
-                yield from self._create_flow()  # never adopt a key we did not mint
+                yield from self._create_flow(plan)  # never adopt a key we did not mint
                 return
             data: dict[str, Any] = self._get_session(no_load=True)
         elif sl is None:  # not read in this request: clear(), SAVE_EVERY_REQUEST, ...
             cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
             try:
-                sl = yield from self._fetch(self.session_key)
+                sl = yield from self._fetch(plan, self.session_key)
             except StoreUnavailable as exc:
-                self._fail_open(exc, "save")
+                _stores.policy().survive(exc, "save")
                 return
             if sl is None:
                 self._session_key = None
                 if cache is not None:  # data written blind: it goes into a new session
-                    yield from self._create_flow()
+                    yield from self._create_flow(plan)
                 return
             data = self._adopt(sl, keep_cache=True)
         elif "_session_cache" in self.__dict__:
@@ -531,13 +482,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         was_new = sl.is_new
         self._apply(sl, data)
         try:
-            result = yield _Call("save", sl)
+            result = yield from plan.save(sl)
         except SessionConflict as exc:
             if was_new:
                 raise CreateError(str(exc)) from exc
             raise
         except StoreUnavailable as exc:
-            self._fail_open(exc, "save")
+            _stores.policy().survive(exc, "save")
             return
         if result.outcome == "gone":
             self._sl, self._seen = None, {}
@@ -549,7 +500,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return
         self._synced(sl, data)
 
-    def _delete_flow(self, session_key: str | None) -> _Flow[None]:
+    def _delete_flow(self, plan: Planner, session_key: str | None) -> Op[None]:
         own = session_key is None or session_key == self.session_key
         key = self.session_key if session_key is None else session_key
         if key is None:
@@ -558,10 +509,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             sl, self._sl, self._seen = self._sl, None, {}
             if sl is not None and sl.is_new and sl.token == key:
                 return  # never stored
-        yield _Call("destroy", key)
+        yield from plan.destroy(key)
 
-    def _cycle_flow(self) -> _Flow[None]:
-        yield from self._attach_flow()
+    def _cycle_flow(self, plan: Planner) -> Op[None]:
+        yield from self._attach_flow(plan)
         self._modified = True
         sl = self._sl
         if self._degraded or sl is None:
@@ -571,18 +522,19 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             return
         sl.renew(forward=False)  # as Django's engines delete the old key: it keeps no power
         try:
-            yield from self._save_flow(must_create=False)
+            yield from self._save_flow(plan, must_create=False)
         except UpdateError:
             # destroyed meanwhile: the data goes on under a brand-new key, as with Django's
             # own cycle_key (create + delete); it is written at the next save
             self._session_key = self._new_session().token
 
     # ------------------------------------------------------------------ helpers
-    def _take_over(self, moved: Mapping[str, Any]) -> None:
-        """Data of the old engine becomes this (new) session's: written, under a new
-        stickless key, by the save at the end of the request."""
-        self._session_cache.update(moved)
-        self._modified = True
+    def _take_over(self, moved: Mapping[str, Any] | None) -> None:
+        """Data of the old engine (if any) becomes this (new) session's: written, under a
+        new stickless key, by the save at the end of the request."""
+        if moved:
+            self._session_cache.update(moved)
+            self._modified = True
 
     def _stickless_modified(self) -> bool:
         sl = self._sl
@@ -657,13 +609,6 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 data[key] = value
         self._seen = {key: _encode(key, value) for key, value in data.items()}
 
-    @staticmethod
-    def _fail_open(exc: StoreUnavailable, during: str) -> None:
-        policy = _stores.policy()
-        if not policy.fail_open:
-            raise exc
-        policy.report(exc, during)
-
 
 _MISSING: Any = object()
 
@@ -686,27 +631,29 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
     """
 
     def process_request(self, request: Any) -> None:
-        header = _token_header()
-        presented = request.headers.get(header) if header else None
-        if presented:
-            request.session = self.SessionStore(presented.strip())
-            request.stickless_presented = presented.strip()
-        else:
+        transport = _header_transport()
+        presented = None
+        if transport is not None:
+            presented = transport.read_token(None, request.headers.get(transport.header))
+        if presented is None:
             super().process_request(request)
-            request.stickless_presented = request.session.session_key
+            presented = request.session.session_key
+        else:
+            request.session = self.SessionStore(presented)
+        request.stickless_presented = presented
 
     def process_response(self, request: Any, response: Any) -> Any:
         try:
             response = super().process_response(request, response)
         except StoreUnavailable as exc:
             return _unavailable_response(exc, "save")
-        header = _token_header()
+        transport = _header_transport()
         session = getattr(request, "session", None)
-        if header and session is not None:
-            key = session.session_key
-            if key != getattr(request, "stickless_presented", None):
-                response.headers[header] = key or ""
-            patch_vary_headers(response, (header,))
+        if transport is not None and transport.header and session is not None:
+            presented = getattr(request, "stickless_presented", None)
+            for name, value in transport.token_headers(presented, session.session_key):
+                response.headers[name] = value
+            patch_vary_headers(response, (transport.header,))
         return response
 
     def process_exception(self, request: Any, exception: Exception) -> Any:
@@ -715,31 +662,11 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         return None
 
 
-LEGACY_GRACE = 60
-"""Seconds an old-engine session stays readable after it was migrated."""
-
-
-_RETIRED = "_stickless_migrated"
-
-
-def _retire(legacy: SessionBase, moved: dict[str, Any]) -> None:
-    """Let a migrated old-engine session live ``LEGACY_GRACE`` more seconds, then die.
-
-    Not deleted at once: requests the browser sent in parallel with the same old cookie
-    (a page's XHRs right after the deploy) must still find it, or their responses would
-    delete the new cookie and log the user out. A replayed old cookie stops working after
-    the grace period (which later uses do not extend)."""
-    if moved.pop(_RETIRED, False):
-        return
-    legacy[_RETIRED] = True
-    legacy.set_expiry(LEGACY_GRACE)
-    legacy.save()
-
-
-def _token_header() -> str | None:
-    """``STICKLESS_HEADER`` from settings: the header carrying the token (None: cookie only)."""
-    value = getattr(settings, "STICKLESS_HEADER", None)
-    return str(value) if value else None
+def _header_transport() -> Transport | None:
+    """``STICKLESS_HEADER`` from settings: the token's header transport (None: cookie only;
+    the cookie is Django's)."""
+    header = getattr(settings, "STICKLESS_HEADER", None)
+    return Transport(cookie=None, header=str(header)) if header else None
 
 
 def _unavailable_response(exc: StoreUnavailable, during: str) -> HttpResponse:
