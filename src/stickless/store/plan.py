@@ -38,7 +38,7 @@ from stickless.errors import (
 )
 from stickless.session import Changes, Session, SessionMeta, SessionStatus, ms_to_datetime
 from stickless.store import keys
-from stickless.store.failures import Unavailable
+from stickless.store.failures import Misconfigured, Unavailable
 from stickless.store.keys import KeyLayout
 from stickless.tokens import TokenCodec, TokenId
 
@@ -238,8 +238,9 @@ class Planner:
                 replies: list[Any] = yield batch
             except Unavailable as exc:
                 yield Refresh()  # in a cluster, a node may have died: ask for the slot map
-                if not batch.idempotent or attempt >= self.config.retries:
-                    raise StoreUnavailable(self.address, exc) from exc
+                wrong = isinstance(exc, Misconfigured)  # credentials / ACL: no retry helps
+                if wrong or not batch.idempotent or attempt >= self.config.retries:
+                    raise StoreUnavailable(self.address, exc) from exc  # StoreMisconfigured
                 attempt += 1
                 yield Pause(self.config.retry_backoff * 2 ** (attempt - 1))
                 continue
