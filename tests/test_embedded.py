@@ -177,7 +177,7 @@ def test_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> No
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     taken = blocker.getsockname()[1]
-    real = embedded._free_ports
+    real = embedded.free_ports
     handed_out: list[int] = []
 
     def first_a_taken_port(count: int) -> list[int]:
@@ -185,7 +185,7 @@ def test_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> No
         handed_out.extend(ports)
         return ports
 
-    monkeypatch.setattr(embedded, "_free_ports", first_a_taken_port)
+    monkeypatch.setattr(embedded, "free_ports", first_a_taken_port)
     try:
         with start_standalone() as server:
             assert handed_out[0] == taken

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import importlib.util
 import ipaddress
 import os
@@ -47,23 +46,24 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, Self, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.crc import key_slot
 from redis.retry import Retry
+
+from stickless.cluster_nodes import ClusterNode, parse_cluster_nodes
+from stickless.processes import LOOPBACK, free_ports, spawn
 
 __all__ = [
     "ClusterSetup",
@@ -78,7 +78,6 @@ __all__ = [
     "valkey_binary",
 ]
 
-LOOPBACK: Final = "127.0.0.1"
 START_TIMEOUT: Final = 15.0
 """Seconds a launched process has to answer PING (per attempt)."""
 STOP_GRACE: Final = 5.0
@@ -90,7 +89,6 @@ _ENV_BINARY: Final = "STICKLESS_VALKEY_SERVER"
 _PORT_ATTEMPTS: Final = 5
 _CLUSTER_SLOTS: Final = 16384
 _POLL: Final = 0.02
-_PR_SET_PDEATHSIG: Final = 1
 _LOG_NAME: Final = "valkey.log"
 _SENTINEL_HELLO_MS: Final = 500
 
@@ -254,17 +252,6 @@ def valkey_binary() -> Path:
     return server_binary().path
 
 
-def _free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports that were free on 127.0.0.1 a moment ago."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((LOOPBACK, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
-
-
 def _loopback(host: str) -> str:
     """``host`` if it is an IPv4 loopback address (``"localhost"`` means 127.0.0.1)."""
     if host == "localhost":
@@ -347,55 +334,6 @@ def _as_dict(reply: Any) -> dict[str, str]:
 
 _registry: dict[int, Node] = {}
 _registry_lock = threading.Lock()
-_spawner: ThreadPoolExecutor | None = None
-_spawner_lock = threading.Lock()
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A preexec function making the child get SIGKILL when its parent dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    kill = int(signal.SIGKILL)
-
-    def preexec() -> None:  # runs in the child between fork and exec: keep it minimal
-        prctl(_PR_SET_PDEATHSIG, kill)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return preexec
-
-
-def _spawn(args: list[str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start a process on the long-lived spawner thread.
-
-    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the
-    process; forking from a dedicated thread that lives as long as the interpreter keeps
-    servers started from short-lived threads (``asyncio.to_thread``, executors) alive.
-    """
-    global _spawner  # noqa: PLW0603
-    with _spawner_lock:
-        if _spawner is None:
-            _spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stickless-spawn")
-        spawner = _spawner
-
-    def popen() -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(  # noqa: S603  (fixed argv, no shell)
-                args,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # no terminal SIGINT; we stop it ourselves
-                preexec_fn=_pdeathsig_preexec(),  # noqa: PLW1509
-            )
-
-    return spawner.submit(popen).result()
 
 
 @atexit.register
@@ -410,10 +348,8 @@ def _kill_leftovers() -> None:
 
 def _forget_after_fork() -> None:
     """In a forked child (multiprocessing, pre-forking servers under test) the nodes belong
-    to the parent: the child's exit must not kill them, and it has no spawner thread."""
-    global _spawner  # noqa: PLW0603
+    to the parent: the child's exit must not kill them."""
     _registry.clear()
-    _spawner = None
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
@@ -528,7 +464,7 @@ class Node:
             raise RuntimeError(f"{self!r} is still running: kill() it before restart()")
         launched = self._process.args
         args = [str(a) for a in launched] if isinstance(launched, list) else [str(launched)]
-        self._process = _spawn(args, self.dir, self.log_path)
+        self._process = spawn(args, cwd=self.dir, log=self.log_path)
         self.pid = self._process.pid
         with _registry_lock:
             _registry[self.pid] = self
@@ -650,7 +586,7 @@ def _free_port_pair(offset: int) -> int:
     """A port free on 127.0.0.1 whose ``port + offset`` is free too (a Redis < 7 cluster
     node's bus port)."""
     for _ in range(100):
-        port = _free_ports(1)[0]
+        port = free_ports(1)[0]
         if port + offset > 65535:
             port -= offset  # ephemeral ports are high: try the same distance below
         if port < 1024:
@@ -681,9 +617,9 @@ def _launch(spec: _Spec) -> Node:
             port = spec.port if spec.port is not None else _free_port_pair(_LEGACY_BUS_OFFSET)
             bus_port = port + _LEGACY_BUS_OFFSET
         else:
-            port = spec.port if spec.port is not None else _free_ports(1)[0]
+            port = spec.port if spec.port is not None else free_ports(1)[0]
             if spec.cluster_bus:
-                bus_port = next(p for p in _free_ports(2) if p != port)
+                bus_port = next(p for p in free_ports(2) if p != port)
         config = {
             "port": str(port),
             "dir": str(directory),
@@ -701,7 +637,7 @@ def _launch(spec: _Spec) -> Node:
         if spec.sentinel:
             args.append("--sentinel")
         args.extend(spec.extra_args)
-        process = _spawn(args, directory, directory / _LOG_NAME)
+        process = spawn(args, cwd=directory, log=directory / _LOG_NAME)
     except BaseException:
         if owns_dir:
             shutil.rmtree(directory, ignore_errors=True)
@@ -1149,7 +1085,7 @@ class ClusterSetup(_Topology):
         ids = {n.node_id for n in everyone}
 
         def knows_all(node: Node) -> bool:
-            return {e.id for e in _cluster_nodes(node) if e.settled} == ids
+            return {e.id for e in _cluster_nodes(node) if not e.failed} == ids
 
         _wait_all(everyone, knows_all, f"cluster nodes to know all {len(everyone)} nodes")
         for replica, primary in self._primary_of.items():
@@ -1172,24 +1108,9 @@ def _cluster_info(node: Node) -> dict[str, str]:
     return dict(line.split(":", 1) for line in raw.splitlines() if ":" in line)
 
 
-class _ClusterEntry(NamedTuple):
-    id: str
-    primary: str  # primary's id for a replica, "-" for a primary
-    replica: bool
-    settled: bool  # no handshake / noaddr / fail / fail? flag
-
-
-def _cluster_nodes(node: Node) -> list[_ClusterEntry]:
+def _cluster_nodes(node: Node) -> list[ClusterNode]:
     """``CLUSTER NODES`` of ``node``, one entry per node it knows."""
-    entries = []
-    for line in str(_cmd(node, "CLUSTER", "NODES")).splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        flags = set(fields[2].split(","))
-        unsettled = flags & {"handshake", "noaddr", "fail", "fail?"}
-        entries.append(_ClusterEntry(fields[0], fields[3], "slave" in flags, not unsettled))
-    return entries
+    return list(parse_cluster_nodes(str(_cmd(node, "CLUSTER", "NODES"))))
 
 
 def _cluster_config(node_timeout_ms: int) -> dict[str, str]:

@@ -17,16 +17,14 @@ PIDs in a JSON file so that a test (or a person) can check they are gone afterwa
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +32,7 @@ from typing import Final, Literal, Self
 
 import httpx
 
+from stickless import processes
 from stickless.demo import app as demo_app
 from stickless.embedded import (
     ClusterSetup,
@@ -56,7 +55,6 @@ STOP_GRACE: Final = 5.0
 DOWN_AFTER_MS: Final = 1000
 """Sentinel ``down-after-milliseconds`` / cluster ``cluster-node-timeout``: quick failover."""
 _PORT_ATTEMPTS: Final = 3
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class DemoError(RuntimeError):
@@ -100,25 +98,6 @@ def describe_valkey(valkey: Valkey) -> str:
 
 
 # ----------------------------------------------------------------------------- servers
-def _pdeathsig() -> Callable[[], None] | None:
-    """A preexec function that makes the child get SIGKILL when the launching thread dies
-    (Linux only; elsewhere the demo's own clean-up is all there is)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
 @dataclass
 class AppServer:
     """One demo app server process."""
@@ -147,26 +126,11 @@ class AppServer:
                 os.kill(self.pid, signal.SIGKILL)
         self.process.wait()
 
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-
     def log_tail(self, lines: int = 15) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-
-def _free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind((HOST, 0))
-            ports.append(int(sock.getsockname()[1]))
-        return ports
 
 
 def _server_env(
@@ -195,16 +159,8 @@ def _spawn_server(name: str, port: int, env: dict[str, str], log_path: Path) -> 
         *("--host", HOST, "--port", str(port)),
         *("--timeout-graceful-shutdown", "2", "--no-server-header"),
     ]
-    with log_path.open("wb") as out:
-        process = subprocess.Popen(  # noqa: S603  (fixed argv, no shell)
-            args,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # the terminal's Ctrl-C is the demo's to handle
-            preexec_fn=_pdeathsig(),  # noqa: PLW1509
-        )
+    log_path.write_bytes(b"")
+    process = processes.spawn(args, log=log_path, env=env)
     return AppServer(name, port, process, log_path)
 
 
@@ -232,13 +188,7 @@ def _wait_ready(servers: Sequence[AppServer], timeout: float = READY_TIMEOUT) ->
 
 def stop_servers(servers: Sequence[AppServer], grace: float = STOP_GRACE) -> None:
     """SIGTERM every server at once, SIGKILL whatever still runs after ``grace`` seconds."""
-    for server in servers:
-        server.terminate()
-    deadline = time.monotonic() + grace
-    for server in servers:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.process.wait(max(0.0, deadline - time.monotonic()))
-        server.kill()
+    processes.stop([server.process for server in servers], grace)
 
 
 def start_servers(
@@ -257,7 +207,7 @@ def start_servers(
         raise DemoError(f"give exactly {SERVER_COUNT} ports, not {len(ports)}")
     log_dir.mkdir(parents=True, exist_ok=True)
     for attempt in range(1, _PORT_ATTEMPTS + 1):
-        chosen = list(ports) if ports is not None else _free_ports(SERVER_COUNT)
+        chosen = list(ports) if ports is not None else processes.free_ports(SERVER_COUNT, HOST)
         names = [f"server-{i + 1}" for i in range(SERVER_COUNT)]
         peers = ",".join(f"{n}=http://{HOST}:{p}" for n, p in zip(names, chosen, strict=True))
         servers: list[AppServer] = []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from stickless.cluster_nodes import parse_cluster_nodes
 from stickless.config import SessionConfig
 from stickless.ops._nodes import FAILURES, text
 from stickless.store import connect
@@ -268,7 +269,7 @@ class _Checker:
         slots_ok = int(cinfo.get("cluster_slots_ok", "0").strip() or 0)
         if slots_ok != _CLUSTER_SLOTS:
             general.append(f"only {slots_ok} of {_CLUSTER_SLOTS} slots are served")
-        entries = list(_cluster_nodes(listing))
+        entries = list(parse_cluster_nodes(listing))
         by_id: dict[str, NodeHealth] = {}
         offsets: dict[str, int] = {}
         pending: list[tuple[NodeHealth, str, dict[str, Any]]] = []
@@ -296,39 +297,6 @@ class _Checker:
                 node.replica_of = primary.address
             self.lag(node, offsets.get(primary_id), info.get("slave_repl_offset"))
         return general
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    id: str
-    address: str
-    flags: frozenset[str]
-    primary: str
-    slots: int
-
-    @property
-    def replica(self) -> bool:
-        return "slave" in self.flags
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.flags & {"fail", "fail?", "noaddr", "handshake"})
-
-
-def _cluster_nodes(listing: str) -> Iterator[_Entry]:
-    """Parse ``CLUSTER NODES``."""
-    for line in listing.splitlines():
-        fields = line.split()
-        if len(fields) < 8:
-            continue
-        address = fields[1].split("@", 1)[0].split(",", 1)[0]
-        slots = 0
-        for item in fields[8:]:
-            if item.startswith("["):
-                continue  # a slot being migrated / imported
-            first, _, last = item.partition("-")
-            slots += int(last or first) - int(first) + 1
-        yield _Entry(fields[0], address, frozenset(fields[2].split(",")), fields[3], slots)
 
 
 def check_health(
