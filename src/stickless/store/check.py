@@ -27,7 +27,7 @@ from typing import Any, Final, Literal
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
-from stickless.store.failures import error_code, misconfiguration
+from stickless.store.failures import error_code, is_acl_refusal, misconfiguration
 from stickless.store.keys import KeyLayout
 
 __all__ = [
@@ -437,7 +437,7 @@ def _try(
         if _refused(reply):
             failures["WAIT"] = _reason(reply)
     for command, why in failures.items():
-        if why.startswith("NOPERM") or "no permissions" in why:
+        if is_acl_refusal(why):
             report.denied.append(command)
         else:
             report.add("error", "commands", f"{command} failed on {report.address}: {why}")

@@ -199,6 +199,20 @@ _FIXES: Final = {
     ),
 }
 _AUTH_ERRORS: Final = frozenset({"AuthenticationError", "AuthenticationWrongNumberOfArgsError"})
+_ACL_TEXTS: Final = (
+    "no permissions to run",  # NOPERM, and Valkey's "ACL failure in script: User x has no..."
+    "no permissions to access",  # a key or channel outside the user's patterns
+    "can't run this command or subcommand",  # Redis 6.2 / 7.0, inside a script
+    "can't access at least one of the keys",  # the same for keys
+)
+"""How an ACL refusal reads when it is not a NOPERM reply (a script's ERR on Redis 6.2 /
+7.0 / Valkey)."""
+
+
+def is_acl_refusal(text: str) -> bool:
+    """Does this error text say that the user's ACL refused a command or a key?"""
+    lowered = text.lower()
+    return lowered.startswith("noperm") or any(t.lower() in lowered for t in _ACL_TEXTS)
 
 
 class Misconfigured(Unavailable):
@@ -220,9 +234,12 @@ def misconfiguration(error: object) -> Misconfigured | None:
         return None
     code = error_code(error)
     if code not in _FIXES:
-        if not any(cls.__name__ in _AUTH_ERRORS for cls in type(error).__mro__):
+        if is_acl_refusal(str(error)):
+            code = "NOPERM"  # inside a script the refusal is an ERR
+        elif not any(cls.__name__ in _AUTH_ERRORS for cls in type(error).__mro__):
             return None
-        code = "AUTH" if "without any password configured" in str(error) else "WRONGPASS"
+        else:
+            code = "AUTH" if "without any password configured" in str(error) else "WRONGPASS"
     assert code is not None
     setting, detail = _FIXES[code]
     message = str(error).strip()
