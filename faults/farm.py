@@ -8,21 +8,18 @@ SIGTERM, then SIGKILL after a grace period; an ``atexit`` handler and, on Linux,
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from stickless import processes
 
 HOST: Final = "127.0.0.1"
 REPO: Final = Path(__file__).resolve().parents[1]
@@ -30,53 +27,6 @@ KINDS: Final = ("asgi", "flask", "django")
 READY_TIMEOUT: Final = 40.0
 STOP_GRACE: Final = 3.0
 _PORT_ATTEMPTS: Final = 3
-
-_running: dict[int, subprocess.Popen[bytes]] = {}
-_running_lock = threading.Lock()
-
-
-def _pdeathsig() -> Callable[[], None] | None:
-    """A preexec function: SIGKILL the child when the suite dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """``sig`` to the process group led by ``process`` (its own session), by PID."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, sig)
-    else:  # the leader is gone; a straggler (gunicorn worker) may still hold the group
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    with _running_lock:
-        leftovers = list(_running.values())
-    for process in leftovers:
-        _signal_group(process, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(2)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -104,15 +54,7 @@ class App:
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM the process group, SIGKILL after ``grace`` seconds; reaped. Idempotent."""
-        _signal_group(self.process, signal.SIGTERM)
-        try:
-            self.process.wait(grace)
-        except subprocess.TimeoutExpired:
-            _signal_group(self.process, signal.SIGKILL)
-            self.process.wait()
-        _signal_group(self.process, signal.SIGKILL)  # a worker left behind, if any
-        with _running_lock:
-            _running.pop(self.pid, None)
+        processes.stop([self.process], grace)
 
 
 def command(kind: str, port: int) -> list[str]:
@@ -153,21 +95,9 @@ def _environment(store_url: str, durability: str, prefix: str, min_replicas: int
 
 
 def _spawn(kind: str, env: dict[str, str], log_dir: Path, index: int) -> App:
-    port = free_port()
+    port = processes.free_ports(1, HOST)[0]
     log = log_dir / f"app{index}-{kind}.log"
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command(kind, port),
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: stopped by its PID
-            preexec_fn=_pdeathsig(),  # noqa: PLW1509
-        )
-    with _running_lock:
-        _running[process.pid] = process
+    process = processes.spawn(command(kind, port), log=log, cwd=REPO, env=env)
     return App(kind, port, process, log)
 
 
@@ -225,6 +155,6 @@ def start_apps(
 def stop_apps(apps: Sequence[App]) -> None:
     """Stop every app (SIGTERM to all at once, then SIGKILL what is left), by PID."""
     for app in apps:
-        _signal_group(app.process, signal.SIGTERM)
+        processes.signal_group(app.process, signal.SIGTERM)
     for app in apps:
         app.stop()

@@ -23,7 +23,7 @@ import pytest
 import redis
 from typer.testing import CliRunner
 
-from stickless import SessionConfig, SessionStore, codec, tokens
+from stickless import SessionConfig, SessionStore, codec, processes, tokens
 from stickless.cli import app
 from stickless.embedded import start_standalone
 
@@ -477,14 +477,8 @@ def test_events_command_refuses_when_notifications_are_off(prefix: str) -> None:
 
 
 # ---------------------------------------------------------------------- server, demo
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_server_runs_until_interrupted(tmp_path: Path) -> None:
-    port = _free_port()
+    port = processes.free_ports(1)[0]
     proc = subprocess.Popen(
         [str(STICKLESS), "server", "--port", str(port), "--aof", "--data-dir", str(tmp_path)],
         stdout=subprocess.PIPE,

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
 import pytest
 
-from stickless import ConfigurationError, SessionConfig, StoreUnavailable
+from stickless import ConfigurationError, SessionConfig, StoreUnavailable, processes
 from stickless.store.connect import parse_url
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -89,7 +82,7 @@ def test_bad_config_raises() -> None:
 def test_unreachable_server_raises_store_unavailable_in_bounded_time(
     store_factory: Any, prefix: str
 ) -> None:
-    port = free_port()
+    port = processes.free_ports(1)[0]
     config = SessionConfig(connect_timeout=0.5, socket_timeout=0.5, retries=2, retry_backoff=0.01)
     started = time.monotonic()
     with pytest.raises((StoreUnavailable, Exception)) as info:
@@ -104,7 +97,7 @@ def test_unreachable_server_raises_store_unavailable_in_bounded_time(
 
 
 def test_load_retries_then_reports_the_address_and_cause(store_factory: Any) -> None:
-    port = free_port()
+    port = processes.free_ports(1)[0]
     store = store_factory(
         f"redis://127.0.0.1:{port}/0",
         SessionConfig(connect_timeout=0.3, socket_timeout=0.3, retries=2, retry_backoff=0.01),
@@ -119,7 +112,7 @@ def test_load_retries_then_reports_the_address_and_cause(store_factory: Any) -> 
 def test_recovers_when_the_server_comes_back(store_factory: Any) -> None:
     from stickless.embedded import start_standalone
 
-    port = free_port()
+    port = processes.free_ports(1)[0]
     config = SessionConfig(connect_timeout=0.3, socket_timeout=0.3, retries=0)
     store = store_factory(f"redis://127.0.0.1:{port}/0", config)
     with pytest.raises(StoreUnavailable):

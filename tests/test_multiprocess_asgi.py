@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import redis
 
-from stickless import SessionStore
+from stickless import SessionStore, processes
 from stickless.embedded import Standalone
 from stickless.store.keys import KeyLayout
 from stickless.tokens import token_id
@@ -31,16 +30,6 @@ from stickless.tokens import token_id
 APP_DIR = Path(__file__).parent / "apps"
 REPO = Path(__file__).resolve().parents[1]
 SERVERS = 3
-
-
-def free_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket())
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
 
 
 @dataclass
@@ -77,7 +66,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
-    ports = free_ports(SERVERS)
+    ports = processes.free_ports(SERVERS)
     procs = [start(port, stickless_valkey.url) for port in ports]  # all at once
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]

@@ -5,7 +5,6 @@ without sticky sessions does to a Django app."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,11 @@ import httpx
 import pytest
 import redis
 
+from stickless import processes
 from stickless.embedded import Standalone
 
 APPS = Path(__file__).resolve().parent / "apps"
 COOKIE = "sessionid"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 USERS = ("victim", "attacker")
@@ -56,7 +50,7 @@ def make_database(path: Path) -> None:
 
 class Server:
     def __init__(self, valkey_url: str, log_dir: Path) -> None:
-        self.port = free_port()
+        self.port = processes.free_ports(1)[0]
         self.base = f"http://127.0.0.1:{self.port}"
         self.log = log_dir / f"gunicorn-{self.port}.log"
         env = {

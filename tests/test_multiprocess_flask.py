@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from stickless import SessionConfig, SessionStore
+from stickless import SessionConfig, SessionStore, processes
 from stickless.embedded import Standalone
 
 APPS = Path(__file__).parent / "apps"
@@ -49,12 +48,6 @@ class Server:
 class Farm:
     servers: list[Server]
     store: SessionStore
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def call(
@@ -111,7 +104,7 @@ def farm(stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory)
     servers: list[Server] = []
     try:
         for index in range(SERVERS):  # all launched first, then awaited: parallel start
-            port = free_port()
+            port = processes.free_ports(1)[0]
             log = logs / f"server{index}.log"
             with log.open("wb") as out:
                 command = [sys.executable, "-m", "gunicorn", "flask_app:app"]

@@ -2,13 +2,16 @@
 test, fault and benchmark harnesses: free ports, spawning, stopping by PID, in one place.
 
 Every child is started in a session of its own (the terminal's Ctrl-C is the parent's to
-handle) and, on Linux, with ``PR_SET_PDEATHSIG``: it gets SIGKILL if its parent dies without
-cleaning up. ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, so the
-children are forked from one long-lived spawner thread.
+handle; its process group is the child's PID, so its own children, such as gunicorn's
+workers, are signalled with it) and, on Linux, with ``PR_SET_PDEATHSIG``: it gets SIGKILL if
+its parent dies without cleaning up. ``PR_SET_PDEATHSIG`` fires when the *thread* that forked
+the child exits, so the children are forked from one long-lived spawner thread. Children
+still running when the interpreter exits are killed (by their PID's group).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -27,6 +30,8 @@ _PR_SET_PDEATHSIG = 1
 
 _spawner: ThreadPoolExecutor | None = None
 _spawner_lock = threading.Lock()
+_running: dict[int, subprocess.Popen[bytes]] = {}
+_running_lock = threading.Lock()
 
 
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
@@ -86,30 +91,58 @@ def spawn(
                 preexec_fn=_parent_death_signal(),  # noqa: PLW1509
             )
 
-    return spawner.submit(popen).result()
+    process = spawner.submit(popen).result()
+    with _running_lock:
+        _running[process.pid] = process
+    return process
+
+
+def signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    """``sig`` to the process group ``process`` leads (its own session, so: it and its
+    children, nothing else). After the leader exited, only SIGKILL is sent, to a straggler
+    (a worker) that may still hold the group."""
+    if process.poll() is not None:
+        sig = signal.SIGKILL
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, sig)
 
 
 def stop(processes: Iterable[subprocess.Popen[bytes]], grace: float = 5.0) -> None:
-    """SIGTERM every process at once, SIGKILL whatever still runs after ``grace`` seconds,
-    and reap them all (by PID: nothing else is signalled)."""
-    running = [p for p in processes if p.poll() is None]
-    for process in running:
-        with contextlib.suppress(ProcessLookupError):
-            process.terminate()
+    """SIGTERM every process (and its children) at once, SIGKILL whatever still runs after
+    ``grace`` seconds, and reap them all. Idempotent."""
+    chosen = list(processes)
+    for process in chosen:
+        if process.poll() is None:
+            signal_group(process, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    for process in running:
+    for process in chosen:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
+            signal_group(process, signal.SIGKILL)
             process.wait()
+        signal_group(process, signal.SIGKILL)  # a child left behind, if any
+        with _running_lock:
+            _running.pop(process.pid, None)
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    with _running_lock:
+        leftovers = list(_running.values())
+    for process in leftovers:
+        if process.poll() is None:  # still running: its PID (and group) are still its own
+            signal_group(process, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(2)
 
 
 def _forget_after_fork() -> None:
-    """A forked child has no spawner thread of its own."""
+    """A forked child has no spawner thread of its own, and its parent's children are not
+    its to kill."""
     global _spawner  # noqa: PLW0603
     _spawner = None
+    _running.clear()
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
