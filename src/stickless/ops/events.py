@@ -54,7 +54,7 @@ from stickless.config import SessionConfig
 from stickless.errors import StoreUnavailable
 from stickless.ops._nodes import FAILURES, text
 from stickless.store import connect, keys
-from stickless.store.keys import KeyLayout, glob_escape
+from stickless.store.keys import KeyLayout
 
 __all__ = [
     "REQUIRED_FLAGS",
@@ -257,7 +257,9 @@ class EventSubscriber:
         self.layout = KeyLayout(self.config.key_prefix)
         db = 0 if self.endpoint.kind == "cluster" else self.endpoint.db
         # the session hashes and their forwards: <prefix>:s:* and <prefix>:f:*
-        self.channel_pattern = f"__keyspace@{db}__:{glob_escape(self.config.key_prefix)}:[sf]:*"
+        self.channel_pattern = f"__keyspace@{db}__:" + self.layout.pattern(
+            keys.SESSION, keys.FORWARD
+        )
         self._queue: queue.Queue[SessionEvent] = queue.Queue()
         self._listeners: dict[str, _NodeListener] = {}
         self._cluster: Any = None

@@ -36,7 +36,7 @@ from stickless.ops._nodes import (
 )
 from stickless.session import ms_to_datetime
 from stickless.store import keys
-from stickless.store.keys import KeyLayout, glob_escape
+from stickless.store.keys import KeyLayout
 from stickless.store.sync import SessionStore
 from stickless.tokens import parse_session_id
 
@@ -384,14 +384,14 @@ class _NodeScan:
 
 
 def _scan_node(node: DataNode, prefix: str, sample: int) -> _NodeScan:
-    head = prefix + ":"
-    counts = {"s": 0, "f": 0, "t": 0, "u": 0}
+    layout = KeyLayout(prefix)
+    counts = {keys.SESSION: 0, keys.FORWARD: 0, keys.TOMBSTONE: 0, keys.USER_INDEX: 0}
     sessions: list[str] = []
-    for key in _unique(scan_keys(node.client, glob_escape(prefix) + ":*")):
-        kind = key[len(head) : len(head) + 2]
-        if len(kind) == 2 and kind[1] == ":" and kind[0] in counts:
-            counts[kind[0]] += 1
-            if kind[0] == "s":
+    for key in _unique(scan_keys(node.client, layout.pattern())):
+        kind = layout.kind_of(key)
+        if kind is not None:
+            counts[kind] += 1
+            if kind == keys.SESSION:
                 sessions.append(key)
     ttls: list[int] = []
     no_ttl = 0
@@ -416,9 +416,9 @@ def _scan_node(node: DataNode, prefix: str, sample: int) -> _NodeScan:
     stats = NodeStats(
         address=node.address,
         sessions=live,
-        forwards=counts["f"],
-        tombstones=counts["t"],
-        user_indexes=counts["u"],
+        forwards=counts[keys.FORWARD],
+        tombstones=counts[keys.TOMBSTONE],
+        user_indexes=counts[keys.USER_INDEX],
         no_ttl=no_ttl,
         memory=_memory_stats(samples, live),
         ttl=_histogram(ttls),

@@ -68,9 +68,21 @@ class KeyLayout:
     def user_index(self, user_id: str) -> str:
         return f"{self.prefix}:{USER_INDEX}:{{{user_id}}}"
 
-    def pattern(self, kind: str) -> str:
-        """SCAN pattern matching every key of ``kind`` (``"s"``, ``"f"``, ``"t"``, ``"u"``)."""
-        return f"{glob_escape(self.prefix)}:{kind}:*"
+    def pattern(self, *kinds: str) -> str:
+        """SCAN / PSUBSCRIBE pattern matching every key of these kinds (``"s"``, ``"f"``,
+        ``"t"``, ``"u"``), or every key under the prefix when none is given."""
+        head = glob_escape(self.prefix)
+        if not kinds:
+            return f"{head}:*"
+        return f"{head}:{kinds[0] if len(kinds) == 1 else '[' + ''.join(kinds) + ']'}:*"
+
+    def kind_of(self, key: str) -> str | None:
+        """Which kind of stickless key ``key`` is (``"s"``, ``"f"``, ``"t"``, ``"u"``), or None."""
+        head = self.prefix + ":"
+        if not key.startswith(head) or key[len(head) + 1 : len(head) + 2] != ":":
+            return None
+        kind = key[len(head)]
+        return kind if kind in (SESSION, FORWARD, TOMBSTONE, USER_INDEX) else None
 
     def family_of(self, key: str, kind: str = SESSION) -> str | None:
         """Inverse of :meth:`data` (or of the ``kind`` given): the family, or None for a
