@@ -211,17 +211,16 @@ class SessionCycle:
             return None
         if late and (not self.delivered or self.refused or not self.late_save_allowed()):
             return None
-        keys = dict.keys(session)
+        bare = session.user_id is None and all(key in self.markers for key in dict.keys(session))
+        if bare and session.is_new:
+            return None
         if (
-            session.status is SessionStatus.LOADED
+            bare
+            and session.status is SessionStatus.LOADED  # stored, no renew pending
             and session.meta is not None
-            and session.user_id is None
-            and all(key in self.markers for key in keys)
-            and session.pending_changes()
+            and session.pending_changes()  # this request removed what it held
         ):
             session.invalidate()
-        if session.is_new and session.user_id is None and all(key in self.markers for key in keys):
-            return None
         return session
 
     def _save_failed(self, exc: StoreUnavailable, late: bool) -> bool:

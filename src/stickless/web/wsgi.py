@@ -208,9 +208,9 @@ class _Exchange:
 
     def finish(self) -> None:
         """After the server closed the response: save changes made after the headers went
-        out, when they can be saved under the token the client holds."""
-        if self.flushed and not self._replaced:
-            self.cycle.save(self.store, late=True)
+        out, when they can be saved under the token the client holds (the cycle knows
+        whether the headers went out, and whether the request was refused)."""
+        self.cycle.save(self.store, late=True)
 
 
 class _Body:
