@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -227,12 +228,15 @@ def test_user_data_is_printed_as_text_never_as_markup_or_escapes(
     assert json.loads(as_json.stdout)["values"]["k" + ESCAPES] == "v" + ESCAPES  # exact
     assert "\\u009b" in as_json.stdout and "\\u202e" in as_json.stdout  # escaped in JSON
 
-    revoked = wide(url, prefix, "users", "revoke", MARKUP_USER, "--keep", sid(raw))
+    refused = wide(url, prefix, "users", "revoke", MARKUP_USER, "--keep", sid(raw), "--yes")
+    assert refused.exit_code == 1, refused.output
+    assert f"is not one of {MARKUP_USER!r}'s sessions" in refused.stderr
+    assert "nothing revoked" in refused.stderr and store.load(s.token) is not None
+    revoked = wide(url, prefix, "users", "revoke", MARKUP_USER, "--yes")
     assert revoked.exit_code == 0, revoked.output
     assert f"revoked 1 session(s) of {MARKUP_USER!r}" in revoked.stdout
-    assert f"is not one of {MARKUP_USER!r}'s sessions" in revoked.stderr
 
-    for result in (listing, shown, users, missing, revoked, as_json):
+    for result in (listing, shown, users, missing, refused, revoked, as_json):
         for raw_char in ("\x1b", "\x07", "\x9b", "\u202e"):
             assert raw_char not in result.stdout and raw_char not in result.stderr
 
@@ -279,7 +283,7 @@ def test_sessions_rm_destroys_like_the_store(
     loaded = store.load(s.token)
     assert loaded is not None
 
-    result = cli_json(setup.url, prefix, "sessions", "rm", ids=(sid(s),))
+    result = cli_json(setup.url, prefix, "sessions", "rm", "--yes", ids=(sid(s),))
     assert result == [{"session_id": sid(s), "destroyed": True}]
     assert store.load(s.token) is None
     loaded["late"] = "write"  # a request still running: must not bring it back
@@ -288,7 +292,7 @@ def test_sessions_rm_destroys_like_the_store(
     assert {row["session_id"] for row in cli_json(setup.url, prefix, "sessions", "ls")} == {
         sid(other)
     }
-    again = cli(setup.url, prefix, "sessions", "rm", ids=(sid(s),))
+    again = cli(setup.url, prefix, "sessions", "rm", "-y", ids=(sid(s),))
     assert again.exit_code == 1 and "not found" in again.stdout
 
 
@@ -300,7 +304,9 @@ def test_session_id_survives_a_renewal(stickless_valkey: Any, prefix: str, store
     store.save(s)
     assert old_id == sid(s) and old_token != s.token
     # the id names the session, whatever its current token
-    assert cli_json(stickless_valkey.url, prefix, "sessions", "rm", ids=(old_id,))[0]["destroyed"]
+    assert cli_json(stickless_valkey.url, prefix, "sessions", "rm", "-y", ids=(old_id,))[0][
+        "destroyed"
+    ]
     assert store.load(s.token) is None
 
 
@@ -314,7 +320,7 @@ def test_ids_starting_with_a_dash(stickless_valkey: Any, prefix: str, store_for:
     assert sid(s).startswith("-")
     url = stickless_valkey.url
     assert cli_json(url, prefix, "sessions", "show", ids=(sid(s),))["session_id"] == sid(s)
-    assert cli_json(url, prefix, "sessions", "rm", ids=(sid(s),))[0]["destroyed"] is True
+    assert cli_json(url, prefix, "sessions", "rm", "-y", ids=(sid(s),))[0]["destroyed"] is True
 
 
 # ----------------------------------------------------------------------------- users
@@ -331,12 +337,20 @@ def test_users_show_and_revoke(topology: tuple[str, Any], prefix: str, store_for
     assert all(row["user_id"] == "carol" for row in listed)
 
     keep = sid(made[1])
-    revoked = cli_json(setup.url, prefix, "users", "revoke", "carol", f"--keep={keep}")
+    revoked = cli_json(setup.url, prefix, "users", "revoke", "carol", f"--keep={keep}", "--yes")
     assert revoked == {"user": "carol", "revoked": 2, "kept": keep}
     assert [info.session_id for info in store.sessions_for("carol")] == [keep]
     assert store.load(made[0].token) is None and store.load(made[1].token) is not None
 
-    again = cli(setup.url, prefix, "users", "revoke", "carol")
+    asked = CliRunner().invoke(
+        app, ["--url", setup.url, "--prefix", prefix, "users", "revoke", "carol"], input="n\n"
+    )
+    assert asked.exit_code == 1 and "nothing done" in asked.stderr  # asked, and said no
+    assert "Log 'carol' out of 1 session(s)?" in asked.stderr
+    assert len(store.sessions_for("carol")) == 1
+    again = CliRunner().invoke(
+        app, ["--url", setup.url, "--prefix", prefix, "users", "revoke", "carol"], input="y\n"
+    )
     assert again.exit_code == 0 and "revoked 1 session" in again.stdout
     assert store.sessions_for("carol") == []
     assert len(store.sessions_for("mallory")) == 1
@@ -544,3 +558,96 @@ def test_demo_delegates_to_the_demo_module(monkeypatch: pytest.MonkeyPatch) -> N
         "data_dir": Path("/tmp/x"),
         "ports": [7000],
     }
+
+
+# ------------------------------------------------------------------ newcomer's papercuts
+def test_destructive_commands_ask_first(stickless_valkey: Any, prefix: str, store_for: Any) -> None:
+    store = store_for(stickless_valkey.url)
+    s = make(store, "dave")
+    result = cli(stickless_valkey.url, prefix, "sessions", "rm", ids=(sid(s),))  # no input
+    assert result.exit_code == 1 and "nothing done" in result.stderr
+    assert store.load(s.token) is not None
+    result = cli(stickless_valkey.url, prefix, "users", "revoke", "dave")
+    assert result.exit_code == 1 and store.load(s.token) is not None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("sessions", "ls", "--limit", "-1"),
+        ("stats", "--sample", "-5"),
+        ("health", "--pings", "0"),
+        ("events", "--count", "0"),
+    ],
+)
+def test_negative_numbers_are_refused(args: tuple[str, ...], prefix: str) -> None:
+    result = cli("redis://127.0.0.1:1/0", prefix, *args)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value" in result.output and "Traceback" not in result.output
+
+
+COMMANDS = [
+    (),
+    ("server",),
+    ("demo",),
+    ("check",),
+    ("stats",),
+    ("health",),
+    ("events",),
+    ("sessions",),
+    ("sessions", "ls"),
+    ("sessions", "show"),
+    ("sessions", "rm"),
+    ("users",),
+    ("users", "show"),
+    ("users", "revoke"),
+]
+
+
+def _help_words(command: Any) -> set[str]:
+    """Every word of a command's own help texts (its docstring and its options')."""
+    texts = [command.help or ""]
+    for param in command.params:
+        texts.append(getattr(param, "help", None) or "")
+    return {w for text in texts for w in text.split() if len(w) > 3}
+
+
+@pytest.mark.parametrize("columns", [80, 60])
+def test_help_never_cuts_a_word(columns: int) -> None:
+    import typer.main
+
+    root = typer.main.get_command(app)
+    for path in COMMANDS:
+        command: Any = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        done = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
+        assert done.exit_code == 0, (path, done.output)
+        text = done.stdout
+        assert "\u2026" not in text, (path, text)  # rich's ellipsis: something was cut
+        assert all(len(line) <= columns for line in text.splitlines()), (path, text)
+        shown_words = set(re.split(r"[\s\u2500-\u257f]+", text))
+        for word in _help_words(command):
+            assert word in shown_words, (path, word, text)
+
+
+def test_tables_fit_80_columns(stickless_valkey: Any, prefix: str, store_for: Any) -> None:
+    store = store_for(stickless_valkey.url)
+    s = make(store, "a-rather-long-user-id@example.org", cart=["apple"] * 10)
+    runner = CliRunner()
+    base = ["--url", stickless_valkey.url, "--prefix", prefix]
+    for args in (
+        ["sessions", "ls"],
+        ["sessions", "show", "--values", "--", sid(s)],
+        ["users", "show", "a-rather-long-user-id@example.org"],
+        ["stats"],
+        ["health"],
+        ["check"],
+    ):
+        done = runner.invoke(app, [*base, *args], env={"COLUMNS": "80"})
+        assert done.exit_code == 0, (args, done.output)
+        lines = done.stdout.splitlines()
+        assert all(len(line) <= 80 for line in lines), (args, done.stdout)
+        assert "\u2026" not in done.stdout, (args, done.stdout)
+        if args[0] == "sessions" and args[1] == "ls":
+            assert sid(s) in done.stdout  # the whole id, on one line: copy-pasteable

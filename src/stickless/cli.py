@@ -9,7 +9,8 @@ Global options (before the command): ``--url`` (or ``STICKLESS_URL``; any topolo
 ``--prefix`` (or ``STICKLESS_PREFIX``; the ``key_prefix`` of the store, default
 ``stickless``). Exit codes: 0 success, 1 "not found" / unhealthy, 2 usage or connection
 error. Session values are printed only by ``sessions show --values``; tokens never (they
-are not stored: sessions are named by their id ``family:digest``).
+are not stored: sessions are named by their id, the token's 11-character family).
+Destructive commands (``sessions rm``, ``users revoke``) ask first unless ``--yes``.
 """
 
 from __future__ import annotations
@@ -235,8 +236,8 @@ def _main(
         typer.Option(
             "--url",
             envvar="STICKLESS_URL",
-            help="Store URL: redis://, rediss://, unix://, redis+sentinel://h:p,h:p/service, "
-            "redis+cluster://h:p,h:p",
+            help="Store URL (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://; "
+            "docs/topologies.md).",
         ),
     ] = DEFAULT_URL,
     prefix: Annotated[
@@ -275,7 +276,10 @@ def server(
         ),
     ] = None,
     topology: Annotated[
-        Topology, typer.Option(help="standalone, sentinel (1+2 nodes, 3 sentinels) or cluster.")
+        Topology,
+        typer.Option(
+            metavar="TOPOLOGY", help="standalone, sentinel (1+2 nodes, 3 sentinels) or cluster."
+        ),
     ] = Topology.standalone,
 ) -> None:
     """Run an embedded Valkey for development until Ctrl-C, printing its URL."""
@@ -337,11 +341,17 @@ def server(
 @app.command()
 def demo(
     topology: Annotated[
-        Topology, typer.Option(help="Topology the demo runs on.")
+        Topology,
+        typer.Option(metavar="TOPOLOGY", help="standalone, sentinel or cluster: what it runs on."),
     ] = Topology.standalone,
     tour: Annotated[bool, typer.Option("--tour", help="Run the guided tour.")] = False,
     data_dir: Annotated[
-        Path, typer.Option("--data-dir", help="Where the demo keeps its data.")
+        Path,
+        typer.Option(
+            "--data-dir",
+            show_default=False,
+            help="Where the demo keeps its data (default .stickless/demo-data).",
+        ),
     ] = Path(".stickless/demo-data"),
     port: Annotated[
         list[int] | None,
@@ -367,13 +377,27 @@ def demo(
 
 # -------------------------------------------------------------------------- sessions
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking first.")]
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive command (exit 1 unless answered yes); ``--yes`` skips it."""
+    if yes:
+        return
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:  # no answer (end of input)
+        agreed = False
+    if not agreed:
+        _say(_err(), "nothing done (pass --yes to skip this question)")
+        raise typer.Exit(1)
 
 
 @sessions_app.command("ls")
 def sessions_ls(
     ctx: typer.Context,
     user: Annotated[str | None, typer.Option(help="Only this user's sessions.")] = None,
-    limit: Annotated[int, typer.Option(help="Show at most N sessions (0: all).")] = 100,
+    limit: Annotated[int, typer.Option(min=0, help="Show at most N sessions (0: all).")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """List sessions: id, user, times, TTL, number of keys, size (never values)."""
@@ -418,7 +442,8 @@ def sessions_ls(
 def sessions_show(
     ctx: typer.Context,
     session_id: Annotated[
-        str, typer.Argument(help="Session id (family:digest); one starting with '-' goes after --.")
+        str,
+        typer.Argument(help="Session id (from sessions ls); one starting with '-' goes after --."),
     ],
     values: Annotated[
         bool, typer.Option("--values", help="Also print the values (personal data!).")
@@ -484,13 +509,15 @@ def sessions_rm(
     ctx: typer.Context,
     session_ids: Annotated[
         list[str],
-        typer.Argument(help="Session id(s) (family:digest); ids starting with '-' go after --."),
+        typer.Argument(help="Session id(s) (from sessions ls); ids starting with '-' go after --."),
     ],
+    yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Destroy sessions by id, as a logout would (a tombstone stops late saves)."""
     from stickless.ops.inspect import destroy_by_id  # noqa: PLC0415
 
+    _confirm(f"Destroy {len(session_ids)} session(s)?", yes)
     results: list[dict[str, Any]] = []
     with _handled():
         store = _settings(ctx).store()
@@ -544,7 +571,10 @@ def users_show(
 def users_revoke(
     ctx: typer.Context,
     user: Annotated[str, typer.Argument(help="User id.")],
-    keep: Annotated[str | None, typer.Option(help="Session id to keep (family:digest).")] = None,
+    keep: Annotated[
+        str | None, typer.Option(help="Session id to keep (one of the user's, see users show).")
+    ] = None,
+    yes: YesOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Log the user out everywhere (but --keep); prints how many sessions were revoked."""
@@ -552,19 +582,25 @@ def users_revoke(
 
     with _handled():
         store = _settings(ctx).store()
-        owned = keep is not None and any(i.session_id == keep for i in store.sessions_for(user))
-        count = revoke_user(store, user, keep=keep)
-    if keep is not None and not owned:
+        live = [info.session_id for info in store.sessions_for(user)]
+    if keep is not None and keep not in live:
         _say(
             _err(),
-            "note: --keep ",
+            ("error:", "red"),
+            " --keep ",
             shown(keep),
             " is not one of ",
             shown(repr(user)),
-            "'s sessions",
+            "'s sessions (see: stickless users show); nothing revoked",
         )
+        raise typer.Exit(1)
+    others = len(live) - (keep is not None)
+    kept = f", keeping {keep}" if keep is not None else ""
+    _confirm(f"Log {user!r} out of {others} session(s){kept}?", yes)
+    with _handled():
+        count = revoke_user(store, user, keep=keep)
     if as_json:
-        _print_json({"user": user, "revoked": count, "kept": keep if owned else None})
+        _print_json({"user": user, "revoked": count, "kept": keep})
     else:
         _say(_out(), f"revoked {count} session(s) of ", shown(repr(user)))
 
@@ -574,7 +610,7 @@ def users_revoke(
 def stats(
     ctx: typer.Context,
     sample: Annotated[
-        int, typer.Option(help="Measure MEMORY USAGE on up to N session keys.")
+        int, typer.Option(min=0, help="Measure MEMORY USAGE on up to N session keys.")
     ] = 1000,
     as_json: JsonOption = False,
 ) -> None:
@@ -648,9 +684,10 @@ def stats(
 def health(
     ctx: typer.Context,
     max_lag: Annotated[
-        int, typer.Option(help="Replication lag (bytes) above which a replica is unhealthy.")
+        int,
+        typer.Option(min=0, help="Replication lag (bytes) above which a replica is unhealthy."),
     ] = 1024 * 1024,
-    pings: Annotated[int, typer.Option(help="PINGs per node (the median is shown).")] = 3,
+    pings: Annotated[int, typer.Option(min=1, help="PINGs per node (the median is shown).")] = 3,
     as_json: JsonOption = False,
 ) -> None:
     """Every node's role, latency and replication lag; exit code 1 when unhealthy."""
@@ -712,10 +749,11 @@ def check(
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Will this server work for stickless? Connection, password, server version,
-    topology, eviction policy, keyspace events, and every command the URL's user must run.
-    Exit 0 when usable; else 1 (misconfigured) or 2 (cannot connect), the cause on the
-    last line."""
+    """Will this server work for stickless? Exit 0 usable, 1 misconfigured, 2 unreachable.
+
+    Connects as the app would, then reports the server and its version, the topology, the
+    eviction policy, the keyspace-event flags and every command the URL's user must be
+    allowed; the cause of a failure is the last line."""
     settings = _settings(ctx)
     config = SessionConfig(
         key_prefix=settings.prefix,
@@ -771,8 +809,8 @@ _KIND_STYLE = {"created": "green", "renewed": "cyan", "destroyed": "yellow", "ex
 @app.command()
 def events(
     ctx: typer.Context,
-    count: Annotated[int | None, typer.Option(help="Stop after N events.")] = None,
-    timeout: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="Stop after N events.")] = None,
+    timeout: Annotated[float | None, typer.Option(min=0, help="Stop after S seconds.")] = None,
     enable: Annotated[
         bool,
         typer.Option(
