@@ -103,6 +103,25 @@ def client(stickless_valkey: Standalone) -> Iterator[TestClient]:
         yield test_client
 
 
+def test_the_page_shows_the_id_the_cli_takes(
+    client: TestClient, stickless_valkey: Standalone
+) -> None:
+    import re
+
+    from typer.testing import CliRunner
+
+    from stickless.cli import app as cli
+
+    client.post("/login", data={"username": "carl"})
+    shown = re.search(r"<code id='session-id'>([^<]+)</code>", client.get("/").text)
+    assert shown is not None and len(shown.group(1)) == 11  # the token family
+    result = CliRunner().invoke(
+        cli, ["--url", stickless_valkey.url, "sessions", "show", "--", shown.group(1)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "carl" in result.stdout
+
+
 def test_sign_out_one_other_device(stickless_valkey: Standalone) -> None:
     settings = DemoSettings(url=stickless_valkey.url, name="server-1", peers=())
     app = create_app(settings)
@@ -267,6 +286,7 @@ def test_demo_serves_three_servers_and_stops_everything(
         printed = log.read_text()
         for server in servers:
             assert server["url"] in printed  # the URLs are printed
+        assert f"export STICKLESS_URL={state['store_url']}" in printed, printed
 
         # one cookie, three servers: the same session follows the visitor
         with httpx.Client(timeout=10, follow_redirects=True) as browser:

@@ -176,6 +176,9 @@ def _serve(topology: Topology, data_dir: Path, ports: list[int] | None, console:
             )
             console.print(f"{valkey}; durability {demo.durability}.")
             console.print(
+                f"For the stickless command: export STICKLESS_URL={demo.store_url}", soft_wrap=True
+            )
+            console.print(
                 f"Logs in {demo.log_dir}; PIDs in {data_dir / STATE_FILE}.\n"
                 "Open any of the URLs, add to the cart, log in, then follow the links to the "
                 "other servers: the same session follows you."

@@ -698,12 +698,11 @@ def render_page(
     flash_html = "".join(f'<div class="flash" id="flash">{_e(m)}</div>' for m in messages)
 
     user = session.user_id
-    sid = session_short_id(session)
     current = token_id(session.raw_token).session_id if session.meta else None
     status = session.status.value if session.meta else "new (saved at the end of this request)"
     meta_rows = [
         ("server that answered", f'<b style="color:{colour}">{_e(name)}</b>'),
-        ("session id (shortened)", f"<code id='session-id'>{_e(sid or '-')}</code>"),
+        ("session id", f"<code id='session-id'>{_e(current or '-')}</code>"),  # for the CLI
         ("status", _e(status)),
         ("user", f"<b id='user'>{_e(user)}</b>" if user else "<span id='user'>anonymous</span>"),
         ("created", _e(_when(session.created_at))),
