@@ -444,3 +444,92 @@ def test_flask_and_starlette_answer_a_replication_timeout_with_503(server: Stand
     with TestClient(asgi) as client:
         response = client.get("/")
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+
+# ------------------------------------------------------------ review findings (failover)
+def test_a_wait_cut_short_is_applied_not_replicated(server: Standalone) -> None:
+    """``CLIENT UNBLOCK ... ERROR`` (as a demotion does to a blocked WAIT): the save was
+    applied, its replication unknown: ReplicationTimeout (a 503), never a raw TypeError."""
+    cfg = config(durability="replicated", min_replicas=1, wait_timeout=2)
+    with SessionStore.from_url(server.url, cfg) as store:
+        s = store.new()
+        s["a"] = 1
+        admin = server.node.client()
+
+        def unblock() -> None:
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                for client in admin.client_list():
+                    if client.get("cmd") == "wait":
+                        admin.client_unblock(int(client["id"]), error=True)
+                        return
+                time.sleep(0.01)
+
+        worker = threading.Thread(target=unblock)
+        worker.start()
+        try:
+            with pytest.raises(ReplicationTimeout) as info:
+                store.save(s)
+        finally:
+            worker.join()
+            admin.close()
+        assert info.value.acknowledged == 0
+        assert store.load(s.token) == {"a": 1}  # applied on the primary
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_save_into_a_migrating_slot_is_unavailable(
+    stickless_cluster: ClusterSetup, flavour: str
+) -> None:
+    """While a session's slot migrates, the server answers TRYAGAIN and redis-py gives up
+    with ClusterError("TTL exhausted"): a StoreUnavailable (nothing ran), never a 500."""
+    from redis.cluster import key_slot
+
+    from stickless.store.keys import KeyLayout
+    from stickless.tokens import token_id
+
+    cfg = config()
+    with SessionStore.from_url(stickless_cluster.url, cfg) as store:
+        s = store.new()
+        s["n"] = 0
+        store.save(s)
+        key = KeyLayout(cfg.key_prefix).data(token_id(s.raw_token).family)
+        slot = key_slot(key.encode())
+        source = stickless_cluster.primary_for_key(key)
+        target = next(p for p in stickless_cluster.primaries if p is not source)
+        src, dst = source.client(), target.client()
+        src_id, dst_id = (
+            src.execute_command("CLUSTER", "MYID"),
+            dst.execute_command("CLUSTER", "MYID"),
+        )
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        try:
+            loaded = store.load(s.token)
+            assert loaded is not None
+            loaded.incr("n")
+            if flavour == "sync":
+                with pytest.raises(StoreUnavailable):
+                    store.save(loaded)
+            else:
+
+                async def save() -> None:
+                    async_store = AsyncSessionStore.from_url(stickless_cluster.url, cfg)
+                    try:
+                        again = await async_store.load(s.token)
+                        assert again is not None
+                        again.incr("n")
+                        with pytest.raises(StoreUnavailable):
+                            await async_store.save(again)
+                    finally:
+                        await async_store.aclose()
+
+                import asyncio
+
+                asyncio.run(save())
+        finally:
+            src.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            dst.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+            src.close()
+            dst.close()
+        assert store.load(s.token) == {"n": 0}  # nothing of the refused saves

@@ -31,6 +31,7 @@ UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     OSError,  # socket errors (and the builtin TimeoutError of asyncio)
     redis_errors.ClusterDownError,
     redis_errors.TryAgainError,
+    redis_errors.ClusterError,  # "TTL exhausted": redirected or TRYAGAIN past its retries
     redis_errors.RedisClusterException,  # the cluster client found no node to answer
     redis_errors.ChildDeadlockedError,
 )

@@ -24,6 +24,7 @@ UNAVAILABLE_CODES: Final = frozenset(
     {
         "CLUSTERDOWN",  # the cluster (or the slot's owner) is down
         "TRYAGAIN",  # a multi-key command during a slot migration
+        "UNBLOCKED",  # a blocked command (WAIT) cut short: the node was demoted
         "MASTERDOWN",  # a replica that lost its primary (replica-serve-stale-data no)
         "LOADING",  # the server is loading its data set (restart, full sync)
         "READONLY",  # a replica: the node we talk to is no primary (any more)

@@ -438,7 +438,9 @@ class Planner:
         )
         acked = None
         if wait is not None:
-            acked = int(replies[-1])
+            # WAIT refused (UNBLOCKED: the node was demoted under it): applied, replication
+            # unknown, so reported as not replicated
+            acked = 0 if isinstance(replies[-1], Exception) else int(replies[-1])
             if acked < wait[0]:
                 raise ReplicationTimeout(acked, wait[0], wait[1])
         return SaveResult(SaveOutcome.SAVED, acked)
