@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 import statistics
@@ -138,6 +139,16 @@ def _rt(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:.0f}" if abs(value - round(value)) < 0.005 else f"{value:.2f}"
+
+
+SHORT = {
+    "flask-session": "Flask-Session",
+    "starsessions": "starsessions",
+    "django-cache": "cache engine + django-redis",
+    "wsgi-blob": "blob middleware",
+    "blob-sync": "redis-py blob",
+    "blob-async": "redis.asyncio blob",
+}
 
 
 def _label(variant: str) -> str:
@@ -362,17 +373,34 @@ def tables(raw: dict[str, Any]) -> list[Table]:
     return out
 
 
+def _memory_samples(raw: dict[str, Any]) -> int:
+    memory = raw.get("inprocess", {}).get("memory", {})
+    for per_shape in memory.values():
+        for row in per_shape.values():
+            return len(row.get("samples", [0]))
+    return 0
+
+
 def _memory_notes(raw: dict[str, Any]) -> list[str]:
     server = raw["meta"].get("server", {})
     return [
         "Shapes: login only (stickless: login(user_id); peers: a user_id key); 5 small keys; "
         "a cart whose JSON value is 200 bytes; 20 short keys. Each peer's own format: "
-        "Flask-Session msgpack, starsessions JSON (with its metadata), django-redis pickle.",
+        "Flask-Session msgpack, starsessions JSON (with its metadata), django-redis pickle. "
+        f"Median of {_memory_samples(raw)} new session(s) per shape and variant.",
         f"Server: {server.get('server', '?')} {server.get('version', '?')}, "
         f"hash-max-listpack-value {server.get('hash-max-listpack-value', '?')}, "
         f"hash-max-listpack-entries {server.get('hash-max-listpack-entries', '?')}: a hash "
         "with a value longer than hash-max-listpack-value is stored as a hashtable.",
     ]
+
+
+def _spread(values: list[float]) -> str:
+    """Median of per-round ratios, and their range when there are several rounds."""
+    if not values:
+        return "—"
+    median = f"{statistics.median(values):.2f}"
+    return median if len(values) < 2 else f"{median} ({min(values):.2f} to {max(values):.2f})"
 
 
 def _http_tables(http: dict[str, Any]) -> list[Table]:
@@ -402,17 +430,11 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
         if fam.stickless in runs and fam.peer in runs:
             ours, theirs = runs[fam.stickless], runs[fam.peer]
             pairs = list(zip(ours, theirs, strict=False))
-            rps = statistics.median(a["rps"] / b["rps"] for a, b in pairs if b["rps"])
-            p99 = statistics.median(a["p99_ms"] / b["p99_ms"] for a, b in pairs if b["p99_ms"])
+            rps = [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+            p99 = [a["p99_ms"] / b["p99_ms"] for a, b in pairs if b["p99_ms"]]
             cpu = [a["cpu_us"] / b["cpu_us"] for a, b in pairs if b.get("cpu_us")]
             ratio_rows.append(
-                [
-                    fam.title,
-                    _label(fam.peer),
-                    _f(rps, 2),
-                    _f(p99, 2),
-                    _f(statistics.median(cpu), 2) if cpu else "—",
-                ]
+                [fam.title, _label(fam.peer), _spread(rps), _spread(p99), _spread(cpu)]
             )
     conf = http["config"]
     notes = [
@@ -443,7 +465,7 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
             notes,
         ),
         Table(
-            "Over HTTP: stickless / peer (median of per-round ratios)",
+            "Over HTTP: stickless / peer (median of per-round ratios, their range in brackets)",
             [
                 "family",
                 "peer",
@@ -535,9 +557,16 @@ def write_docs(raw: dict[str, Any], docs: Path) -> Path:
     if charts:
         parts.append("## Charts\n")
         parts += [f"![{c.stem}](benchmarks/{c.name})\n" for c in charts]
+    parts.append(
+        "The raw results of this run (every round of every variant) are in "
+        "[benchmarks/results.json](benchmarks/results.json); "
+        "`benchmarks/run.py --from-json docs/benchmarks/results.json --write-docs` "
+        "renders this page again from them.\n"
+    )
     parts.append(_METHOD)
     path = docs / "benchmarks.md"
     path.write_text("\n".join(parts))
+    (charts_dir / "results.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
     return path
 
 
@@ -566,7 +595,8 @@ _METHOD = """## How it is measured
   rounds (a spike of a shared machine hits one round, not the result); the totals over
   all timed requests are in the `--json` output.
 - **Memory** is `MEMORY USAGE key SAMPLES 0` of what each variant stores for a new session
-  of each shape, written through its own app (the peers' blobs in their own formats).
+  of each shape, written through its own app (the peers' blobs in their own formats);
+  each figure is the median of the new sessions measured (see the table's notes).
 - **Over HTTP** (`--http`), each variant runs as its own server with 3 worker processes
   (gunicorn sync workers for Flask and Django, uvicorn for Starlette) on 127.0.0.1; wrk
   (Debian's package, installed with apt-get when missing) drives a 90 % read / 10 % write
@@ -619,16 +649,23 @@ def write_charts(raw: dict[str, Any], directory: Path) -> list[Path]:
         fig.tight_layout()
         written.append(_save(fig, directory / "inprocess.png", plt))
 
-        fig, ax = plt.subplots(figsize=(9, 4))
-        width = 0.27
-        for i, kind in enumerate(core.KINDS):
+        fig, ax = plt.subplots(figsize=(10, 4.2))
+        width = 0.38
+        for i, kind in enumerate(("read", "write")):  # untouched: 0 vs 2 round trips, off scale
             values = [res.ratio(f.stickless, f.peer, kind) or 0.0 for f in families]
-            ax.bar([x + i * width for x in range(len(families))], values, width, label=kind)
+            xs = [x + i * width for x in range(len(families))]
+            bars = ax.bar(xs, values, width, label=kind, color=("#2b7bba", "#e07b39")[i])
+            ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], fontsize=7)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks([x + width for x in range(len(families))])
-        ax.set_xticklabels([f"{f.title}\nvs {_label(f.peer)}" for f in families], fontsize=7)
+        ax.set_xticks([x + width / 2 for x in range(len(families))])
+        ax.set_xticklabels(
+            [f"{f.title}\nvs {SHORT.get(f.peer, f.peer)}" for f in families], fontsize=8
+        )
         ax.set_ylabel("stickless / peer")
-        ax.set_title("In-process: stickless / peer (median of per-round ratios; < 1 is faster)")
+        ax.set_title(
+            "In-process: stickless / peer, read and write (median of per-round "
+            "ratios; below 1 is faster)"
+        )
         ax.legend()
         fig.tight_layout()
         written.append(_save(fig, directory / "ratios.png", plt))

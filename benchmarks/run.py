@@ -53,12 +53,30 @@ from rich.progress import (  # noqa: E402
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
 
 REPO = HERE.parent
 DOCS = REPO / "docs"
+
+
+class PhaseProgress(Progress):
+    """rich's progress bar; where the console is no terminal (a pipe, a CI log), one plain
+    line per phase instead of a live bar."""
+
+    _phase = ""
+
+    def update(self, task_id: TaskID, **fields: Any) -> None:
+        description = fields.get("description")
+        if description and not self.console.is_terminal:
+            words = str(description).split()
+            phase = " ".join(words[: 3 if len(words) > 1 and words[1] == "round" else 2])
+            if phase != self._phase:
+                self._phase = phase
+                self.console.print(f"{time.strftime('%H:%M:%S')} {phase}", highlight=False)
+        super().update(task_id, **fields)
 
 
 @contextlib.contextmanager
@@ -188,8 +206,21 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="write docs/benchmarks.md and docs/benchmarks/*.png",
     )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="measure nothing: print (and with --write-docs, write) the results saved by --json",
+    )
     parser.add_argument("--docs-dir", type=Path, default=DOCS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report.print_console(saved, Console(width=None if sys.stdout.isatty() else 180))
+        if args.write_docs:
+            Console(stderr=True).print(f"wrote {report.write_docs(saved, args.docs_dir)}")
+        return 0
 
     plan = core.QUICK if args.quick else core.FULL
     if args.rounds:
@@ -230,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         meta["idle_cpu_us_per_s"] = round(probe.idle_cpu_per_s * 1e6, 1)
         loop = core.new_loop()
         ctx = core.Context(url=url, run_id=run_id, loop=loop)
-        progress = Progress(
+        progress = PhaseProgress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
