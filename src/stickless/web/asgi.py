@@ -36,15 +36,12 @@ Lifespan and other scope types pass through untouched.
 
 from __future__ import annotations
 
-import asyncio
-import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
 from stickless.config import SessionConfig
 from stickless.errors import StoreUnavailable
 from stickless.session import Session
-from stickless.store import connect
 from stickless.store.aio import AsyncSessionStore
 from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
@@ -120,13 +117,14 @@ class SessionMiddleware:
     ) -> None:
         self.app = app
         self.options = MiddlewareOptions(**options)
-        self._store = store
-        self._stores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
-        self._stores = weakref.WeakKeyDictionary()
         self._url = self.options.store_url(url, store)
         self._config = store.config if store is not None else self.options.session_config()
-        if self._url:
-            connect.parse_url(self._url)  # a bad URL fails here, not at the first request
+        # from_url makes no connection; a bad URL fails here, not at the first request. The
+        # store keeps one client per event loop itself (asyncio connections cannot cross
+        # loops: Starlette's TestClient without ``with`` runs each request in a new loop).
+        self._store = (
+            store if store is not None else AsyncSessionStore.from_url(self._url, self._config)
+        )
 
     @property
     def config(self) -> SessionConfig:
@@ -135,21 +133,9 @@ class SessionMiddleware:
 
     @property
     def store(self) -> AsyncSessionStore:
-        """The store for the running event loop.
-
-        A store given as ``store=`` is returned as is. A store built from ``url`` exists once
-        per event loop (created on first use, no connection made until needed), because
-        asyncio connections cannot cross loops: Starlette's ``TestClient`` without ``with``
-        runs every request in a new loop. Must be called from within a running loop.
-        """
-        if self._store is not None:
-            return self._store
-        loop = asyncio.get_running_loop()
-        store = self._stores.get(loop)
-        if store is None:
-            store = AsyncSessionStore.from_url(self._url, self._config)
-            self._stores[loop] = store
-        return store
+        """The store: the one given as ``store=``, or the one built from ``url`` (it keeps
+        one connection pool per event loop)."""
+        return self._store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

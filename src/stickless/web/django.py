@@ -61,10 +61,8 @@ process's :class:`~stickless.AsyncSessionStore` for the running event loop. So `
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-import weakref
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, TypeVar
@@ -117,14 +115,14 @@ _SETTINGS = frozenset(
 
 # ----------------------------------------------------------------------------- the stores
 class _Stores:
-    """The process's stores, built from settings on first use: one blocking store, and one
-    async store per event loop. Rebuilt when a ``STICKLESS_*`` setting changes (tests)."""
+    """The process's stores, built from settings on first use: one blocking store and one
+    async store (which keeps a connection pool per event loop itself). Rebuilt when a
+    ``STICKLESS_*`` setting changes (tests)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sync: BlockingStore | None = None
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncSessionStore]
-        self._async = weakref.WeakKeyDictionary()
+        self._async: AsyncSessionStore | None = None
         self._policy: FailurePolicy | None = None
 
     def sync(self) -> BlockingStore:
@@ -137,13 +135,10 @@ class _Stores:
         return store
 
     def for_running_loop(self) -> AsyncSessionStore:
-        loop = asyncio.get_running_loop()
         with self._lock:
-            store = self._async.get(loop)
-            if store is None:
-                store = AsyncSessionStore.from_url(_url(), _config())
-                self._async[loop] = store
-        return store
+            if self._async is None:
+                self._async = AsyncSessionStore.from_url(_url(), _config())
+            return self._async
 
     def policy(self) -> FailurePolicy:
         policy = self._policy
@@ -161,7 +156,7 @@ class _Stores:
         only be closed from their own loop)."""
         with self._lock:
             old, self._sync = self._sync, None
-            self._async = weakref.WeakKeyDictionary()
+            self._async = None  # its pools belong to their loops: dropped, not closed
             self._policy = None
         if old is not None:
             old.close()
