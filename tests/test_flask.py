@@ -1222,3 +1222,26 @@ def test_concurrent_requests_keep_every_change(make_app: AppFactory) -> None:
     assert loaded is not None
     assert loaded["n"] == 20
     assert all(loaded[f"k{i}"] == i for i in range(20))
+
+
+def test_a_url_set_after_init_app_is_refused_not_ignored(stickless_url: str) -> None:
+    """The docs' old testing example set STICKLESS_URL after create_app(): the store had
+    already been built (from the environment, perhaps a real server). Now it is loud."""
+    app = flask.Flask(__name__)
+    app.config.update(TESTING=True, STICKLESS_URL=stickless_url)
+    Stickless(app)
+
+    @app.get("/")
+    def index() -> str:
+        flask.session["a"] = 1
+        return "ok"
+
+    assert app.test_client().get("/").status_code == 200
+    app.config["STICKLESS_URL"] = "redis://127.0.0.1:1/0"
+    with pytest.raises(ConfigurationError, match="before Stickless"):
+        app.test_client().get("/")
+    passed = flask.Flask(__name__)
+    passed.config["STICKLESS_URL"] = "redis://127.0.0.1:1/0"  # ignored: a store is passed
+    Stickless(passed, store=SessionStore.from_url(stickless_url))
+    passed.add_url_rule("/", view_func=index)
+    assert passed.test_client().get("/").status_code == 200

@@ -82,6 +82,9 @@ class SticklessState:
     """``STICKLESS_HEADER``: header transport next to the cookie (None: cookie only)."""
     import_cookie_sessions: bool
     """``STICKLESS_IMPORT_COOKIE_SESSIONS``: adopt Flask's signed cookie sessions."""
+    configured_url: object = None
+    """``app.config["STICKLESS_URL"]`` as ``init_app`` read it (``_PASSED``: a store was
+    passed in): a later change is refused, as the store cannot follow it."""
 
 
 def current_store() -> SessionStore:
@@ -357,6 +360,7 @@ class Stickless(SessionInterface):
         when neither a store nor ``STICKLESS_URL`` (in ``app.config`` or the environment)
         is given."""
         store = store or self._store
+        configured: object = _PASSED if store is not None else app.config.get("STICKLESS_URL")
         if store is None:
             url = app.config.get("STICKLESS_URL")
             needs = "set app.config['STICKLESS_URL'] or pass a store: Stickless(app, store=...)"
@@ -369,6 +373,7 @@ class Stickless(SessionInterface):
             policy=FailurePolicy(fail_open=bool(app.config.get("STICKLESS_FAIL_OPEN", False))),
             header=str(header) if header else None,
             import_cookie_sessions=bool(app.config.get("STICKLESS_IMPORT_COOKIE_SESSIONS", False)),
+            configured_url=configured,
         )
         app.session_interface = self
         app.register_error_handler(StoreUnavailable, self._unavailable)
@@ -402,6 +407,8 @@ class Stickless(SessionInterface):
     def open_session(self, app: Flask, request: Request) -> FlaskSession:
         """A lazy session for ``request`` (no I/O here)."""
         state = _state(app)
+        if state.configured_url is not _PASSED:
+            _same_url(app, state.configured_url)
         cycle = SessionCycle(
             self._transport(app, state, persistent=True),
             state.policy,
@@ -477,6 +484,20 @@ def _json_or_none(value: Any) -> bytes | None:
         return codec.encode(value)
     except TypeError:
         return None
+
+
+_PASSED: Any = object()
+
+
+def _same_url(app: Flask, configured: object) -> None:
+    """Refuse a ``STICKLESS_URL`` changed after ``init_app`` (say, by a test that sets it
+    after ``create_app()``): the store still talks to the server it was built for."""
+    if app.config.get("STICKLESS_URL") != configured:
+        raise ConfigurationError(
+            "app.config['STICKLESS_URL'] changed after Stickless(app) read it, and the store "
+            "still uses the URL it was built with: set STICKLESS_URL before Stickless(app) / "
+            "init_app (in tests: hand it to your app factory)"
+        )
 
 
 def _state(app: Flask) -> SticklessState:
