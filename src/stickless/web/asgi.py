@@ -43,6 +43,7 @@ from stickless.config import SessionConfig
 from stickless.errors import StoreUnavailable
 from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
+from stickless.web.cycle import FailurePolicy
 from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
 Scope = MutableMapping[str, Any]
@@ -152,7 +153,7 @@ class SessionMiddleware:
         try:
             scope["session"] = await cycle.aopen(store)
         except StoreUnavailable:
-            await self._refuse(scope, receive, send, connect_pending=True)
+            await self._refuse(scope, receive, send, cycle.policy, connect_pending=True)
             return
         scope["stickless.store"] = store
 
@@ -161,7 +162,7 @@ class SessionMiddleware:
                 return  # the app's response was replaced by the failure response
             if message["type"] in _STARTS and not cycle.delivered:
                 if not await cycle.asave(store):
-                    await self._refuse(scope, receive, send, connect_pending=False)
+                    await self._refuse(scope, receive, send, cycle.policy, connect_pending=False)
                     return
                 extra = cycle.response_headers()
                 if extra:
@@ -178,12 +179,17 @@ class SessionMiddleware:
         await cycle.asave(store, late=True)
 
     async def _refuse(
-        self, scope: Scope, receive: Receive, send: Send, *, connect_pending: bool
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        policy: FailurePolicy,
+        *,
+        connect_pending: bool,
     ) -> None:
         """Answer with the failure policy's response (503 + Retry-After). For a WebSocket
         whose app has not run yet (``connect_pending``), ``websocket.connect`` is received
         first, as the ASGI spec expects before any handshake answer."""
-        policy = self.options.policy
         headers = _encoded(policy.headers)
         if scope["type"] == "http":
             await send({"type": "http.response.start", "status": policy.status, "headers": headers})

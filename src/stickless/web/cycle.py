@@ -23,9 +23,9 @@ import logging
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from stickless.errors import StoreUnavailable
+from stickless.errors import StoreMisconfigured, StoreUnavailable
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.aio import AsyncSessionStore
 from stickless.store.sync import SessionStore
@@ -49,25 +49,39 @@ class FailurePolicy:
     Fail open (``fail_open=True``): the request goes on with an empty session that is *not*
     saved, and a warning is logged (without the token). Use it when serving anonymous pages
     matters more than the session.
+
+    A :class:`~stickless.StoreMisconfigured` (``WRONGPASS``, ``NOAUTH``, ``NOPERM``: no
+    client can wait that out) is answered by :data:`MISCONFIGURED` instead, whatever the
+    policy: ``500`` without ``Retry-After``, never failing open (see :meth:`answering`).
     """
 
     fail_open: bool = False
     status: int = 503
     body: bytes = b"Session store unavailable, please retry shortly.\n"
-    retry_after: int = 1
+    retry_after: int | None = 1
 
     @property
     def headers(self) -> list[tuple[str, str]]:
+        retry = [("Retry-After", str(self.retry_after))] if self.retry_after is not None else []
         return [
             ("Content-Type", "text/plain; charset=utf-8"),
             ("Content-Length", str(len(self.body))),
-            ("Retry-After", str(self.retry_after)),
+            *retry,
             ("Cache-Control", "no-store"),
         ]
 
+    def answering(self, exc: BaseException) -> FailurePolicy:
+        """The policy that answers ``exc``: this one for an outage, :data:`MISCONFIGURED`
+        for a :class:`~stickless.StoreMisconfigured`."""
+        return MISCONFIGURED if isinstance(exc, StoreMisconfigured) else self
+
     def report(self, exc: StoreUnavailable, during: str) -> None:
         """Log the failure once (address and cause only: no token, no session data)."""
-        action = "continuing with an unsaved empty session" if self.fail_open else "answering 503"
+        action = (
+            "continuing with an unsaved empty session"
+            if self.fail_open
+            else f"answering {self.status}"
+        )
         log.warning("session %s failed, %s: %s", during, action, exc)
 
     def survive(self, exc: StoreUnavailable, during: str) -> None:
@@ -76,6 +90,15 @@ class FailurePolicy:
         if not self.fail_open:
             raise exc
         self.report(exc, during)
+
+
+MISCONFIGURED: Final = FailurePolicy(
+    status=500,
+    body=b"Internal server error: the session store refused this server's credentials.\n",
+    retry_after=None,
+)
+"""How every adapter answers a :class:`~stickless.StoreMisconfigured` (the store logged the
+cause, and what to fix, at ERROR)."""
 
 
 class SessionCycle:
@@ -160,6 +183,7 @@ class SessionCycle:
     def _load_failed(
         self, exc: StoreUnavailable, store: SessionStore | AsyncSessionStore
     ) -> Session:
+        self.policy = self.policy.answering(exc)
         self.policy.report(exc, "load")
         if not self.policy.fail_open:
             self.refused = True
@@ -174,6 +198,7 @@ class SessionCycle:
         request is answered with the failure policy's response. Logged unless it was the
         load, which logged already."""
         if not self.refused:
+            self.policy = self.policy.answering(exc)
             self.policy.report(exc, "request")
             self.refused = True
 
@@ -224,6 +249,7 @@ class SessionCycle:
         return session
 
     def _save_failed(self, exc: StoreUnavailable, late: bool) -> bool:
+        self.policy = self.policy.answering(exc)
         if late:  # the headers are out: it can only be logged
             self.policy.report(exc, "late save")
             return True

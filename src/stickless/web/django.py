@@ -400,7 +400,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             try:
                 sl = yield from self._fetch(plan, key)
             except StoreUnavailable as exc:
-                _stores.policy().survive(exc, "load")
+                _stores.policy().answering(exc).survive(exc, "load")
                 self._degraded = True
                 return self._forget()
         if sl is None:
@@ -462,7 +462,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             try:
                 sl = yield from self._fetch(plan, self.session_key)
             except StoreUnavailable as exc:
-                _stores.policy().survive(exc, "save")
+                _stores.policy().answering(exc).survive(exc, "save")
                 return
             if sl is None:
                 self._session_key = None
@@ -483,7 +483,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 raise CreateError(str(exc)) from exc
             raise
         except StoreUnavailable as exc:
-            _stores.policy().survive(exc, "save")
+            _stores.policy().answering(exc).survive(exc, "save")
             return
         if result.outcome == "gone":
             self._sl, self._seen = None, {}
@@ -666,6 +666,6 @@ def _header_transport() -> Transport | None:
 
 def _unavailable_response(exc: StoreUnavailable, during: str) -> HttpResponse:
     """The failure policy's response for ``exc`` (logged once, without token or data)."""
-    policy = _stores.policy()
+    policy = _stores.policy().answering(exc)
     policy.report(exc, during)
     return HttpResponse(policy.body, status=policy.status, headers=dict(policy.headers))

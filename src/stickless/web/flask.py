@@ -431,7 +431,7 @@ class Stickless(SessionInterface):
         cycle = session.cycle
         session.before_save()
         if not cycle.save(state.store):
-            _become_unavailable(response, state.policy)
+            _become_unavailable(response, cycle.policy)
             return
         cycle.transport = self._transport(app, state, persistent=session.permanent_cookie)
         for name, value in cycle.response_headers():
@@ -466,10 +466,11 @@ class Stickless(SessionInterface):
 
     @staticmethod
     def _unavailable(exc: StoreUnavailable) -> Response:
-        policy = _state(current_app).policy
+        policy = _state(current_app).policy.answering(exc)
         cycle = request.environ.get(CYCLE_KEY)
         if isinstance(cycle, SessionCycle):
             cycle.refuse(exc)
+            policy = cycle.policy
         else:  # raised before the session was opened
             policy.report(exc, "request")
         response = current_app.response_class(policy.body, status=policy.status)
