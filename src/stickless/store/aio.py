@@ -171,19 +171,31 @@ class AsyncSessionStore(StoreBase):
 
     @staticmethod
     async def _pipeline(client: Any, batch: Batch) -> list[Any]:
-        if len(batch.calls) == 1 and batch.wait is None:  # no pipeline machinery for one
-            try:
-                return [await client.execute_command(*batch.calls[0].command())]
-            except ResponseError as exc:
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for command in pipeline_commands(batch):
-            pipe.execute_command(*command)
-        return order_replies(batch, await pipe.execute(raise_on_error=False))
+        """See :meth:`SessionStore._pipeline`."""
+        commands = pipeline_commands(batch)
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # an error reply: the next ones still follow
+                    replies.append(exc)
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        return order_replies(batch, replies)
 
     async def _send_cluster(self, batch: Batch) -> list[Any]:
         if all(isinstance(call, Command) for call in batch.calls):
-            return await self._pipeline(self.client, batch)
+            pipe = self.client.pipeline(transaction=False)  # routed per key by redis-py
+            for command in pipeline_commands(batch):
+                pipe.execute_command(*command)
+            return order_replies(batch, await pipe.execute(raise_on_error=False))
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
             if i == 0 and batch.wait is not None:

@@ -292,6 +292,8 @@ class Planner:
             return None
         _raise_server_error(fields)
         _raise_server_error(ttl)
+        if isinstance(fields, list):  # RESP2: a flat field, value, ... list
+            fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if not fields or fields.get(_DIGEST_FIELD) != tid.digest.encode():
             return None  # unknown, expired, destroyed, or a token a renew replaced
         session = self._session_from_hash(raw, tid, fields)

@@ -141,19 +141,34 @@ class SessionStore(StoreBase):
 
     @staticmethod
     def _pipeline(client: Any, batch: Batch) -> list[Any]:
-        if len(batch.calls) == 1 and batch.wait is None:  # no pipeline machinery for one
-            try:
-                return [client.execute_command(*batch.calls[0].command())]
-            except ResponseError as exc:
-                return [exc]
-        pipe = client.pipeline(transaction=False)
-        for command in pipeline_commands(batch):
-            pipe.execute_command(*command)
-        return order_replies(batch, pipe.execute(raise_on_error=False))
+        """The batch's commands written at once on one pooled connection of ``client`` (a
+        plain, non-cluster client), their replies read in order: one round trip, without
+        redis-py's pipeline machinery (which costs more than the round trip) or its retries
+        (a save is never resent). A connection that failed mid-way is discarded."""
+        commands = pipeline_commands(batch)
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command(connection.pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:  # an error reply: the next ones still follow
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            pool.release(connection)
+        return order_replies(batch, replies)
 
     def _send_cluster(self, batch: Batch) -> list[Any]:
         if all(isinstance(call, Command) for call in batch.calls):
-            return self._pipeline(self.client, batch)
+            pipe = self.client.pipeline(transaction=False)  # routed per key by redis-py
+            for command in pipeline_commands(batch):
+                pipe.execute_command(*command)
+            return order_replies(batch, pipe.execute(raise_on_error=False))
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
             if i == 0 and batch.wait is not None:
