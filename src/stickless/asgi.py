@@ -3,6 +3,6 @@
 The implementation lives in :mod:`stickless.web.asgi`; see docs/adapters/starlette.md.
 """
 
-from stickless.web.asgi import SessionMiddleware, session_of
+from stickless.web.asgi import SessionMiddleware, load_session, session_of
 
-__all__ = ["SessionMiddleware", "session_of"]
+__all__ = ["SessionMiddleware", "load_session", "session_of"]

@@ -43,7 +43,7 @@ from stickless.config import SessionConfig
 from stickless.errors import StoreUnavailable
 from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
-from stickless.web.cycle import FailurePolicy
+from stickless.web.cycle import FailurePolicy, SessionCycle
 from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
 Scope = MutableMapping[str, Any]
@@ -150,12 +150,16 @@ class SessionMiddleware:
             https=scope.get("scheme") in ("https", "wss"),
         )
         store = self.store
-        try:
-            scope["session"] = await cycle.aopen(store)
-        except StoreUnavailable:
-            await self._refuse(scope, receive, send, cycle.policy, connect_pending=True)
-            return
         scope["stickless.store"] = store
+        if self.options.lazy:
+            scope["stickless.cycle"] = cycle
+            scope["session"] = _NOT_LOADED
+        else:
+            try:
+                scope["session"] = await cycle.aopen(store)
+            except StoreUnavailable:
+                await self._refuse(scope, receive, send, cycle.policy, connect_pending=True)
+                return
 
         async def send_wrapper(message: Message) -> None:
             if cycle.refused:
@@ -172,6 +176,12 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except StoreUnavailable as exc:  # a lazy load, or a store call of the app's own
+            if cycle.delivered:
+                raise
+            cycle.refuse(exc)
+            await self._refuse(scope, receive, send, cycle.policy, connect_pending=False)
+            return
         except Exception:
             if kind == "websocket":  # a dropped connection is how many sockets end
                 await cycle.asave(store, late=True)
@@ -210,6 +220,42 @@ class SessionMiddleware:
             )
         else:
             await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER})
+
+
+class _NotLoaded(dict[str, Any]):
+    """``scope["session"]`` in lazy mode until :func:`load_session` ran: any use says so."""
+
+    def _refuse(self, *args: object, **kwargs: object) -> Any:
+        raise RuntimeError(
+            "the session is not loaded: the middleware runs with lazy=True, so await "
+            "stickless.asgi.load_session(request) first (or declare the FastAPI dependency)"
+        )
+
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = _refuse
+    get = keys = values = items = pop = update = setdefault = clear = _refuse
+
+
+_NOT_LOADED = _NotLoaded()
+
+
+async def load_session(request: Any) -> Session:
+    """The request's session, loaded now (one round trip when a token was presented; none
+    when it is already loaded). ``request`` is a Starlette/FastAPI ``Request``,
+    ``WebSocket`` or an ASGI scope. With ``lazy=True`` routes call this (or use it as a
+    FastAPI dependency: ``session: Session = Depends(load_session)``); without, it just
+    returns the session the middleware loaded. When the store is unavailable and the policy
+    refuses, it raises :class:`~stickless.errors.StoreUnavailable` and the middleware
+    answers 503, as it would have before the route ran."""
+    scope: Scope = getattr(request, "scope", request)
+    session = scope.get("session")
+    if isinstance(session, Session):
+        return session
+    cycle: SessionCycle | None = scope.get("stickless.cycle")
+    if cycle is None:
+        raise RuntimeError("stickless.asgi.SessionMiddleware is not installed for this route")
+    loaded = await cycle.aopen(scope["stickless.store"])
+    scope["session"] = loaded
+    return loaded
 
 
 def session_of(scope: Scope) -> Session:

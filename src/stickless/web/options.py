@@ -84,6 +84,7 @@ class MiddlewareKwargs(TypedDict, total=False):
     cookie: bool
     exclude_paths: Sequence[str]
     fail_open: bool
+    lazy: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,11 @@ class MiddlewareOptions:
     cookie: bool = True
     exclude_paths: Sequence[str] = ()
     fail_open: bool = False
+    lazy: bool = False
+    """ASGI only: do not load at the start of each request; a route that needs the session
+    awaits :func:`stickless.asgi.load_session` (or declares the FastAPI dependency), so a
+    route that never uses it costs no round trip even when a cookie is present. Default
+    False (``request.session`` is ready in every route, as with Starlette's middleware)."""
     policy: FailurePolicy = field(init=False)
     transport: Transport = field(init=False)
 
