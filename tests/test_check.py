@@ -23,6 +23,7 @@ from stickless import (
     SessionStore,
     StoreMisconfigured,
     StoreUnavailable,
+    errors,
 )
 from stickless.cli import app
 from stickless.embedded import ClusterSetup, SentinelSetup, Standalone, start_standalone
@@ -31,6 +32,13 @@ from stickless.store import check as checks
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cr#t/p@ss:w?rd%"
 """A password with every character a URL cares about."""
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_once() -> None:
+    """Each test sees the first report of each cause (the store logs a cause only once per
+    process, and tests share a server's address)."""
+    errors._reported.clear()
 
 
 @pytest.fixture(scope="module")
