@@ -41,8 +41,8 @@ class BlockingFacade:
     def new(self) -> Any:
         return self._store.new()
 
-    def load(self, token: object) -> Any:
-        return self._run(self._store.load(token))
+    def load(self, token: object, **options: Any) -> Any:
+        return self._run(self._store.load(token, **options))
 
     def save(self, session: Any) -> Any:
         return self._run(self._store.save(session))

@@ -71,6 +71,14 @@ class SessionConfig:
     wait_timeout: float = 0.5
     """How long ``WAIT`` may block with ``durability="replicated"``. Default 0.5 s."""
 
+    max_idle_timeout: float | None = None
+    """The longest idle timeout ``session.set_lifetime(idle=...)`` may give a session
+    ("remember me"). Default None: ``idle_timeout`` (a session may only shorten it)."""
+
+    max_absolute_timeout: float | None = None
+    """The longest absolute lifetime ``session.set_lifetime(absolute=...)`` may give a session.
+    Default None: ``absolute_timeout``."""
+
     tombstone_ttl: float = 5 * 60
     """How long a destroyed session leaves a tombstone (so a late save reports
     ``destroyed`` rather than ``expired``). Default 5 min."""
@@ -130,6 +138,11 @@ class SessionConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"SessionConfig.{name} must be > 0")
+        if self.max_idle_ms < self.idle_ms or self.max_absolute_ms < self.absolute_ms:
+            raise ConfigurationError(
+                "SessionConfig.max_idle_timeout / max_absolute_timeout must be at least "
+                "idle_timeout / absolute_timeout"
+            )
         if self.absolute_timeout < self.idle_timeout:
             raise ConfigurationError(
                 f"SessionConfig.absolute_timeout ({self.absolute_timeout}) must be >= "
@@ -164,3 +177,13 @@ class SessionConfig:
     @property
     def absolute_ms(self) -> int:
         return int(self.absolute_timeout * 1000)
+
+    @property
+    def max_idle_ms(self) -> int:
+        limit = self.max_idle_timeout if self.max_idle_timeout is not None else self.idle_timeout
+        return int(limit * 1000)
+
+    @property
+    def max_absolute_ms(self) -> int:
+        limit = self.max_absolute_timeout
+        return int((limit if limit is not None else self.absolute_timeout) * 1000)

@@ -14,16 +14,18 @@ value's JSON with what was loaded; no ``modified = True`` dance is needed.
 from __future__ import annotations
 
 import enum
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
 
 from stickless import codec
-from stickless.config import DEFAULT_IDENTITY_KEYS
+from stickless.config import SessionConfig
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
+_DEFAULT_CONFIG = SessionConfig()
 _CONTAINERS = (dict, list)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 """The range of Redis integers (HINCRBY)."""
@@ -60,6 +62,15 @@ class SessionMeta:
     @property
     def expires_ms(self) -> int:
         return min(self.access_ms + self.idle_ms, self.deadline_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Lifetime:
+    """A session's own idle and absolute timeouts (ms), when ``set_lifetime`` changed them:
+    ``None`` keeps that one as it is."""
+
+    idle_ms: int | None
+    absolute_ms: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +126,11 @@ class Session(dict[str, Any]):
     __slots__ = (
         "_accessed",
         "_cleared",
+        "_config",
         "_identity_keys",
+        "_lifetime",
+        "_lifetime_changed",
+        "_loaded_at",
         "_meta",
         "_ops",
         "_raw_token",
@@ -124,6 +139,7 @@ class Session(dict[str, Any]):
         "_stored",
         "_stored_user_id",
         "_token",
+        "_ttl_ms",
         "_user_id",
     )
 
@@ -136,10 +152,16 @@ class Session(dict[str, Any]):
         stored: Mapping[str, bytes] | None = None,
         meta: SessionMeta | None = None,
         user_id: str | None = None,
-        identity_keys: frozenset[str] = DEFAULT_IDENTITY_KEYS,
+        config: SessionConfig | None = None,
+        ttl_ms: int | None = None,
     ) -> None:
         super().__init__(data or {})
-        self._identity_keys = identity_keys
+        self._config = config or _DEFAULT_CONFIG
+        self._identity_keys = self._config.identity_keys
+        self._lifetime: Lifetime | None = None
+        self._lifetime_changed = False
+        self._ttl_ms = ttl_ms
+        self._loaded_at = time.monotonic()
         self._raw_token = raw_token
         self._token = token
         self._stored: dict[str, bytes] = dict(stored or {})
@@ -180,7 +202,12 @@ class Session(dict[str, Any]):
         """True when a save would write something (data, user, renew or invalidate)."""
         if self._status is SessionStatus.INVALIDATED:
             return self._meta is not None
-        return bool(self.pending_changes()) or self._renew is not None or self.user_changed
+        return (
+            bool(self.pending_changes())
+            or self._renew is not None
+            or self.user_changed
+            or self._lifetime is not None
+        )
 
     @property
     def emptied(self) -> bool:
@@ -251,6 +278,52 @@ class Session(dict[str, Any]):
         return ms_to_datetime(self._meta.expires_ms if self._meta else None)
 
     # -------------------------------------------------------------------- life cycle
+    def set_lifetime(
+        self,
+        idle: float | timedelta | None = None,
+        absolute: float | timedelta | None = None,
+    ) -> None:
+        """Give this session its own lifetime ("remember me"), applied and enforced by the
+        server at the next save: ``idle`` (sliding timeout) and ``absolute`` (hard lifetime,
+        counted from the session's creation), in seconds or as ``timedelta``; either may be
+        omitted (kept as it is). Longer than ``SessionConfig.max_idle_timeout`` /
+        ``max_absolute_timeout`` (by default the configured ``idle_timeout`` /
+        ``absolute_timeout``: only shorter lifetimes unless you raise them) raises
+        ``ValueError`` here. The cookie's ``Max-Age`` follows the session's own lifetime."""
+        idle_ms = _milliseconds("idle", idle, self._config.max_idle_ms)
+        absolute_ms = _milliseconds("absolute", absolute, self._config.max_absolute_ms)
+        if idle_ms is None and absolute_ms is None:
+            return
+        self._accessed = True
+        self._lifetime_changed = True
+        previous = self._lifetime or Lifetime(None, None)
+        self._lifetime = Lifetime(
+            idle_ms if idle_ms is not None else previous.idle_ms,
+            absolute_ms if absolute_ms is not None else previous.absolute_ms,
+        )
+
+    @property
+    def lifetime(self) -> Lifetime | None:
+        """The lifetime change the next save applies (None: no change)."""
+        return self._lifetime
+
+    @property
+    def lifetime_changed(self) -> bool:
+        """True once ``set_lifetime`` was called on this object (adapters then send the
+        cookie again, with a ``Max-Age`` that follows the new lifetime)."""
+        return self._lifetime_changed
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Seconds until the session expires unless used again, as the server's TTL said at
+        load (less the time since; no clock is compared), or from the metadata after a save.
+        None while new."""
+        if self._ttl_ms is not None:
+            return max(0.0, self._ttl_ms / 1000 - (time.monotonic() - self._loaded_at))
+        if self._meta is None:
+            return None
+        return max(0.0, self._meta.expires_ms / 1000 - time.time())
+
     def renew(self, *, forward: bool = True) -> None:
         """Give the session a new token at the next save, keeping its data. The old token
         stops loading at once after that save. A new session already has a fresh token, so
@@ -547,6 +620,8 @@ class Session(dict[str, Any]):
         self._stored.update({k: codec.encode(v) for k, v in counters.items()})
         self._ops.clear()
         self._cleared = False
+        self._lifetime = None
+        self._ttl_ms = None  # seconds_left from the new metadata now
         self._meta = meta
         self._status = SessionStatus.LOADED
         self._renew = None
@@ -571,6 +646,8 @@ class Session(dict[str, Any]):
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""
         if self._meta is not None:
             self._meta = replace(self._meta, access_ms=access_ms)
+            self._ttl_ms = min(self._meta.idle_ms, self._meta.deadline_ms - access_ms)
+            self._loaded_at = time.monotonic()
 
     def mark_gone(self) -> None:
         """Record that the session no longer exists in Redis (destroyed or expired)."""
@@ -580,3 +657,20 @@ class Session(dict[str, Any]):
         self._renew = None
         self._status = SessionStatus.INVALIDATED
         self._meta = None
+
+
+def _milliseconds(name: str, value: float | timedelta | None, limit_ms: int) -> int | None:
+    """A ``set_lifetime`` argument in whole milliseconds, checked against its limit."""
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
+        raise ValueError(f"set_lifetime({name}=...) must be a positive number of seconds")
+    ms = int(seconds * 1000)
+    if ms > limit_ms:
+        setting = "max_idle_timeout" if name == "idle" else "max_absolute_timeout"
+        raise ValueError(
+            f"set_lifetime({name}={seconds:g}) is longer than SessionConfig.{setting} "
+            f"({limit_ms / 1000:g} s): raise that setting to allow it"
+        )
+    return max(ms, 1)

@@ -77,9 +77,9 @@ class AsyncSessionStore(StoreBase):
         )
 
     # ----------------------------------------------------------------- public API
-    async def load(self, token: object) -> Session | None:
+    async def load(self, token: object, *, touch: bool = True) -> Session | None:
         """See :meth:`SessionStore.load`."""
-        return await drive(self._plan.load(token), self)
+        return await drive(self._plan.load(token, touch=touch), self)
 
     async def save(self, session: Session) -> SaveResult:
         """See :meth:`SessionStore.save`."""

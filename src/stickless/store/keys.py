@@ -29,6 +29,8 @@ META_ACCESS = "m:a"
 META_DEADLINE = "m:x"
 META_USER = "m:u"
 META_DIGEST = "m:k"
+META_IDLE = "m:i"
+"""The session's own idle timeout (ms), when ``set_lifetime`` gave it one."""
 META_FIELDS = (META_CREATED, META_ACCESS, META_DEADLINE, META_USER)
 
 SESSION, FORWARD, TOMBSTONE, USER_INDEX = "s", "f", "t", "u"

@@ -269,16 +269,15 @@ class Planner:
     # --------------------------------------------------------------------- new
     def new(self) -> Session:
         raw = tokens.new_raw_token()
-        return Session(
-            raw_token=raw, token=self.codec.dump(raw), identity_keys=self.config.identity_keys
-        )
+        return Session(raw_token=raw, token=self.codec.dump(raw), config=self.config)
 
     # -------------------------------------------------------------------- load
-    def load(self, presented: object) -> Op[Session | None]:
+    def load(self, presented: object, *, touch: bool = True) -> Op[Session | None]:
         """One round trip, no script: ``HGETALL`` + ``PTTL`` of the family's hash; the token
         must be the session's current one (``m:k``). When the idle TTL was last refreshed
         more than ``touch_interval`` ago, a second round trip refreshes it (``touch.lua``):
-        at most once per interval per session. The server's TTL enforces both expiries (it
+        at most once per interval per session; never with ``touch=False`` (a passive read:
+        it does not keep the session alive). The server's TTL enforces both expiries (it
         never outlives the absolute deadline), so a hash that exists is a live session."""
         raw = self.codec.parse(presented)
         if raw is None:
@@ -296,15 +295,15 @@ class Planner:
             fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if not fields or fields.get(_DIGEST_FIELD) != tid.digest.encode():
             return None  # unknown, expired, destroyed, or a token a renew replaced
-        session = self._session_from_hash(raw, tid, fields)
-        if session is None or session.meta is None:
-            return None
         if int(ttl) < 0:  # no TTL: not written by stickless (it would never expire)
             log.warning("session %s: the key has no TTL, treated as missing", tid.family)
             return None
-        if self._touch_due(session.meta, int(ttl)):
-            touch = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
-            (stamp,) = yield from self.run(Batch((touch,), idempotent=True))
+        session = self._session_from_hash(raw, tid, fields, int(ttl))
+        if session is None or session.meta is None:
+            return None
+        if touch and self._touch_due(session.meta, int(ttl)):
+            refresh = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
+            (stamp,) = yield from self.run(Batch((refresh,), idempotent=True))
             _raise_server_error(stamp)
             if not int(stamp):
                 return None  # gone or renewed between the two round trips
@@ -320,14 +319,15 @@ class Planner:
         return meta.idle_ms - ttl_ms >= int(self.config.touch_interval * 1000)
 
     def _session_from_hash(
-        self, raw: str, tid: TokenId, fields: dict[bytes, bytes]
+        self, raw: str, tid: TokenId, fields: dict[bytes, bytes], ttl_ms: int
     ) -> Session | None:
         try:
+            own_idle = fields.get(_IDLE_FIELD)
             meta = SessionMeta(
                 created_ms=int(fields[_CREATED_FIELD]),
                 access_ms=int(fields[_ACCESS_FIELD]),
                 deadline_ms=int(fields[_DEADLINE_FIELD]),
-                idle_ms=self.config.idle_ms,
+                idle_ms=int(own_idle) if own_idle is not None else self.config.idle_ms,
             )
             user = fields.get(_USER_FIELD)
             user_id = user.decode() if user is not None else None
@@ -364,7 +364,8 @@ class Planner:
             stored=stored,
             meta=meta,
             user_id=user_id,
-            identity_keys=self.config.identity_keys,
+            config=self.config,
+            ttl_ms=ttl_ms,
         )
 
     # -------------------------------------------------------------------- save
@@ -385,7 +386,7 @@ class Planner:
             if session.renew_pending
             else None
         )
-        if not (changes or session.user_changed or renew_to):
+        if not (changes or session.user_changed or renew_to or session.lifetime):
             return SaveResult(SaveOutcome.UNCHANGED)
         if is_new and not (changes or session.user_id):
             return SaveResult(SaveOutcome.UNCHANGED)
@@ -424,7 +425,9 @@ class Planner:
             created_ms=int(reply[2]),
             access_ms=int(reply[1]),
             deadline_ms=int(reply[3]),
-            idle_ms=self.config.idle_ms,
+            idle_ms=_idle_ms(session, self.config)
+            if status is SaveStatus.SAVED
+            else (session.meta.idle_ms if session.meta else self.config.idle_ms),
         )
         # each counter as Redis computed it (a string past 2**53, where Lua numbers are inexact)
         counters = {k: int(value) for k, value in zip(changes.incrs, reply[4:], strict=True)}
@@ -462,19 +465,22 @@ class Planner:
         new_tid: TokenId | None,
     ) -> ScriptCall:
         cfg = self.config
+        lifetime = session.lifetime
         user = ""
         if session.user_changed:
             user = "-" if session.user_id is None else "=" + session.user_id
         args: list[str | bytes | int] = [
             "new" if is_new else "old",
             tid.digest,
-            cfg.idle_ms,
+            _idle_ms(session, cfg),
             cfg.absolute_ms,
             int(cfg.forward_ttl * 1000),
             new_tid.digest if new_tid else "",
             "rotate" if session.forwards_old_token else "identity",
             user,
             "1" if session.touches_identity else "",
+            lifetime.idle_ms if lifetime and lifetime.idle_ms else "",
+            lifetime.absolute_ms if lifetime and lifetime.absolute_ms else "",
             len(changes.sets),
         ]
         for name, value in changes.sets.items():
@@ -490,18 +496,32 @@ class Planner:
         """User index upkeep sent with the save: additions only (the save may yet be
         refused). An entry a save makes stale (the old user) is not removed here: readers
         check each entry's owner and existence and prune the dead ones."""
-        if session.user_id is None or not session.user_changed:
+        lifetime = session.lifetime
+        absolute = lifetime.absolute_ms if lifetime is not None else None
+        if session.user_id is None or not (session.user_changed or absolute is not None):
             return []
-        deadline = session.meta.deadline_ms if session.meta else 0
+        if session.meta is None:  # a new session: the index script counts from its clock
+            return [self._index_call(session.user_id, tid.session_id, 0, [], absolute_ms=absolute)]
+        deadline = session.meta.deadline_ms
+        if absolute is not None:  # set_lifetime: the entry lives as long as the session
+            deadline = session.meta.created_ms + absolute
         return [self._index_call(session.user_id, tid.session_id, deadline, [])]
 
     def _index_call(
-        self, user_id: str, add: str, deadline_ms: int, remove: Sequence[str]
+        self,
+        user_id: str,
+        add: str,
+        deadline_ms: int,
+        remove: Sequence[str],
+        *,
+        absolute_ms: int | None = None,
     ) -> ScriptCall:
+        """``deadline_ms`` 0: the index script uses its clock + ``absolute_ms`` (default: the
+        configured absolute timeout)."""
         return ScriptCall(
             INDEX,
             (self.layout.user_index(user_id),),
-            (add, deadline_ms, self.config.absolute_ms, *remove),
+            (add, deadline_ms, absolute_ms or self.config.absolute_ms, *remove),
         )
 
     # ----------------------------------------------------------------- destroy
@@ -670,6 +690,16 @@ _CREATED_FIELD = keys.META_CREATED.encode()
 _ACCESS_FIELD = keys.META_ACCESS.encode()
 _DEADLINE_FIELD = keys.META_DEADLINE.encode()
 _USER_FIELD = keys.META_USER.encode()
+_IDLE_FIELD = keys.META_IDLE.encode()
+
+
+def _idle_ms(session: Session, config: SessionConfig) -> int:
+    """The idle timeout that applies to ``session`` (ms): its pending ``set_lifetime``, its
+    stored one, else the configured one."""
+    lifetime = session.lifetime
+    if lifetime is not None and lifetime.idle_ms is not None:
+        return lifetime.idle_ms
+    return session.meta.idle_ms if session.meta is not None else config.idle_ms
 
 
 def _wrong_type(reply: object) -> bool:

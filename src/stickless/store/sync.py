@@ -64,11 +64,14 @@ class SessionStore(StoreBase):
     _flavour: ClassVar[ModuleType] = redis
 
     # ----------------------------------------------------------------- public API
-    def load(self, token: object) -> Session | None:
+    def load(self, token: object, *, touch: bool = True) -> Session | None:
         """The session of a client-presented token, or None when it is unknown, expired,
         destroyed, malformed or forged (the last two without contacting Redis).
-        One round trip; refreshes the idle TTL at most once per ``touch_interval``."""
-        return drive(self._plan.load(token), self)
+        One round trip; refreshes the idle TTL at most once per ``touch_interval`` (one more
+        round trip then). ``touch=False``: a passive read that never refreshes it (a poll
+        that must not keep the session alive; ``session.seconds_left`` tells the time
+        left)."""
+        return drive(self._plan.load(token, touch=touch), self)
 
     def save(self, session: Session) -> SaveResult:
         """Write the session's changes (one round trip; none when nothing changed).

@@ -86,6 +86,8 @@ class Transport:
         meta = session.meta
         if meta is None:  # not stored: unknown / expired / destroyed, or new and empty
             return self.token_headers(presented, None, https=https)
+        if session.lifetime_changed:  # set_lifetime: the cookie's Max-Age follows it
+            return self._issue(session.token, meta.deadline_ms, https)
         return self.token_headers(
             presented, session.token, https=https, deadline_ms=meta.deadline_ms
         )

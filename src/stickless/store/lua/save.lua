@@ -2,13 +2,17 @@
 -- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone (one family)
 -- ARGV[1]  mode: 'new' (must not exist yet) or 'old' (must exist, and the presented token
 --          must be its current one, or the previous one a plain renew left a forward for)
--- ARGV[2]  presented digest    ARGV[3]  idle timeout (ms)   ARGV[4]  absolute timeout (ms)
+-- ARGV[2]  presented digest    ARGV[3]  this session's idle timeout (ms)
+-- ARGV[4]  absolute timeout of a new session (ms)
 -- ARGV[5]  forward TTL (ms)    ARGV[6]  new digest to renew to, or ''
 -- ARGV[7]  renew kind: 'rotate' (the old token may still save data for the forward TTL)
 --          or 'identity' (the old token keeps no power at all)
 -- ARGV[8]  user: '' keep, '-' unbind, '=<id>' bind
 -- ARGV[9]  '1' when the change log touches an identity key (never through a forward)
--- ARGV[10] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs
+-- ARGV[10] idle timeout (ms) to store as the session's own (set_lifetime), or ''
+-- ARGV[11] absolute timeout (ms) to apply from the session's creation (set_lifetime), or ''
+--          (a lifetime change through a forward is ignored: data only)
+-- ARGV[12] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs
 -- Reply: {status, now, created, deadline, each incr's result (a string past 2**53)...}
 --   status 1 saved | 2 saved through a renew forward (data only: a renew of the old token
 --   is ignored) | 0 gone (expired, or a token that lost its power: nothing written)
@@ -23,9 +27,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local forwarded = false
 local created, deadline
+local own_idle, own_absolute = ARGV[10], ARGV[11]
 if mode == 'new' then
   if redis.call('EXISTS', data) == 1 or redis.call('EXISTS', tomb) == 1 then return {-2} end
-  created, deadline = now, now + tonumber(ARGV[4])
+  created, deadline = now, now + tonumber(own_absolute ~= '' and own_absolute or ARGV[4])
 else
   local meta = redis.pcall('HMGET', data, 'm:k', 'm:c', 'm:x')
   if meta.err then return {-4} end
@@ -38,8 +43,10 @@ else
     -- a request still carrying the previous token of a plain renew: data only
     if ARGV[9] == '1' or ARGV[8] ~= '' then return {0} end
     forwarded = true
+    own_idle, own_absolute = '', ''
   end
   created, deadline = tonumber(meta[2]) or now, tonumber(meta[3]) or now
+  if own_absolute ~= '' then deadline = created + tonumber(own_absolute) end
   if deadline <= now then
     redis.call('DEL', data)
     return {0}
@@ -47,8 +54,8 @@ else
 end
 
 -- where each part of the delta starts in ARGV
-local nsets = tonumber(ARGV[10])
-local sets_at = 11
+local nsets = tonumber(ARGV[12])
+local sets_at = 13
 local ndels = tonumber(ARGV[sets_at + 2 * nsets])
 local dels_at = sets_at + 2 * nsets + 1
 local nincrs = tonumber(ARGV[dels_at + ndels])
@@ -111,6 +118,14 @@ local stamp = string.format('%d', now)
 local head = {'m:a', stamp}
 if mode == 'new' then
   head = {'m:a', stamp, 'm:c', stamp, 'm:x', string.format('%d', deadline), 'm:k', digest}
+end
+if own_idle ~= '' then
+  head[#head + 1] = 'm:i'
+  head[#head + 1] = own_idle
+end
+if own_absolute ~= '' and mode ~= 'new' then
+  head[#head + 1] = 'm:x'
+  head[#head + 1] = string.format('%d', deadline)
 end
 local renew_to = ARGV[6]
 if forwarded then renew_to = '' end
