@@ -56,6 +56,9 @@ class BlockingFacade:
     def revoke_user(self, user: str, keep: object = None) -> Any:
         return self._run(self._store.revoke_user(user, keep))
 
+    def pop_once(self, session: Any, key: str, default: Any = None) -> Any:
+        return self._run(self._store.pop_once(session, key, default))
+
     def send(self, batch: Any) -> Any:
         return self._run(self._store.send(batch))
 

@@ -106,7 +106,9 @@ def test_every_key_a_script_touches_is_declared(
         s.incr("visits")
         store.save(s)  # new
         s["theme"] = "dark"
+        s.setdefault("csrf", "token")  # first writer wins (HSETNX)
         store.save(s)  # delta
+        assert store.pop_once(s, "csrf") == "token"  # exactly once
         in_flight = store.load(s.token)
         s.renew()  # plain rotation, with an in-flight old token
         store.save(s)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
 
@@ -47,7 +47,8 @@ class SessionStatus(enum.StrEnum):
 class _Op(enum.Enum):
     SET = "set"
     DELETE = "delete"
-    INCR = "incr"
+    SET_DEFAULT = "set_default"
+    """``setdefault`` of an absent key: first writer wins (``HSETNX``) at save."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +76,16 @@ class Lifetime:
 
 @dataclass(frozen=True, slots=True)
 class Changes:
-    """The delta a save writes: encoded sets, deleted keys, integer increments."""
+    """The delta a save writes: encoded sets, deleted keys, integer increments, and defaults
+    (``setdefault``: written only where the key is still absent in Redis)."""
 
     sets: dict[str, bytes]
     deletes: list[str]
     incrs: dict[str, int]
+    defaults: dict[str, bytes] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sets or self.deletes or self.incrs)
+        return bool(self.sets or self.deletes or self.incrs or self.defaults)
 
 
 @overload
@@ -463,9 +466,16 @@ class Session(dict[str, Any]):
         return key, value
 
     def setdefault(self, key: str, default: Any = None, /) -> Any:
+        """``dict.setdefault``, first writer wins across requests: when ``key`` is absent
+        here, ``default`` is stored at save only if no other request stored ``key`` first;
+        after the save, ``self[key]`` holds the value Redis kept (a CSRF token or an OAuth
+        ``state`` minted once however many tabs race). Returns the value as of now."""
         self._accessed = True
-        if key not in self:
-            self[key] = default
+        if not dict.__contains__(self, _check_key(key)):
+            _encode_for(key, default)
+            self._mutating()
+            dict.__setitem__(self, key, default)
+            self._ops[key] = _Op.SET_DEFAULT
         return dict.__getitem__(self, key)
 
     def clear(self) -> None:
@@ -510,12 +520,15 @@ class Session(dict[str, Any]):
         sets: dict[str, bytes] = {}
         deletes: list[str] = []
         incrs: dict[str, int] = {}
+        defaults: dict[str, bytes] = {}
         for key, op in self._ops.items():
             if op is _Op.DELETE:
                 if key in self._stored or self._meta is not None:
                     deletes.append(key)
             elif op is _Op.SET:
                 sets[key] = _encode_for(key, dict.__getitem__(self, key))
+            elif op is _Op.SET_DEFAULT:
+                defaults[key] = _encode_for(key, dict.__getitem__(self, key))
             elif isinstance(op, int) and op:
                 incrs[key] = op
         for key, value in dict.items(self):
@@ -523,7 +536,7 @@ class Session(dict[str, Any]):
                 encoded = _encode_for(key, value)
                 if encoded != self._stored.get(key):
                     sets[key] = encoded
-        return Changes(sets, deletes, incrs)
+        return Changes(sets, deletes, incrs, defaults)
 
     def encoded_size(self, changes: Changes) -> int:
         """Bytes the session occupies once ``changes`` are applied (names + values + the
@@ -531,7 +544,7 @@ class Session(dict[str, Any]):
         total = len(self._user_id.encode()) if self._user_id else 0
         sets, incrs, stored = changes.sets, changes.incrs, self._stored
         for key, value in dict.items(self):
-            encoded = sets.get(key)
+            encoded = sets.get(key) or changes.defaults.get(key)
             if encoded is not None:
                 size = len(encoded)
             elif key in incrs:
@@ -608,12 +621,17 @@ class Session(dict[str, Any]):
         changes: Changes,
         meta: SessionMeta,
         counters: Mapping[str, int],
+        kept: Mapping[str, bytes] | None = None,
         raw_token: str,
         token: str,
     ) -> None:
-        """Record a successful save: the change log is now the stored state."""
+        """Record a successful save: the change log is now the stored state. ``kept``: the
+        stored JSON of each ``setdefault`` key (another request's, when it was first)."""
         for key, value in counters.items():
             dict.__setitem__(self, key, value)
+        for key, encoded in (kept or {}).items():
+            dict.__setitem__(self, key, codec.decode(encoded))
+            self._stored[key] = encoded
         for key in changes.deletes:
             self._stored.pop(key, None)
         self._stored.update(changes.sets)
@@ -641,6 +659,18 @@ class Session(dict[str, Any]):
         self._renew = None
         self._cleared = False
         self._ops = {key: _Op.SET for key in dict.keys(self)}
+
+    def is_stored(self, key: str) -> bool:
+        """True when ``key`` holds a value this session loaded or saved (so it is in Redis,
+        unless another request removed it since)."""
+        return key in self._stored
+
+    def forget(self, key: str) -> None:
+        """Drop ``key`` here without recording a delete (the store removed it already)."""
+        self._accessed = True
+        dict.pop(self, key, None)
+        self._stored.pop(key, None)
+        self._ops.pop(key, None)
 
     def mark_touched(self, access_ms: int) -> None:
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""

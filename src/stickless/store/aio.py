@@ -85,6 +85,10 @@ class AsyncSessionStore(StoreBase):
         """See :meth:`SessionStore.save`."""
         return await drive(self._plan.save(session), self)
 
+    async def pop_once(self, session: Session, key: str, default: Any = None) -> Any:
+        """See :meth:`SessionStore.pop_once`."""
+        return await drive(self._plan.pop_once(session, key, default), self)
+
     async def destroy(self, token: object) -> bool:
         """See :meth:`SessionStore.destroy`."""
         return await drive(self._plan.destroy(token), self)

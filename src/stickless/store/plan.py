@@ -65,6 +65,7 @@ TOUCH = Script.bundled("touch")
 SAVE = Script.bundled("save")
 DESTROY = Script.bundled("destroy")
 INDEX = Script.bundled("index")
+POP = Script.bundled("pop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,7 +431,9 @@ class Planner:
             else (session.meta.idle_ms if session.meta else self.config.idle_ms),
         )
         # each counter as Redis computed it (a string past 2**53, where Lua numbers are inexact)
-        counters = {k: int(value) for k, value in zip(changes.incrs, reply[4:], strict=True)}
+        tail = reply[4:]
+        counters = {k: int(v) for k, v in zip(changes.incrs, tail, strict=False)}
+        kept = dict(zip(changes.defaults, tail[len(counters) :], strict=True))
         # status 2: saved through a renew forward (a request still carrying the token a
         # plain renew replaced): its data went into the live session, but it does not renew
         raw = renew_to if renew_to and status is SaveStatus.SAVED else session.raw_token
@@ -438,6 +441,7 @@ class Planner:
             changes=changes,
             meta=meta,
             counters=counters,
+            kept=kept,
             raw_token=raw,
             token=self.codec.dump(raw),
         )
@@ -490,6 +494,9 @@ class Planner:
         args.append(len(changes.incrs))
         for name, amount in changes.incrs.items():
             args += [keys.DATA_PREFIX + name, amount]
+        args.append(len(changes.defaults))
+        for name, value in changes.defaults.items():
+            args += [keys.DATA_PREFIX + name, value]
         return ScriptCall(SAVE, self.layout.session_keys(tid.family), tuple(args))
 
     def _index_calls(self, session: Session, tid: TokenId) -> list[Call]:
@@ -523,6 +530,29 @@ class Planner:
             (self.layout.user_index(user_id),),
             (add, deadline_ms, absolute_ms or self.config.absolute_ms, *remove),
         )
+
+    # ---------------------------------------------------------------- pop_once
+    def pop_once(self, session: Session, key: str, default: Any = None) -> Op[Any]:
+        """Take ``key`` out of the stored session, atomically: of several requests (tabs)
+        popping it at once, exactly one gets the value, the others ``default``. One round
+        trip (none when the value was never stored: it is popped locally)."""
+        if not session.is_stored(key):
+            return session.pop(key, default)
+        tid = tokens.token_id(session.raw_token)
+        call = ScriptCall(
+            POP, (self.layout.data(tid.family),), (tid.digest, keys.DATA_PREFIX + key)
+        )
+        # not resent after a lost reply: at most once, never twice
+        (reply,) = yield from self.run(Batch((call,), idempotent=False))
+        _raise_server_error(reply)
+        session.forget(key)
+        if reply is None:
+            return default
+        try:
+            return codec.decode(reply)
+        except ValueError:
+            log.warning("session %s: field %r is not JSON, dropped", tid.family, key)
+            return default
 
     # ----------------------------------------------------------------- destroy
     def destroy(self, presented: object) -> Op[bool]:

@@ -79,6 +79,12 @@ class SessionStore(StoreBase):
         (outcome ``"gone"``). Raises SessionTooLarge, SessionConflict, ReplicationTimeout."""
         return drive(self._plan.save(session), self)
 
+    def pop_once(self, session: Session, key: str, default: Any = None) -> Any:
+        """Take ``key`` out of the session exactly once across requests: of several requests
+        (tabs) popping it at once, one gets the value, the others ``default`` (a flash
+        message shown once, a one-time token used once). One round trip, at the call."""
+        return drive(self._plan.pop_once(session, key, default), self)
+
     def destroy(self, token: object) -> bool:
         """Destroy a session now, by client token or Session. True if it was live."""
         return drive(self._plan.destroy(token), self)

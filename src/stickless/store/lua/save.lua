@@ -12,8 +12,10 @@
 -- ARGV[10] idle timeout (ms) to store as the session's own (set_lifetime), or ''
 -- ARGV[11] absolute timeout (ms) to apply from the session's creation (set_lifetime), or ''
 --          (a lifetime change through a forward is ignored: data only)
--- ARGV[12] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs
--- Reply: {status, now, created, deadline, each incr's result (a string past 2**53)...}
+-- ARGV[12] n sets, then n field/value pairs; then n deletes, n fields; then n incrs, pairs;
+--          then n defaults (setdefault: written only where the field is absent), pairs
+-- Reply: {status, now, created, deadline, each incr's result (a string past 2**53)...,
+--         then each default's stored value (this request's, or the first writer's)}
 --   status 1 saved | 2 saved through a renew forward (data only: a renew of the old token
 --   is ignored) | 0 gone (expired, or a token that lost its power: nothing written)
 --   | -1 destroyed (tombstone) | -2 exists (new token taken)
@@ -60,6 +62,8 @@ local ndels = tonumber(ARGV[sets_at + 2 * nsets])
 local dels_at = sets_at + 2 * nsets + 1
 local nincrs = tonumber(ARGV[dels_at + ndels])
 local incrs_at = dels_at + ndels + 1
+local ndefaults = tonumber(ARGV[incrs_at + 2 * nincrs])
+local defaults_at = incrs_at + 2 * nincrs + 1
 
 -- increments first, each checked by HINCRBY itself (it refuses a non-integer or an overflow
 -- without writing). With several, their exact previous strings are read first (one HMGET per
@@ -111,6 +115,13 @@ local function each_chunk(first, last, command, head)
     for b = a, math.min(a + 999, last) do args[#args + 1] = ARGV[b] end
     redis.call(command, data, unpack(args))
   end
+end
+
+-- first writer wins: a default is stored only where no other request stored one
+for j = 0, ndefaults - 1 do
+  local name = ARGV[defaults_at + 2 * j]
+  redis.call('HSETNX', data, name, ARGV[defaults_at + 2 * j + 1])
+  reply[#reply + 1] = redis.call('HGET', data, name)
 end
 
 if ndels > 0 then each_chunk(dels_at, dels_at + ndels - 1, 'HDEL', {}) end
