@@ -71,6 +71,16 @@ class SessionConfig:
     wait_timeout: float = 0.5
     """How long ``WAIT`` may block with ``durability="replicated"``. Default 0.5 s."""
 
+    encryption_keys: Sequence[str | bytes] | None = None
+    """Encrypt every session value at rest (AES-256-GCM, the ``crypto`` extra): keys of 32
+    random bytes (or their base64), **newest first**: the first seals, all open, so appending
+    the old key behind a new one rotates without logging anyone out (values are sealed again
+    with the newest key at their session's next save; drop the old key after
+    ``absolute_timeout``). Each value is bound to its field and session: a ciphertext moved
+    elsewhere does not open (dropped, logged). Integers stay plain, so ``incr`` keeps working
+    (their values are visible to someone who reads Redis). Default None: values are plain
+    JSON."""
+
     max_idle_timeout: float | None = None
     """The longest idle timeout ``session.set_lifetime(idle=...)`` may give a session
     ("remember me"). Default None: ``idle_timeout`` (a session may only shorten it)."""
@@ -163,6 +173,14 @@ class SessionConfig:
         ):
             raise ConfigurationError("SessionConfig.identity_keys must be a set of key names")
         object.__setattr__(self, "identity_keys", frozenset(self.identity_keys))
+        if self.encryption_keys is not None:
+            if isinstance(self.encryption_keys, str | bytes):
+                raise ConfigurationError(
+                    "SessionConfig.encryption_keys must be a list of keys, newest first"
+                )
+            from stickless.crypto import ValueCipher  # noqa: PLC0415  (the crypto extra)
+
+            ValueCipher(self.encryption_keys)  # each key checked now, never echoed
         if isinstance(self.secret_key, str | bytes) and not self.secret_key:
             raise ConfigurationError("secret_key must be non-empty (or None)")
 

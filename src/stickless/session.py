@@ -441,6 +441,15 @@ class Session(dict[str, Any]):
     # ------------------------------------------------------------ dict: writing
     def __setitem__(self, key: str, value: Any) -> None:
         _encode_for(_check_key(key), value)
+        if (
+            self._config.encryption_keys
+            and isinstance(self._ops.get(key), int)
+            and (not isinstance(value, int) or isinstance(value, bool))
+        ):
+            raise TypeError(
+                f"session[{key!r}] is a counter (incr keeps it a plain integer in Redis, "
+                "even with SessionConfig.encryption_keys): store other values under another key"
+            )
         self._mutating()
         dict.__setitem__(self, key, value)
         self._ops[key] = _Op.SET
@@ -671,6 +680,13 @@ class Session(dict[str, Any]):
         dict.pop(self, key, None)
         self._stored.pop(key, None)
         self._ops.pop(key, None)
+
+    def rewrite_at_save(self, names: Iterable[str]) -> None:
+        """Write these keys again at the next save (the store re-seals them with the newest
+        encryption key), as they are."""
+        for name in names:
+            if dict.__contains__(self, name) and name not in self._ops:
+                self._ops[name] = _Op.SET
 
     def mark_touched(self, access_ms: int) -> None:
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""

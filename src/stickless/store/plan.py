@@ -27,7 +27,7 @@ from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
 
-from stickless import codec, tokens
+from stickless import codec, crypto, tokens
 from stickless.config import SessionConfig
 from stickless.errors import (
     ReplicationTimeout,
@@ -212,6 +212,8 @@ class Planner:
     def __post_init__(self) -> None:
         self.layout = KeyLayout(self.config.key_prefix)
         self.codec = TokenCodec(self.config.secret_key)
+        keys_ = self.config.encryption_keys
+        self.cipher = crypto.ValueCipher(keys_) if keys_ else None
         self._scripts_sent: set[str] = set()
 
     # ------------------------------------------------------------------ plumbing
@@ -337,13 +339,17 @@ class Planner:
             return None
         data: dict[str, Any] = {}
         stored: dict[str, bytes] = {}
-        for name, value in fields.items():
+        reseal: list[str] = []
+        for name, raw_value in fields.items():
             if not name.startswith(_DATA_PREFIX):
                 continue
             try:
                 key = name[len(_DATA_PREFIX) :].decode()
             except UnicodeDecodeError:
                 log.warning("session %s: a field name is not UTF-8, ignored", tid.family)
+                continue
+            value = self._opened(tid.family, key, raw_value, reseal)
+            if value is None:
                 continue
             try:
                 data[key] = codec.decode(value)
@@ -358,7 +364,7 @@ class Planner:
                 )
                 continue
             stored[key] = value
-        return Session(
+        session = Session(
             raw_token=raw,
             token=self.codec.dump(raw),
             data=data,
@@ -368,6 +374,33 @@ class Planner:
             config=self.config,
             ttl_ms=ttl_ms,
         )
+        session.rewrite_at_save(reseal)  # sealed with an older key, or not yet sealed
+        return session
+
+    def _opened(self, family: str, key: str, value: bytes, reseal: list[str]) -> bytes | None:
+        """A stored value's JSON: opened when sealed (None, logged, when it does not open);
+        with encryption on, a value still plain (other than an integer) is noted in
+        ``reseal``, as is one sealed with an older key."""
+        if self.cipher is None:
+            return value
+        if not crypto.is_sealed(value):
+            if not crypto.is_plain_integer(value):
+                reseal.append(key)
+            return value
+        try:
+            opened = self.cipher.open(family, keys.DATA_PREFIX + key, value)
+        except ValueError as exc:
+            log.warning("session %s: field %r dropped: %s", family, key, exc)
+            return None
+        if opened.stale:
+            reseal.append(key)
+        return opened.plaintext
+
+    def _sealed(self, family: str, field: str, value: bytes) -> bytes:
+        """``value`` as stored: sealed when encryption is on (integers stay plain: incr)."""
+        if self.cipher is None or crypto.is_plain_integer(value):
+            return value
+        return self.cipher.seal(family, field, value)
 
     # -------------------------------------------------------------------- save
     def save(self, session: Session) -> Op[SaveResult]:
@@ -433,7 +466,12 @@ class Planner:
         # each counter as Redis computed it (a string past 2**53, where Lua numbers are inexact)
         tail = reply[4:]
         counters = {k: int(v) for k, v in zip(changes.incrs, tail, strict=False)}
-        kept = dict(zip(changes.defaults, tail[len(counters) :], strict=True))
+        family = tokens.token_id(session.raw_token).family
+        kept = {
+            name: opened
+            for name, value in zip(changes.defaults, tail[len(counters) :], strict=True)
+            if (opened := self._opened(family, name, value, [])) is not None
+        }
         # status 2: saved through a renew forward (a request still carrying the token a
         # plain renew replaced): its data went into the live session, but it does not renew
         raw = renew_to if renew_to and status is SaveStatus.SAVED else session.raw_token
@@ -488,7 +526,8 @@ class Planner:
             len(changes.sets),
         ]
         for name, value in changes.sets.items():
-            args += [keys.DATA_PREFIX + name, value]
+            field_name = keys.DATA_PREFIX + name
+            args += [field_name, self._sealed(tid.family, field_name, value)]
         args.append(len(changes.deletes))
         args += [keys.DATA_PREFIX + name for name in changes.deletes]
         args.append(len(changes.incrs))
@@ -496,7 +535,8 @@ class Planner:
             args += [keys.DATA_PREFIX + name, amount]
         args.append(len(changes.defaults))
         for name, value in changes.defaults.items():
-            args += [keys.DATA_PREFIX + name, value]
+            field_name = keys.DATA_PREFIX + name
+            args += [field_name, self._sealed(tid.family, field_name, value)]
         return ScriptCall(SAVE, self.layout.session_keys(tid.family), tuple(args))
 
     def _index_calls(self, session: Session, tid: TokenId) -> list[Call]:
@@ -548,8 +588,11 @@ class Planner:
         session.forget(key)
         if reply is None:
             return default
+        opened = self._opened(tid.family, key, reply, [])
+        if opened is None:
+            return default
         try:
-            return codec.decode(reply)
+            return codec.decode(opened)
         except ValueError:
             log.warning("session %s: field %r is not JSON, dropped", tid.family, key)
             return default
