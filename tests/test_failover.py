@@ -75,7 +75,8 @@ def test_sentinel_failover_keeps_replicated_sessions(sentinel: SentinelSetup) ->
     s = until_ok(lambda: store.load(saved[0][0]))
     s.incr("i", 100)
     assert until_ok(lambda: store.save(s)).outcome == "saved"
-    assert store.load(saved[0][0])["i"] == 100
+    after = store.load(saved[0][0])
+    assert after is not None and after["i"] == 100
     print(f"sentinel failover took {time.monotonic() - started:.1f} s")
     store.close()
 
@@ -86,7 +87,8 @@ async def test_async_store_after_the_failover(sentinel: SentinelSetup) -> None:
     s = store.new()
     s["after"] = True
     await store.save(s)
-    assert (await store.load(s.token))["after"] is True
+    loaded = await store.load(s.token)
+    assert loaded is not None and loaded["after"] is True
     await store.aclose()
 
 
@@ -114,11 +116,15 @@ def test_cluster_failover_keeps_replicated_sessions(cluster: ClusterSetup) -> No
     with pytest.raises(ReplicationTimeout) as info:
         store.save(s)
     assert info.value.acknowledged == 0
-    assert store.load(on_victim[0])["resumed"] is True
+    resumed = store.load(on_victim[0])
+    assert resumed is not None and resumed["resumed"] is True
     plain = SessionStore.from_url(cluster.url, config.with_options(durability="none"))
     s = plain.load(on_victim[0])
+    assert s is not None
     s.incr("i", 1)
-    assert plain.save(s).outcome == "saved" and plain.load(on_victim[0])["i"] == s["i"]
+    assert plain.save(s).outcome == "saved"
+    again = plain.load(on_victim[0])
+    assert again is not None and again["i"] == s["i"]
     plain.close()
     print(f"cluster failover took {time.monotonic() - started:.1f} s; {len(on_victim)} on victim")
     store.close()
@@ -136,7 +142,8 @@ async def test_async_cluster_replicated_save_on_a_fresh_store(cluster: ClusterSe
         assert result.replicas is not None and result.replicas >= 1
     except ReplicationTimeout as exc:  # a primary whose replica was promoted earlier
         assert exc.acknowledged == 0
-    assert (await store.load(s.token))["first"] is True
+    loaded = await store.load(s.token)
+    assert loaded is not None and loaded["first"] is True
     await store.aclose()
 
 
@@ -156,7 +163,7 @@ def test_cluster_replicated_saves_recover_without_any_load() -> None:
             on_victim += setup.primary_for_key(layout.data(token_id(s.raw_token).family)) == victim
         setup.kill_primary(victim)
         setup.wait_for_failover(victim, timeout=30)
-        outcomes = []
+        outcomes: list[str] = []  # SaveOutcome is a str
         for _ in range(40):
             s = store.new()
             s["after"] = True

@@ -10,13 +10,19 @@ from typing import Any
 
 import pytest
 
-from stickless import SessionConfig, SessionStore
+from stickless import Session, SessionConfig, SessionStore
 
 TABS = 12
 
 
 def config() -> SessionConfig:
     return SessionConfig(key_prefix=f"ot{uuid.uuid4().hex[:8]}")
+
+
+def _present(session: Session | None) -> Session:
+    """``session``, loaded right after the test saved it: it is there."""
+    assert session is not None
+    return session
 
 
 def _mint_in_a_process(url: str, prefix: str, token: str, value: str) -> Any:
@@ -41,7 +47,7 @@ def test_setdefault_first_writer_wins_across_threads(stickless_url: str) -> None
     s = store.new()
     s["user"] = "ann"
     store.save(s)
-    tabs = [store.load(s.token) for _ in range(TABS)]  # all loaded before any save
+    tabs = [_present(store.load(s.token)) for _ in range(TABS)]  # all loaded before any save
     barrier = threading.Barrier(TABS)
     ended: list[Any] = [None] * TABS
 
@@ -56,7 +62,7 @@ def test_setdefault_first_writer_wins_across_threads(stickless_url: str) -> None
         t.start()
     for t in threads:
         t.join(20)
-    stored = store.load(s.token)["csrf"]
+    stored = _present(store.load(s.token))["csrf"]
     assert ended == [stored] * TABS  # every tab ends with the one value Redis kept
 
 
@@ -72,7 +78,7 @@ def test_setdefault_first_writer_wins_across_processes(stickless_url: str) -> No
                 for i in range(8)
             ]
             seen = {job.result(timeout=60) for job in jobs}
-        assert seen == {store.load(s.token)["csrf"]}
+        assert seen == {_present(store.load(s.token))["csrf"]}
 
 
 def test_pop_once_gives_the_value_to_exactly_one_tab(stickless_url: str) -> None:
@@ -81,7 +87,7 @@ def test_pop_once_gives_the_value_to_exactly_one_tab(stickless_url: str) -> None
     s["flash"] = "Saved!"
     s["keep"] = 1
     store.save(s)
-    tabs = [store.load(s.token) for _ in range(TABS)]
+    tabs = [_present(store.load(s.token)) for _ in range(TABS)]
     barrier = threading.Barrier(TABS)
     got: list[Any] = [None] * TABS
 
@@ -96,7 +102,7 @@ def test_pop_once_gives_the_value_to_exactly_one_tab(stickless_url: str) -> None
     for t in threads:
         t.join(20)
     assert got.count("Saved!") == 1 and got.count(None) == TABS - 1
-    assert dict(store.load(s.token)) == {"keep": 1}
+    assert dict(_present(store.load(s.token))) == {"keep": 1}
 
 
 def test_pop_once_across_processes(stickless_url: str) -> None:
@@ -146,7 +152,7 @@ async def test_pop_once_and_setdefault_with_concurrent_tasks(stickless_url: str)
     s = store.new()
     s["flash"] = "once"
     await store.save(s)
-    tabs = [await store.load(s.token) for _ in range(TABS)]
+    tabs = [_present(await store.load(s.token)) for _ in range(TABS)]
 
     async def tab(i: int) -> Any:
         tabs[i].setdefault("state", f"state-{i}")

@@ -119,7 +119,7 @@ def test_status_transitions(new: Session) -> None:
     s = loaded({"a": 1})
     assert s.status is SessionStatus.LOADED
     s.login("alice")
-    assert s.status is SessionStatus.RENEW and s.user_id == "alice" and s.user_changed
+    assert s.status is SessionStatus.RENEW and s.user_id == "alice" and s.user_changed  # type: ignore[comparison-overlap]  # login changes status; mypy keeps it narrowed
     s.logout()
     assert s.status is SessionStatus.INVALIDATED and dict(s) == {} and s.user_id is None
 

@@ -154,9 +154,12 @@ def test_50_threads_distinct_keys_all_kept(topology_url: str) -> None:
     store.save(s)
     _hammer_threads(store, s.token, lambda x, i: x.__setitem__(f"k{i}", i))
     final = store.load(s.token)
+    assert final is not None
     assert {k: v for k, v in final.items() if k.startswith("k")} == {f"k{i}": i for i in range(50)}
     _hammer_threads(store, s.token, lambda x, i: x.incr("counter"))
-    assert store.load(s.token)["counter"] == 50
+    final = store.load(s.token)
+    assert final is not None
+    assert final["counter"] == 50
     store.close()
 
 
@@ -165,12 +168,15 @@ async def test_50_tasks_distinct_keys_and_counter(topology_url: str) -> None:
     s = store.new()
     s["start"] = True
     await store.save(s)
-    loaded = await asyncio.gather(*(store.load(s.token) for _ in range(50)))
+    found = await asyncio.gather(*(store.load(s.token) for _ in range(50)))
+    loaded = [x for x in found if x is not None]
+    assert len(loaded) == 50
     for i, x in enumerate(loaded):
         x[f"k{i}"] = i
         x.incr("counter")
     await asyncio.gather(*(store.save(x) for x in loaded))
     final = await store.load(s.token)
+    assert final is not None
     assert sum(1 for k in final if k.startswith("k")) == 50
     assert final["counter"] == 50
     await store.aclose()
@@ -703,7 +709,8 @@ def test_renew_without_forward_leaves_the_old_token_no_power(
 @pytest.mark.parametrize("value", [0, 0.0004, -1])
 def test_durations_below_a_millisecond_are_refused(field: str, value: float) -> None:
     with pytest.raises(ConfigurationError, match=field):
-        SessionConfig(**{field: value})
+        kwargs: dict[str, Any] = {field: value}
+        SessionConfig(**kwargs)
 
 
 def test_revoke_keep_spares_only_the_current_token(stickless_url: str, store_factory: Any) -> None:

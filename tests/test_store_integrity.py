@@ -37,7 +37,7 @@ class Monitor:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.monitor = self.client.monitor()
+        self.monitor = self.client.monitor()  # type: ignore[no-untyped-call]  # redis-py: untyped
         self.monitor.__enter__()
         self.lines: list[tuple[str, list[str]]] = []
         self.thread = threading.Thread(target=self._pump, daemon=True)
@@ -110,11 +110,14 @@ def test_every_key_a_script_touches_is_declared(
         store.save(s)  # delta
         assert store.pop_once(s, "csrf") == "token"  # exactly once
         in_flight = store.load(s.token)
+        assert in_flight is not None
         s.renew()  # plain rotation, with an in-flight old token
         store.save(s)
         in_flight["late"] = 1
         assert store.save(in_flight).outcome == "saved"  # through the forward
-        s = store.load(s.token)
+        reloaded = store.load(s.token)
+        assert reloaded is not None
+        s = reloaded
         s["user"] = "alice"  # identity change: login the framework way
         s.user_id = "alice"
         store.save(s)
@@ -123,7 +126,9 @@ def test_every_key_a_script_touches_is_declared(
         other["x"] = 1
         store.save(other)
         assert len(store.sessions_for("alice")) == 2  # listing
-        s = store.load(s.token)
+        reloaded = store.load(s.token)
+        assert reloaded is not None
+        s = reloaded
         s.invalidate()  # logout
         store.save(s)
         assert store.revoke_user("alice") == 1  # log out everywhere
@@ -134,7 +139,7 @@ def test_every_key_a_script_touches_is_declared(
     connection = raw.connection_pool.get_connection()  # raw replies: no response callbacks
 
     def keys_of(args: list[str]) -> list[str]:
-        connection.send_command("COMMAND", "GETKEYS", *args)
+        connection.send_command("COMMAND", "GETKEYS", *args)  # type: ignore[no-untyped-call]  # redis-py: untyped
         try:
             return [k.decode() for k in connection.read_response()]
         except redis.ResponseError:
@@ -201,6 +206,7 @@ def test_incr_overflow_writes_nothing_and_restores_exact_values(
     store.save(s)
     key = KeyLayout(config.key_prefix).data(token_id(s.raw_token).family)
     setter, adder = store.load(s.token), store.load(s.token)
+    assert setter is not None and adder is not None
     setter["counter"] = 2**63 - 1
     store.save(setter)
     before = raw.hgetall(key)
@@ -224,6 +230,7 @@ def test_a_non_hash_key_is_refused_and_nothing_is_left_behind(
     store.save(s)
     key = KeyLayout(config.key_prefix).data(token_id(s.raw_token).family)
     loaded = store.load(s.token)
+    assert loaded is not None
     raw.delete(key)
     raw.set(key, "not a session")  # another program wrote there
     loaded["b"] = 2
@@ -243,7 +250,9 @@ def test_non_utf8_field_names_and_user_ids_read_as_missing(
     store.save(s)
     key = KeyLayout(config.key_prefix).data(token_id(s.raw_token).family)
     raw.hset(key, b"d:\xff\xfe", b"1")
-    assert dict(store.load(s.token)) == {"a": 1}  # that field is dropped, never a 500
+    loaded = store.load(s.token)
+    assert loaded is not None
+    assert dict(loaded) == {"a": 1}  # that field is dropped, never a 500
     raw.hdel(key, b"d:\xff\xfe")
     raw.hset(key, "m:u", b"\xff")
     assert store.load(s.token) is None
