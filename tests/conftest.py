@@ -100,7 +100,7 @@ class CommandLog:
 
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url, decode_responses=True)
-        self._monitor = self._client.monitor()
+        self._monitor = self._client.monitor()  # type: ignore[no-untyped-call]  # redis-py: untyped
         self._monitor.__enter__()
         self._marker_client = redis.Redis.from_url(url, decode_responses=True)
         self.commands: list[str] = []

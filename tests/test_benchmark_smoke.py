@@ -43,7 +43,7 @@ def bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
-    data = json.loads((out / "results.json").read_text())
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
     data["stdout"] = done.stdout
     data["docs"] = docs
     return data

@@ -61,7 +61,7 @@ def assert_all_gone(nodes: list[Node]) -> None:
 
 
 def cluster_client(cluster: ClusterSetup) -> RedisCluster:
-    nodes = [ClusterNode(n.host, n.port) for n in cluster.primaries]
+    nodes = [ClusterNode(n.host, n.port) for n in cluster.primaries]  # type: ignore[no-untyped-call]
     return RedisCluster(startup_nodes=nodes, decode_responses=True, socket_timeout=5)
 
 
@@ -177,7 +177,7 @@ def test_taken_port_is_retried_on_another(monkeypatch: pytest.MonkeyPatch) -> No
     blocker.bind(("127.0.0.1", 0))
     blocker.listen()
     taken = blocker.getsockname()[1]
-    real = embedded.free_ports
+    real = embedded.free_ports  # type: ignore[attr-defined]  # the name embedded looks up
     handed_out: list[int] = []
 
     def first_a_taken_port(count: int) -> list[int]:
@@ -283,12 +283,19 @@ def test_sentinel_topology(sentinel: SentinelSetup) -> None:
         assert info["master_link_status"] == "up"
 
 
+def primary_reported_by(node: Node) -> tuple[bytes | str, int]:
+    """The primary's address as the sentinel ``node`` reports it."""
+    addr = node.client().sentinel_get_master_addr_by_name("stickless")
+    assert addr is not None and not isinstance(addr, bool)
+    return addr
+
+
 def test_sentinels_report_the_primary(sentinel: SentinelSetup) -> None:
     for node in sentinel.sentinels:
-        addr = node.client().sentinel_get_master_addr_by_name("stickless")
+        addr = primary_reported_by(node)
         assert tuple(addr) == ("127.0.0.1", sentinel.primary.port)
-    client = Sentinel([(s.host, s.port) for s in sentinel.sentinels], socket_timeout=2)
-    primary = client.master_for("stickless", decode_responses=True)
+    client = Sentinel([(s.host, s.port) for s in sentinel.sentinels], socket_timeout=2)  # type: ignore[no-untyped-call]
+    primary = client.master_for("stickless", decode_responses=True)  # type: ignore[no-untyped-call]
     primary.set("via-sentinel", "1")
     assert sentinel.primary.client().get("via-sentinel") == "1"
 
@@ -308,10 +315,7 @@ def test_sentinel_failover_elects_a_replica(sentinel: SentinelSetup) -> None:
     # a majority agreed already; the rest learn it from the hello messages shortly
     deadline = time.monotonic() + 10
     while True:
-        reported = {
-            tuple(node.client().sentinel_get_master_addr_by_name("stickless"))
-            for node in sentinel.sentinels
-        }
+        reported = {tuple(primary_reported_by(node)) for node in sentinel.sentinels}
         if reported == {("127.0.0.1", new.port)} or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -327,7 +331,7 @@ def test_cluster_topology(cluster: ClusterSetup) -> None:
     hosts = ",".join(f"127.0.0.1:{p.port}" for p in cluster.primaries)
     assert cluster.url == f"redis+cluster://{hosts}"
     for node in cluster.nodes:
-        info = node.client().execute_command("CLUSTER", "INFO")
+        info = node.client().execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
         assert "cluster_state:ok" in info
         assert "cluster_known_nodes:6" in info
         assert "cluster_slots_assigned:16384" in info
@@ -338,7 +342,7 @@ def test_cluster_topology(cluster: ClusterSetup) -> None:
         assert replica.bus_port is not None
         line = next(
             entry
-            for entry in cluster.primaries[0]
+            for entry in cluster.primaries[0]  # type: ignore[no-untyped-call]  # execute_command
             .client()
             .execute_command("CLUSTER", "NODES")
             .split("\n")

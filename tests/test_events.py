@@ -187,6 +187,7 @@ def test_flags_are_merged_and_enable_false_leaves_config_alone(config: SessionCo
                 (status,) = sub.nodes
                 assert status.enabled is True
             flags = admin.config_get("notify-keyspace-events")["notify-keyspace-events"]
+            assert flags is not None
             assert set(flags) == set("ElKgxn")
         finally:
             admin.close()
@@ -198,7 +199,7 @@ def test_without_config_permission(config: SessionConfig) -> None:
     with start_standalone() as server:
         admin = server.node.client()
         try:
-            admin.execute_command(
+            admin.execute_command(  # type: ignore[no-untyped-call]  # redis-py: untyped
                 "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-config"
             )
             url = f"redis://app:pw@127.0.0.1:{server.node.port}/0"
