@@ -57,7 +57,7 @@ def admin(server: Standalone) -> Iterator[redis.Redis]:
     client.config_set("requirepass", "")
     for user in client.acl_users():
         if user != "default":
-            client.acl_deluser(user)
+            client.acl_deluser(user)  # type: ignore[arg-type]  # the node's client decodes: a str
     client.close()
 
 
