@@ -274,3 +274,26 @@ def test_flask_exposure(
     store.close()
     assert 'stickless_saves_total{outcome="saved"} 2.0' in metrics
     assert 'stickless_loads_total{result="hit"} 1.0' in metrics
+
+
+def test_django_engine_is_counted(stickless_url: str, registry: CollectorRegistry) -> None:
+    """Django's engine runs the store's plans itself (not its methods): counted all the same,
+    as docs/operations.md tells Django users to ``instrument(get_store())``."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "apps"))
+    from django_project.testing import configure
+
+    configure()
+    from django.test import Client, override_settings
+
+    from stickless.django import get_store
+
+    with override_settings(STICKLESS_URL=stickless_url):
+        instrument(get_store(), registry=registry)
+        client = Client()
+        assert client.get("/set?key=a&value=1").status_code == 200
+        assert client.get("/read?key=a").status_code == 200
+    read = Reader(registry)
+    assert read("saves_total", outcome="saved") == 1
+    assert read("loads_total", result="hit") == 1

@@ -1,11 +1,15 @@
-"""Operations: look into a live store, check the servers, follow events, export metrics.
+"""Operations: look into a live store, check the servers, follow events, export metrics and
+traces.
 
 * :mod:`stickless.ops.inspect`: list / show / remove sessions, revoke users, store stats;
 * :mod:`stickless.ops.health`: every node's role, latency and replication lag;
 * :mod:`stickless.ops.events`: created / renewed / destroyed / expired events (best effort,
   from keyspace notifications);
 * :mod:`stickless.ops.metrics`: Prometheus counters and histograms around a store
-  (needs the ``metrics`` extra, imported only when used).
+  (needs the ``metrics`` extra, imported only when used);
+* :mod:`stickless.ops.tracing`: OpenTelemetry spans and the same metrics (needs the ``otel``
+  extra; not imported here);
+* :mod:`stickless.ops.observe`: the one hook both watch a store through.
 
 The ``stickless`` command (:mod:`stickless.cli`) is a thin layer over these.
 """

@@ -8,10 +8,11 @@
     store = SessionStore.from_url("redis://127.0.0.1:6379/0")
     instrument(store)            # or instrument(store, registry=my_registry)
 
-:func:`instrument` wraps the store's public methods (``load``, ``save``, ``destroy``,
-``sessions_for``, ``revoke_user``) on that store object, for :class:`~stickless.SessionStore`
-and :class:`~stickless.AsyncSessionStore` alike. Metric names (``namespace`` defaults to
-``stickless``):
+:func:`instrument` observes the operations ``load``, ``save``, ``destroy``, ``sessions_for``
+and ``revoke_user`` of that store object, for :class:`~stickless.SessionStore` and
+:class:`~stickless.AsyncSessionStore` alike, and those Django's engine runs with it (through
+the hook of :mod:`stickless.ops.observe`, which :mod:`stickless.ops.tracing` shares). Metric
+names (``namespace`` defaults to ``stickless``):
 
 ``stickless_loads_total{result}``
     ``hit`` (a session came back) or ``miss`` (unknown, expired, destroyed, malformed or
@@ -39,18 +40,26 @@ Several stores instrumented on one registry share the same collectors.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["DEFAULT_BUCKETS", "OPERATIONS", "SessionMetrics", "instrument"]
+from stickless.ops.observe import OPERATIONS, Call, attach
+from stickless.store.plan import Batch
 
-OPERATIONS = ("load", "save", "destroy", "sessions_for", "revoke_user")
-"""The store methods :func:`instrument` wraps."""
+__all__ = [
+    "COUNTERS",
+    "DEFAULT_BUCKETS",
+    "OPERATIONS",
+    "CounterSpec",
+    "SessionMetrics",
+    "instrument",
+    "metrics_of",
+    "tallies",
+]
 
 DEFAULT_BUCKETS = (
     0.0005,
@@ -73,6 +82,74 @@ _SAVE_OUTCOMES = ("saved", "unchanged", "destroyed", "gone")
 _MARK = "_stickless_metrics"
 
 S = TypeVar("S")
+
+
+@dataclass(frozen=True, slots=True)
+class CounterSpec:
+    """One counter, as both exporters define it (``stickless.ops.tracing`` mirrors these
+    as OpenTelemetry counters named ``<namespace>_<name>_total``)."""
+
+    name: str
+    """Without the namespace and the ``_total`` suffix: ``loads``."""
+    help: str
+    labels: tuple[str, ...] = ()
+    initial: tuple[tuple[str, ...], ...] = ()
+    """Label values exported at 0 from the start, so rates work from the first scrape."""
+
+
+COUNTERS = (
+    CounterSpec(
+        "loads", "Session loads, by result (hit or miss).", ("result",), (("hit",), ("miss",))
+    ),
+    CounterSpec(
+        "saves",
+        "Session saves, by outcome (saved, unchanged, destroyed, gone).",
+        ("outcome",),
+        tuple((outcome,) for outcome in _SAVE_OUTCOMES),
+    ),
+    CounterSpec(
+        "stale_writes_refused",
+        "Saves refused because the session had been destroyed or had expired (gone).",
+    ),
+    CounterSpec(
+        "destroys",
+        "store.destroy calls, by result (destroyed or missing).",
+        ("result",),
+        (("destroyed",), ("missing",)),
+    ),
+    CounterSpec("revoked_sessions", "Sessions destroyed by revoke_user."),
+    CounterSpec(
+        "errors",
+        "Exceptions raised by store operations, by operation and exception class.",
+        ("operation", "error"),
+    ),
+)
+"""Every counter of the store's metrics."""
+
+DURATION = "operation_duration_seconds"
+DURATION_HELP = "Duration of store operations (seconds), errors included."
+
+
+def tallies(call: Call) -> list[tuple[str, tuple[str, ...], int]]:
+    """The counters an observed operation moves: ``(counter name, label values, amount)``
+    (its duration is observed apart, for every call). One place for both exporters."""
+    if call.cancelled:
+        return []
+    if call.error is not None:
+        if not isinstance(call.error, Exception):  # KeyboardInterrupt...: not the store's
+            return []
+        return [("errors", (call.operation, type(call.error).__name__), 1)]
+    outcome = call.outcome
+    if call.operation == "load":
+        return [("loads", (outcome,), 1)]
+    if call.operation == "save":
+        gone = [("stale_writes_refused", (), 1)] if outcome == "gone" else []
+        return [("saves", (outcome,), 1), *gone]
+    if call.operation == "destroy":
+        return [("destroys", (outcome,), 1)]
+    if call.operation == "revoke_user" and call.count:
+        return [("revoked_sessions", (), call.count)]
+    return []
 
 
 def _prometheus() -> Any:
@@ -101,72 +178,40 @@ class SessionMetrics:
         self.registry = prom.REGISTRY if registry is None else registry
         self.namespace = namespace
         options: dict[str, Any] = {"namespace": namespace, "registry": self.registry}
-        self.loads = prom.Counter(
-            "loads", "Session loads, by result (hit or miss).", ["result"], **options
-        )
-        self.saves = prom.Counter(
-            "saves",
-            "Session saves, by outcome (saved, unchanged, destroyed, gone).",
-            ["outcome"],
-            **options,
-        )
-        self.stale_writes = prom.Counter(
-            "stale_writes_refused",
-            "Saves refused because the session had been destroyed or had expired (gone).",
-            **options,
-        )
-        self.destroys = prom.Counter(
-            "destroys",
-            "store.destroy calls, by result (destroyed or missing).",
-            ["result"],
-            **options,
-        )
-        self.revoked = prom.Counter(
-            "revoked_sessions", "Sessions destroyed by revoke_user.", **options
-        )
-        self.errors = prom.Counter(
-            "errors",
-            "Exceptions raised by store operations, by operation and exception class.",
-            ["operation", "error"],
-            **options,
-        )
+        self.counters: dict[str, Any] = {}
+        for spec in COUNTERS:
+            counter = self.counters[spec.name] = prom.Counter(
+                spec.name, spec.help, list(spec.labels), **options
+            )
+            for values in spec.initial:  # exported at 0 from the start
+                counter.labels(*values)
         self.duration = prom.Histogram(
-            "operation_duration_seconds",
-            "Duration of store operations (seconds), errors included.",
-            ["operation"],
-            buckets=buckets,
-            **options,
+            DURATION, DURATION_HELP, ["operation"], buckets=buckets, **options
         )
-        # Export every series from the start (at 0), so rates work from the first scrape.
-        for result in ("hit", "miss"):
-            self.loads.labels(result)
-        for outcome in _SAVE_OUTCOMES:
-            self.saves.labels(outcome)
-        for result in ("destroyed", "missing"):
-            self.destroys.labels(result)
         for operation in OPERATIONS:
             self.duration.labels(operation)
+        self.loads = self.counters["loads"]
+        self.saves = self.counters["saves"]
+        self.stale_writes = self.counters["stale_writes_refused"]
+        self.destroys = self.counters["destroys"]
+        self.revoked = self.counters["revoked_sessions"]
+        self.errors = self.counters["errors"]
 
     # ----------------------------------------------------------------- recording
     def record(self, operation: str, result: Any) -> None:
         """Count what a successful ``operation`` returned."""
-        if operation == "load":
-            self.loads.labels("miss" if result is None else "hit").inc()
-        elif operation == "save":
-            outcome = str(getattr(result, "outcome", "saved"))
-            self.saves.labels(outcome).inc()
-            if outcome == "gone":
-                self.stale_writes.inc()
-        elif operation == "destroy":
-            self.destroys.labels("destroyed" if result else "missing").inc()
-        elif operation == "revoke_user" and isinstance(result, int):
-            self.revoked.inc(result)
+        self._count(Call(operation, "", "", result=result))
 
     def failed(self, operation: str, exc: BaseException) -> None:
         self.errors.labels(operation, type(exc).__name__).inc()
 
     def observe(self, operation: str, seconds: float) -> None:
         self.duration.labels(operation).observe(seconds)
+
+    def _count(self, call: Call) -> None:
+        for name, values, amount in tallies(call):
+            counter = self.counters[name]
+            (counter.labels(*values) if values else counter).inc(amount)
 
     @contextlib.contextmanager
     def measuring(self, operation: str) -> Iterator[None]:
@@ -180,28 +225,18 @@ class SessionMetrics:
         finally:
             self.observe(operation, time.perf_counter() - start)
 
-    # ------------------------------------------------------------------ wrapping
-    def wrap(self, operation: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        """``method`` (bound, sync or async) wrapped to time and count its calls."""
-        if inspect.iscoroutinefunction(method):
+    # ------------------------------------------------------- observer (ops.observe)
+    def start(self, call: Call) -> SessionMetrics:
+        return self  # nothing to keep per operation: the watch is the collectors
 
-            @functools.wraps(method)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                with self.measuring(operation):
-                    result = await method(*args, **kwargs)
-                self.record(operation, result)
-                return result
+    def sending(self, batch: Batch) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
-            return async_wrapper
-
-        @functools.wraps(method)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with self.measuring(operation):
-                result = method(*args, **kwargs)
-            self.record(operation, result)
-            return result
-
-        return wrapper
+    def finish(self, call: Call) -> None:
+        """Count and time an observed operation (errors by class; a cancelled one is only
+        timed)."""
+        self.observe(call.operation, call.seconds)
+        self._count(call)
 
 
 _shared: weakref.WeakKeyDictionary[Any, dict[str, SessionMetrics]] = weakref.WeakKeyDictionary()
@@ -238,11 +273,7 @@ def instrument(
     if getattr(store, _MARK, None) is not None:
         return store
     collectors = metrics or _metrics_for(registry, namespace)
-    for operation in OPERATIONS:
-        method = getattr(store, operation, None)
-        if method is None:
-            raise TypeError(f"{type(store).__name__} has no {operation}(): not a session store")
-        setattr(store, operation, collectors.wrap(operation, method))
+    attach(store, collectors)  # TypeError for anything but a store
     setattr(store, _MARK, collectors)
     return store
 
