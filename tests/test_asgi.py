@@ -54,7 +54,8 @@ async def set_values(request: StarletteRequest) -> JSONResponse:
 
 
 async def incr(request: StarletteRequest) -> PlainTextResponse:
-    return PlainTextResponse(str(request.session.incr("n")))
+    # Starlette types request.session as dict[str, Any]; here it is a stickless Session
+    return PlainTextResponse(str(request.session.incr("n")))  # type: ignore[attr-defined]
 
 
 async def dict_ops(request: StarletteRequest) -> JSONResponse:
@@ -74,13 +75,13 @@ async def clear(request: StarletteRequest) -> JSONResponse:
 
 
 async def login(request: StarletteRequest) -> PlainTextResponse:
-    request.session.login(request.path_params["user"])
+    request.session.login(request.path_params["user"])  # type: ignore[attr-defined]
     request.session["name"] = request.path_params["user"]
     return PlainTextResponse("in")
 
 
 async def logout(request: StarletteRequest) -> PlainTextResponse:
-    request.session.logout()
+    request.session.logout()  # type: ignore[attr-defined]
     return PlainTextResponse("out")
 
 
@@ -93,7 +94,7 @@ async def logout_everywhere(request: StarletteRequest) -> PlainTextResponse:
 
 
 async def whoami(request: StarletteRequest) -> PlainTextResponse:
-    return PlainTextResponse(str(request.session.user_id))
+    return PlainTextResponse(str(request.session.user_id))  # type: ignore[attr-defined]
 
 
 async def stream(request: StarletteRequest) -> StreamingResponse:
@@ -130,7 +131,7 @@ async def ws_until_disconnect(websocket: WebSocket) -> None:
     await websocket.accept()
     while True:  # ends with an uncaught WebSocketDisconnect, as many real apps do
         websocket.session["last"] = await websocket.receive_text()
-        websocket.session.incr("messages")
+        websocket.session.incr("messages")  # type: ignore[attr-defined]  # a stickless Session
 
 
 ROUTES = [
@@ -620,7 +621,7 @@ def test_websocket_loads_and_saves(client: TestClient) -> None:
 def test_websocket_new_session_cookie_in_accept(client: TestClient) -> None:
     with client.websocket_connect("/ws") as ws:
         assert ws.receive_json() == {"ws_connects": 1}
-        headers = dict(ws.extra_headers or [])
+        headers: dict[bytes, bytes] = dict(ws.extra_headers or [])
         ws.send_text("hi")
     cookie = headers[b"set-cookie"].decode()
     token = cookie.split(";")[0].split("=", 1)[1]

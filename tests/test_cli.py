@@ -620,7 +620,7 @@ def test_help_never_cuts_a_word(columns: int) -> None:
     for path in COMMANDS:
         command: Any = root
         for name in path:
-            command = command.commands[name]  # type: ignore[attr-defined]
+            command = command.commands[name]
         done = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": str(columns)})
         assert done.exit_code == 0, (path, done.output)
         text = done.stdout

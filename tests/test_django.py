@@ -81,7 +81,7 @@ def batches() -> Iterator[list[Any]]:
 
 
 def token(client: Client) -> str:
-    return client.cookies[COOKIE].value
+    return client.cookies[COOKIE].value  # type: ignore[no-any-return]  # django has no types
 
 
 def session_keys(url: str) -> list[bytes]:
@@ -325,7 +325,7 @@ def test_emptied_session_is_still_saved(url: str) -> None:
     assert SessionStore(key).exists(key)
 
 
-@override_settings(SESSION_SAVE_EVERY_REQUEST=True)
+@override_settings(SESSION_SAVE_EVERY_REQUEST=True)  # type: ignore[untyped-decorator]
 def test_save_every_request(url: str) -> None:
     client = Client()
     client.get("/set", {"key": "a", "value": "1"})
@@ -474,7 +474,7 @@ def test_url_from_environment(stickless_url: str, monkeypatch: pytest.MonkeyPatc
         get_store()
 
 
-@override_settings(STICKLESS_MIGRATE_FROM="django.contrib.sessions.backends.cache")
+@override_settings(STICKLESS_MIGRATE_FROM="django.contrib.sessions.backends.cache")  # type: ignore[untyped-decorator]
 def test_migration_from_the_cache_engine(
     url: str, alice: User, monkeypatch: pytest.MonkeyPatch
 ) -> None:

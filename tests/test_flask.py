@@ -20,6 +20,7 @@ from typing import Any
 import flask
 import pytest
 from markupsafe import Markup
+from werkzeug.test import TestResponse
 
 from stickless import SessionConfig, SessionStore, tokens
 from stickless.embedded import start_standalone
@@ -42,7 +43,9 @@ def make_app(stickless_url: str) -> Iterator[AppFactory]:
     """Build Flask apps on the test's (flushed) Valkey; their stores are closed after."""
     apps: list[flask.Flask] = []
 
-    def build(url: str | None = None, *, store: SessionStore | None = None, **config: Any):
+    def build(
+        url: str | None = None, *, store: SessionStore | None = None, **config: Any
+    ) -> flask.Flask:
         app = flask.Flask(f"app{len(apps)}")
         app.config.update(TESTING=True, STICKLESS_URL=url or stickless_url, **config)
         Stickless(app, store=store)
@@ -113,7 +116,7 @@ class Batches:
         assert self.count - before == expected, f"{self.count - before} round trips"
 
 
-def set_cookie_headers(rv: Any) -> list[str]:
+def set_cookie_headers(rv: TestResponse) -> list[str]:
     return rv.headers.getlist("Set-Cookie")
 
 
@@ -770,7 +773,7 @@ def test_mapping_behaviour(make_app: AppFactory) -> None:
         assert len(s) == 3 and "a" in s and set(s) == {"a", "b", "c"}
         assert s.pop("a") == 1 and s.pop("zzz", None) is None
         assert s.setdefault("d", [4]) == [4]
-        assert dict(s) == {"b": (2,), "c": "3", "d": [4]} == s.copy()
+        assert dict(s) == {"b": (2,), "c": "3", "d": [4]} == s.copy()  # type: ignore[attr-defined]
         assert s == {"b": (2,), "c": "3", "d": [4]}
         del s["c"]
         with pytest.raises(KeyError):
@@ -1039,7 +1042,7 @@ def test_incr_through_the_proxy(make_app: AppFactory) -> None:
     assert [client.post("/hit").data for _ in range(3)] == [b"1", b"2", b"3"]
     with client.session_transaction() as s:
         assert s["hits"] == 3
-        assert s.core.created_at is not None
+        assert s.core.created_at is not None  # type: ignore[attr-defined]  # a FlaskSession
 
 
 def test_current_session_is_the_typed_session(make_app: AppFactory) -> None:

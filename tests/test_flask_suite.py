@@ -73,7 +73,7 @@ SKIPPED = {
 """Test name (with its parameters when only some cases are concerned) -> why it cannot
 apply to stickless: a documented difference on purpose."""
 
-KNOWN_ISSUES = {}
+KNOWN_ISSUES: dict[str, str] = {}
 """Test name -> adapter bug, or difference not documented as deliberate, that makes it fail.
 Run as strict xfail: a fix shows up as XPASS (a failure), and the entry must then go (to
 :data:`SKIPPED` if the difference gets documented instead)."""

@@ -117,7 +117,7 @@ def test_a_passive_load_does_not_keep_the_session_alive(
 def test_the_cookie_follows_the_sessions_own_lifetime(stickless_url: str) -> None:
     async def remember(request: Request) -> Response:
         request.session["user"] = "ann"
-        request.session.set_lifetime(absolute=7 * 86400)
+        request.session.set_lifetime(absolute=7 * 86400)  # type: ignore[attr-defined]  # Session
         return PlainTextResponse("ok")
 
     async def touch(request: Request) -> Response:

@@ -75,7 +75,8 @@ def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
         while pending:
             for i in list(pending):
                 if procs[i].poll() is not None:
-                    err = procs[i].stderr.read().decode() if procs[i].stderr else ""
+                    stderr = procs[i].stderr
+                    err = stderr.read().decode() if stderr else ""
                     raise RuntimeError(f"uvicorn on {urls[i]} exited: {err[-2000:]}")
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(urls[i] + "/health", timeout=1).status_code == 200:
