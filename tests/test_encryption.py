@@ -104,7 +104,12 @@ def test_round_trips_do_not_change(stickless_url: str, store_factory: Any) -> No
     target = getattr(store, "_store", store)
     sent: list[Any] = []
     original = target.send
-    target.send = lambda batch: (sent.append(batch), original(batch))[1]
+
+    def recording(batch: Any) -> Any:
+        sent.append(batch)
+        return original(batch)
+
+    target.send = recording
     s = store.new()
     s["a"] = {"x": 1}
     store.save(s)

@@ -33,7 +33,12 @@ def trips(store: Any) -> Iterator[list[Any]]:
     target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
     calls: list[Any] = []
     original = target.send
-    target.send = lambda batch: (calls.append(batch), original(batch))[1]
+
+    def recording(batch: Any) -> Any:
+        calls.append(batch)
+        return original(batch)
+
+    target.send = recording
     try:
         yield calls
     finally:
@@ -134,7 +139,12 @@ def test_login_save_updates_the_index_in_the_same_round_trip(
     calls: list[Any] = []
     target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
     original = target.send
-    target.send = lambda batch: (calls.append(batch), original(batch))[1]
+
+    def recording(batch: Any) -> Any:
+        calls.append(batch)
+        return original(batch)
+
+    target.send = recording
     try:
         with command_log.counting() as sent:
             store.save(loaded)
