@@ -267,7 +267,7 @@ def test_a_command_denied_inside_a_script_is_misconfigured(
 ) -> None:
     """Inside a script an ACL refusal is an ERR that reads differently on each server
     (Redis 6.2, 7.0, Valkey): it is still a StoreMisconfigured, never a 500-style bug."""
-    rules = checks.acl_rules(SessionConfig()).replace(" +hset", "")
+    rules = checks.acl_rules(SessionConfig()).replace(" +hset ", " ")
     add_user(admin, "app", rules)
     store = SessionStore.from_url(url_for(server, "app", PASSWORD), SessionConfig(retries=0))
     s = store.new()

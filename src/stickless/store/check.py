@@ -66,6 +66,7 @@ _PROBE_ARGS: Final[dict[str, tuple[str | int, ...]]] = {
     # a command -> arguments that run it harmlessly on the check's keys: {d} a session hash,
     # {f} a forward key, {t} a tombstone, {u} a user index (all in one slot)
     "HSET": ("{d}", "check", "1"),
+    "HSETNX": ("{d}", "check-default", "1"),
     "HGETALL": ("{d}",),
     "HMGET": ("{d}", "check"),
     "HGET": ("{d}", "check"),
