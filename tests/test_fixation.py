@@ -132,7 +132,7 @@ def test_wsgi_login_by_writing_the_user_key_renews(stickless_url: str) -> None:
     app = wsgi_app(stickless_url)
     # arg-type: stickless' StartResponse takes exc_info with a None traceback, typeshed's does
     # not, so mypy sees no WSGIApplication in SessionMiddleware (werkzeug and wsgiref run it)
-    attacker, victim = WerkzeugClient(app), WerkzeugClient(app)  # type: ignore[arg-type]
+    attacker, victim = WerkzeugClient(app), WerkzeugClient(app)
     planted = _token_of(attacker.get("/touch"))
     assert planted
     victim.set_cookie(COOKIE, planted)
@@ -300,7 +300,7 @@ def test_flask_and_wsgi_identity_changed_in_place_renews(stickless_url: str) -> 
 
     plain = stickless.wsgi.SessionMiddleware(wsgi, url=stickless_url)
     for target in (app, plain):
-        client = WerkzeugClient(target, use_cookies=False)  # type: ignore[arg-type]  # as above
+        client = WerkzeugClient(target, use_cookies=False)
         planted = _token_of(client.get("/prefs"))
         assert planted
         cookie = {"Cookie": f"{COOKIE}={planted}"}

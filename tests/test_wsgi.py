@@ -126,7 +126,7 @@ def late_app(environ: Environ, start_response: StartResponse) -> Iterator[bytes]
 def make_app(inner: Any = app, **options: Any) -> Any:
     # arg-type: stickless' StartResponse takes exc_info with a None traceback, typeshed's does
     # not, so mypy sees no WSGIApplication in SessionMiddleware (werkzeug and wsgiref run it)
-    return validator(SessionMiddleware(inner, **options))  # type: ignore[arg-type]
+    return validator(SessionMiddleware(inner, **options))
 
 
 class Counter:

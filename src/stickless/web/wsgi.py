@@ -46,7 +46,7 @@ from stickless.store.sync import SessionStore
 from stickless.web.cycle import LazySession, SessionCycle
 from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
-ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 Headers = list[tuple[str, str]]
 Write = Callable[[bytes], object]
 
@@ -164,7 +164,7 @@ class _Exchange:
         """The ``start_response`` the app sees: only records status and headers. A second
         call (with ``exc_info``) replaces them while nothing went out; after that it
         re-raises, as PEP 3333 requires. The server later sees a single, first call."""
-        if exc_info is not None and self.flushed:
+        if exc_info is not None and exc_info[1] is not None and self.flushed:
             raise exc_info[1].with_traceback(exc_info[2])
         self._status, self._headers = status, list(headers)
         return self.write
