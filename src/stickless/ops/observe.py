@@ -236,8 +236,13 @@ class Call:
         except (TypeError, ValueError, IndexError):
             pass  # the plan judges the reply; the facts stay unknown
 
+    def _sending(self, batch: Batch) -> AbstractContextManager[object]:
+        if len(self._watches) == 1:
+            return self._watches[0].sending(batch)
+        return self._all_sending(batch)
+
     @contextlib.contextmanager
-    def _sending(self, batch: Batch) -> Iterator[None]:
+    def _all_sending(self, batch: Batch) -> Iterator[None]:
         with contextlib.ExitStack() as stack:
             for watch in self._watches:
                 stack.enter_context(watch.sending(batch))
