@@ -21,6 +21,17 @@ def test_contract_check_example_passes(stickless_url: str) -> None:
     assert done.stdout.count("PASS") == 4 and "FAIL" not in done.stdout
 
 
+def test_idle_warning_example_polls_without_keeping_the_session_alive(stickless_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "idle_warning.py"), "--check", stickless_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("PASS") == 2 and "FAIL" not in done.stdout
+
+
 def test_benchmark_runs_side_by_side(stickless_url: str) -> None:
     done = subprocess.run(
         [

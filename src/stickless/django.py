@@ -14,6 +14,7 @@ from stickless.web.django import (
     SessionStore,
     get_async_store,
     get_store,
+    passive_session,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "SessionStore",
     "get_async_store",
     "get_store",
+    "passive_session",
 ]

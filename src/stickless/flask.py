@@ -13,6 +13,14 @@ from stickless.web.flask import (
     SticklessState,
     current_session,
     current_store,
+    passive,
 )
 
-__all__ = ["FlaskSession", "Stickless", "SticklessState", "current_session", "current_store"]
+__all__ = [
+    "FlaskSession",
+    "Stickless",
+    "SticklessState",
+    "current_session",
+    "current_store",
+    "passive",
+]

@@ -104,6 +104,10 @@ class SessionMiddleware:
         cookie: False: no cookie (``header`` required). Default True.
         exclude_paths: path prefixes that get no session (no ``scope["session"]``, no store
             traffic). Default none.
+        passive_paths: path prefixes whose requests load the session without sliding its
+            idle timeout (a poll that must not keep the session alive). Default none. Per
+            route with ``lazy=True``: ``await load_session(request, touch=False)`` or the
+            FastAPI dependency :func:`stickless.fastapi.passive_session`.
         fail_open: True: when the store is unavailable go on with an empty, unsaved session.
             Default False: answer 503.
     """
@@ -148,11 +152,12 @@ class SessionMiddleware:
             cookie_header=cookie_header,
             token_header=token_header,
             https=scope.get("scheme") in ("https", "wss"),
+            path=scope.get("path", ""),
         )
         store = self.store
         scope["stickless.store"] = store
+        scope["stickless.cycle"] = cycle
         if self.options.lazy:
-            scope["stickless.cycle"] = cycle
             scope["session"] = _NOT_LOADED
         else:
             try:
@@ -238,21 +243,34 @@ class _NotLoaded(dict[str, Any]):
 _NOT_LOADED = _NotLoaded()
 
 
-async def load_session(request: Any) -> Session:
+async def load_session(request: Any, *, touch: bool = True) -> Session:
     """The request's session, loaded now (one round trip when a token was presented; none
     when it is already loaded). ``request`` is a Starlette/FastAPI ``Request``,
     ``WebSocket`` or an ASGI scope. With ``lazy=True`` routes call this (or use it as a
     FastAPI dependency: ``session: Session = Depends(load_session)``); without, it just
     returns the session the middleware loaded. When the store is unavailable and the policy
     refuses, it raises :class:`~stickless.errors.StoreUnavailable` and the middleware
-    answers 503, as it would have before the route ran."""
+    answers 503, as it would have before the route ran.
+
+    ``touch=False``: a passive read, which does not slide the idle timeout (a poll that must
+    not keep the session alive; ``session.seconds_left`` is the time left as it stands).
+    It needs ``lazy=True`` (or the path in ``passive_paths``): a session the middleware
+    already loaded and refreshed raises ``RuntimeError``."""
     scope: Scope = getattr(request, "scope", request)
+    cycle: SessionCycle | None = scope.get("stickless.cycle")
     session = scope.get("session")
     if isinstance(session, Session):
+        if not touch and cycle is not None and not cycle.passive and cycle.presented:
+            raise RuntimeError(
+                "load_session(touch=False): the middleware loaded this session already and "
+                "refreshed its idle timeout; use SessionMiddleware(lazy=True), or list the "
+                "path in passive_paths"
+            )
         return session
-    cycle: SessionCycle | None = scope.get("stickless.cycle")
     if cycle is None:
         raise RuntimeError("stickless.asgi.SessionMiddleware is not installed for this route")
+    if not touch:
+        cycle.passive = True
     loaded = await cycle.aopen(scope["stickless.store"])
     scope["session"] = loaded
     return loaded

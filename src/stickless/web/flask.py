@@ -32,6 +32,7 @@ from functools import partial
 from typing import Any, Final
 
 from flask import Flask, current_app, request
+from flask import has_request_context as flask_has_request_context
 from flask import session as flask_session
 from flask.json.tag import TaggedJSONSerializer
 from flask.sessions import SecureCookieSessionInterface, SessionInterface, SessionMixin
@@ -44,12 +45,28 @@ from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError, StoreUnavailable
 from stickless.session import Session
 from stickless.store.sync import SessionStore
-from stickless.web.cycle import FailurePolicy, LazySession, SessionCycle
+from stickless.web.cycle import (
+    FailurePolicy,
+    LazySession,
+    SessionCycle,
+    configured_lifetime,
+    is_marked_passive,
+    is_passive_path,
+    passive,
+    passive_prefixes,
+)
 from stickless.web.options import resolve_url
 from stickless.web.tagged import TaggedValues
 from stickless.web.transport import CookieSettings, SameSite, Transport
 
-__all__ = ["FlaskSession", "Stickless", "SticklessState", "current_session", "current_store"]
+__all__ = [
+    "FlaskSession",
+    "Stickless",
+    "SticklessState",
+    "current_session",
+    "current_store",
+    "passive",
+]
 
 log = logging.getLogger("stickless.web")
 
@@ -150,6 +167,8 @@ class FlaskSession(LazySession, SessionMixin):
         """JSON, at read time, of values handed out as stored (plain JSON, or a tagged
         value that failed to decode): never re-tagged at save unless changed in place."""
         self._modified = False
+        self._permanent_before: bool | None = None
+        """``permanent`` before this request first changed it (None: unchanged)."""
 
     # ------------------------------------------------------------ Flask's flags
     @property
@@ -184,27 +203,34 @@ class FlaskSession(LazySession, SessionMixin):
     def permanent(self) -> bool:
         """Flask's ``session.permanent`` (stored under ``"_permanent"``, default False).
 
-        False: a browser-session cookie (no ``Max-Age``). True: a persistent cookie whose
-        ``Max-Age`` runs to the session's absolute deadline. Setting it to its current value
-        writes nothing; changing it on a stored session renews the token, so the cookie is
-        re-issued with the new lifetime."""
+        False: a browser-session cookie (no ``Max-Age``) and the configured lifetime. True:
+        a persistent cookie whose ``Max-Age`` runs to the session's absolute deadline, and
+        the session's own lifetime ``PERMANENT_SESSION_LIFETIME`` ("remember me": its idle
+        timeout, the absolute one at least as long), within
+        ``SessionConfig.max_idle_timeout`` / ``max_absolute_timeout``. Setting it to its
+        current value writes nothing; changing it applies the lifetime at save and re-issues
+        the cookie (same token)."""
         return bool(self.get(PERMANENT_KEY, False))
 
     @permanent.setter
     def permanent(self, value: bool) -> None:
-        if bool(value) == self.permanent:
+        before = self.permanent
+        if bool(value) == before:
             return
+        if self._permanent_before is None:
+            self._permanent_before = before
         if value:
             self[PERMANENT_KEY] = True
         else:
             self.pop(PERMANENT_KEY, None)
-        self.load().renew()  # no-op for a new session: its cookie is issued at the first save
 
     # ------------------------------------------------------------ the proxy's hooks
     def load(self) -> Session:
         """The core session; with ``STICKLESS_IMPORT_COOKIE_SESSIONS``, a new one is given
         the data of the Flask cookie session the request presented, if any."""
         fresh = not self.loaded
+        if fresh and _passive_view():
+            self.cycle.passive = True
         session = super().load()
         if fresh and self._importer is not None and session.is_new and self.cycle.saveable:
             self._adopt_cookie_session(self._importer)
@@ -271,6 +297,25 @@ class FlaskSession(LazySession, SessionMixin):
             if stored is not value and stored != dict.__getitem__(session, key):
                 session[key] = stored
 
+    def apply_permanent_lifetime(self, lifetime: timedelta) -> None:
+        """At save: the lifetime ``permanent`` calls for, when it changed in this request or
+        the session is new and permanent (``lifetime``: ``PERMANENT_SESSION_LIFETIME``)."""
+        session = self.cycle.session
+        if session is None or not self.cycle.saveable or session.lifetime is not None:
+            return  # not used, a stand-in, or the app called set_lifetime itself
+        now = bool(dict.get(session, PERMANENT_KEY, False))
+        changed = self._permanent_before is not None and self._permanent_before != now
+        if not (changed or (session.is_new and now)):
+            return
+        config = self._store.config
+        if now:
+            wanted = int(lifetime.total_seconds() * 1000)
+            idle, absolute = wanted, max(wanted, config.absolute_ms)
+        else:
+            idle, absolute = configured_lifetime(session, config)
+        idle, absolute = min(idle, config.max_idle_ms), min(absolute, config.max_absolute_ms)
+        session.set_lifetime(idle=idle / 1000, absolute=absolute / 1000)  # re-issues the cookie
+
     @property
     def permanent_cookie(self) -> bool:
         """Whether the cookie is to be persistent (``permanent``, read without loading or
@@ -324,11 +369,18 @@ class Stickless(SessionInterface):
     * ``SESSION_COOKIE_SAMESITE``: ``"Lax"``, ``"Strict"``, ``"None"``; None (Flask's
       default) gives ``SameSite=Lax``, the stickless default.
     * ``session.permanent``: False (Flask's default) -> browser-session cookie; True ->
-      persistent cookie (``Max-Age`` to the session's absolute deadline).
+      persistent cookie (``Max-Age`` to the session's absolute deadline) and the session's
+      own lifetime: ``PERMANENT_SESSION_LIFETIME`` as its idle timeout, its absolute one at
+      least as long, each capped by ``max_idle_timeout`` / ``max_absolute_timeout`` of the
+      config ("remember me"). Back to False: the configured lifetime again.
     * ``PERMANENT_SESSION_LIFETIME`` (read at ``init_app``) -> ``idle_timeout`` of the
       store's config, with ``absolute_timeout`` raised to it when lower. When
       ``STICKLESS_CONFIG`` is given it wins, unless ``PERMANENT_SESSION_LIFETIME`` was
-      changed from Flask's default (31 days).
+      changed from Flask's default (31 days) and the config leaves ``max_idle_timeout``
+      unset; with ``max_idle_timeout`` set, it is the lifetime of permanent sessions only.
+    * ``STICKLESS_PASSIVE_PATHS`` (path prefixes, read at each request) and views decorated
+      with :func:`passive`: the request reads the session without sliding its idle timeout
+      (a poll that must not keep the session alive).
     * ``SESSION_REFRESH_EACH_REQUEST`` (read at ``init_app``): False -> reads do not extend
       the idle expiry (``touch_interval = idle_timeout``); only writes do. The cookie is
       never re-sent on reads: its lifetime runs to the absolute deadline and the idle
@@ -387,7 +439,9 @@ class Stickless(SessionInterface):
         if base is not None and not isinstance(base, SessionConfig):
             raise ConfigurationError("STICKLESS_CONFIG must be a stickless.SessionConfig")
         lifetime = app.permanent_session_lifetime
-        use_lifetime = base is None or lifetime != _FLASK_DEFAULT_LIFETIME
+        use_lifetime = base is None or (
+            lifetime != _FLASK_DEFAULT_LIFETIME and base.max_idle_timeout is None
+        )
         config = base or SessionConfig()
         changes: dict[str, object] = {}
         if use_lifetime:
@@ -418,6 +472,10 @@ class Stickless(SessionInterface):
             markers=_MARKERS,
         )
         request.environ[CYCLE_KEY] = cycle
+        prefixes = passive_prefixes(
+            app.config.get("STICKLESS_PASSIVE_PATHS"), "STICKLESS_PASSIVE_PATHS"
+        )
+        cycle.passive = bool(prefixes) and is_passive_path(request.path, prefixes)
         importer = partial(_read_cookie_session, app) if state.import_cookie_sessions else None
         return self.session_class(cycle, state.store, self._values, importer)
 
@@ -430,6 +488,7 @@ class Stickless(SessionInterface):
         state = _state(app)
         cycle = session.cycle
         session.before_save()
+        session.apply_permanent_lifetime(app.permanent_session_lifetime)
         if not cycle.save(state.store):
             _become_unavailable(response, cycle.policy)
             return
@@ -477,6 +536,15 @@ class Stickless(SessionInterface):
         for name, value in policy.headers:
             response.headers[name] = value
         return response
+
+
+def _passive_view() -> bool:
+    """True when the request's view is marked with :func:`passive` (the URL is matched by
+    the time the session is first used)."""
+    rule = request.url_rule if flask_has_request_context() else None
+    if rule is None or rule.endpoint is None:
+        return False
+    return is_marked_passive(current_app.view_functions.get(rule.endpoint))
 
 
 def _json_or_none(value: Any) -> bytes | None:

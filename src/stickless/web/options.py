@@ -16,6 +16,8 @@ Mapping (see docs/adapters/starlette.md):
   random values either way.
 * ``https_only=True``: cookie always ``Secure``; False (default): ``Secure`` on https only.
 * ``cookie=False``: no cookie at all (then ``header`` is required).
+* ``passive_paths``: path prefixes whose requests read the session without sliding its idle
+  timeout (:func:`stickless.web.cycle.is_passive_path`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Literal, TypedDict
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError
-from stickless.web.cycle import FailurePolicy, SessionCycle
+from stickless.web.cycle import FailurePolicy, SessionCycle, is_passive_path, passive_prefixes
 from stickless.web.transport import CookieSettings, Transport
 
 URL_ENV = "STICKLESS_URL"
@@ -83,6 +85,7 @@ class MiddlewareKwargs(TypedDict, total=False):
     header: str | None
     cookie: bool
     exclude_paths: Sequence[str]
+    passive_paths: Sequence[str]
     fail_open: bool
     lazy: bool
 
@@ -103,6 +106,10 @@ class MiddlewareOptions:
     header: str | None = None
     cookie: bool = True
     exclude_paths: Sequence[str] = ()
+    passive_paths: Sequence[str] = ()
+    """Path prefixes of *passive* requests: their load does not slide the idle timeout (a
+    poll such as "how long until I am logged out?" must not keep the session alive). Same
+    matching as ``exclude_paths``. Default none."""
     fail_open: bool = False
     lazy: bool = False
     """ASGI only: do not load at the start of each request; a route that needs the session
@@ -135,6 +142,7 @@ class MiddlewareOptions:
                 persistent=self.max_age is not None,
             )
         object.__setattr__(self, "exclude_paths", tuple(self.exclude_paths))
+        object.__setattr__(self, "passive_paths", passive_prefixes(self.passive_paths))
         object.__setattr__(self, "transport", Transport(cookie=cookie, header=self.header))
         object.__setattr__(self, "policy", FailurePolicy(fail_open=self.fail_open))
 
@@ -171,16 +179,19 @@ class MiddlewareOptions:
         return ""
 
     def cycle(
-        self, *, cookie_header: str | None, token_header: str | None, https: bool
+        self, *, cookie_header: str | None, token_header: str | None, https: bool, path: str = ""
     ) -> SessionCycle:
-        """A request's :class:`SessionCycle` under these options."""
-        return SessionCycle(
+        """A request's :class:`SessionCycle` under these options (passive when ``path`` starts
+        with one of ``passive_paths``)."""
+        cycle = SessionCycle(
             self.transport,
             self.policy,
             cookie_header=cookie_header,
             token_header=token_header,
             https=https,
         )
+        cycle.passive = is_passive_path(path, self.passive_paths)
+        return cycle
 
     def excluded(self, path: str) -> bool:
         """True when ``path`` starts with one of ``exclude_paths`` (such requests get no

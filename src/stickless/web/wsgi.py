@@ -89,9 +89,9 @@ class SessionMiddleware:
         store: a ready :class:`SessionStore` (its config then governs; passing ``config`` or
             ``secret_key`` too raises).
         secret_key, session_cookie, max_age, path, same_site, https_only, domain,
-        partitioned, config, header, cookie, exclude_paths, fail_open: as for the ASGI
-            middleware (``exclude_paths`` match ``PATH_INFO``; ``https`` is
-            ``wsgi.url_scheme == "https"``).
+        partitioned, config, header, cookie, exclude_paths, passive_paths, fail_open: as for
+            the ASGI middleware (``exclude_paths`` and ``passive_paths`` match ``PATH_INFO``;
+            ``https`` is ``wsgi.url_scheme == "https"``).
     """
 
     def __init__(
@@ -120,6 +120,7 @@ class SessionMiddleware:
             cookie_header=environ.get("HTTP_COOKIE"),
             token_header=environ.get(self._header_key) if self._header_key else None,
             https=environ.get("wsgi.url_scheme") == "https",
+            path=environ.get("PATH_INFO", ""),
         )
         environ[SESSION_KEY] = LazySession(cycle, self.store)
         environ[STORE_KEY] = self.store

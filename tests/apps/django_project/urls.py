@@ -20,4 +20,7 @@ urlpatterns = [
     path("whoami", views.whoami),
     path("bad-value", views.bad_value),
     path("async-incr", views.async_incr),
+    path("status", views.status),
+    path("async-status", views.async_status),
+    path("time-left", views.time_left),
 ]

@@ -11,6 +11,8 @@ from django.conf import settings
 from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from stickless.django import passive_session
+
 
 def plain(request: HttpRequest) -> HttpResponse:
     """Does not touch the session."""
@@ -104,13 +106,45 @@ def clear(request: HttpRequest) -> JsonResponse:
 
 
 def expire(request: HttpRequest) -> JsonResponse:
-    """``?seconds=N`` (int expiry) or ``?delta=S`` (timedelta, may be negative)."""
+    """``?seconds=N`` (int expiry), ``?delta=S`` (timedelta, may be negative) or
+    ``?default=1`` (``set_expiry(None)``: the configured lifetime again)."""
     request.session["marker"] = "x"
     if "delta" in request.GET:
         request.session.set_expiry(datetime.timedelta(seconds=float(request.GET["delta"])))
+    elif "default" in request.GET:
+        request.session.set_expiry(None)
     else:
         request.session.set_expiry(int(request.GET["seconds"]))
     return JsonResponse({"ok": True})
+
+
+def _time_left(request: HttpRequest) -> JsonResponse:
+    session = request.session.stickless
+    expires = session.expires_at
+    return JsonResponse(
+        {
+            "seconds_left": session.seconds_left,
+            "expires_at": expires.isoformat() if expires else None,
+        }
+    )
+
+
+@passive_session
+def status(request: HttpRequest) -> JsonResponse:
+    """Time left, read passively (the poll does not keep the session alive)."""
+    return _time_left(request)
+
+
+@passive_session
+async def async_status(request: HttpRequest) -> JsonResponse:
+    """The same, as an async view."""
+    session = await request.session.astickless()
+    return JsonResponse({"seconds_left": session.seconds_left})
+
+
+def time_left(request: HttpRequest) -> JsonResponse:
+    """Time left, read as any view reads (the load slides the idle timeout)."""
+    return _time_left(request)
 
 
 def login(request: HttpRequest) -> JsonResponse:
