@@ -7,6 +7,10 @@ asks :func:`take` for the old session's data, which becomes the new stickless se
 saved under a new key at the end of the request. The old session is retired: it lives
 :data:`LEGACY_GRACE` more seconds (for requests the browser sent in parallel with the same
 old cookie), then dies, so a replayed old cookie is worthless.
+
+What every migration path shares (the grace, how the data is adopted, the log line) is in
+:mod:`stickless.web.migrate.adopt`; this module is the Django engines' way of reading and
+retiring the old session.
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ImproperlyConfigured
 
-LEGACY_GRACE = 60
-"""Seconds an old-engine session stays readable after it was migrated."""
+from stickless.web.migrate import adopt
+
+LEGACY_GRACE = adopt.LEGACY_GRACE
+"""Seconds an old-engine session stays readable after it was migrated (60)."""
 
 _RETIRED = "_stickless_migrated"
 
@@ -48,6 +54,11 @@ def take(presented: str | None, engine: type[SessionBase]) -> dict[str, Any] | N
     if moved:
         _retire(legacy, moved)
     return moved
+
+
+def source_name() -> str:
+    """What the logs call the old engine (its module)."""
+    return f"Django's {getattr(settings, 'STICKLESS_MIGRATE_FROM', None)}"
 
 
 async def atake(presented: str | None, engine: type[SessionBase]) -> dict[str, Any] | None:
