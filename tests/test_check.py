@@ -23,6 +23,7 @@ from stickless import (
     SessionStore,
     StoreMisconfigured,
     StoreUnavailable,
+    TooManySessions,
     errors,
 )
 from stickless.cli import app
@@ -234,6 +235,18 @@ def test_the_documented_acl_is_enough(server: Standalone, admin: redis.Redis) ->
     assert store.revoke_user("alice") == 1
     assert store.load(s.token) is None
     store.close()
+    for mode in ("evict_oldest", "refuse"):  # a cap on sessions per user: cap.lua, destroys
+        capped = config.with_options(max_sessions_per_user=1, on_limit=mode)
+        with SessionStore.from_url(url, capped) as store:
+            outcomes = []
+            for _ in range(2):
+                s = store.new()
+                s.login(f"bob-{mode}")
+                try:
+                    outcomes.append(str(store.save(s).outcome))
+                except TooManySessions:
+                    outcomes.append("refused")
+            assert outcomes == ["saved", "saved" if mode == "evict_oldest" else "refused"]
 
 
 def test_a_denied_save_is_misconfigured_and_logged_once(

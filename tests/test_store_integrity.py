@@ -15,8 +15,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from stickless import SessionConfig, SessionConflict, SessionStore, SessionTooLarge
+from stickless import (
+    SessionConfig,
+    SessionConflict,
+    SessionStore,
+    SessionTooLarge,
+    TooManySessions,
+)
 from stickless.store.keys import KeyLayout
+from stickless.store.plan import Batch
 from stickless.tokens import token_id
 
 _ARG = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -96,6 +103,36 @@ def keys_without_ttl(raw: redis.Redis, config: SessionConfig, planted: set[bytes
 
 
 # -------------------------------------------------------------- declared keys
+def capped_logins(url: str, config: SessionConfig) -> None:
+    """Logins under max_sessions_per_user: reserve, check, evict (an older session, a login
+    in flight not written yet, an anonymous one logging in), refuse and withdraw."""
+    with (
+        SessionStore.from_url(url, config.with_options(max_sessions_per_user=1)) as evicting,
+        SessionStore.from_url(
+            url, config.with_options(max_sessions_per_user=1, on_limit="refuse")
+        ) as refusing,
+    ):
+        first = evicting.new()
+        first.login("bob")
+        evicting.save(first)
+        second = evicting.new()
+        second.login("bob")
+        assert evicting.save(second).evicted == (token_id(first.raw_token).family,)
+        anonymous = evicting.new()
+        anonymous["a"] = 1
+        evicting.save(anonymous)
+        plan = evicting._plan  # the in-flight branch, called as an evicting login would
+        dooms = (
+            plan._destroy_call(token_id(new.raw_token).family, "", owner="bob", evict=True)
+            for new in (evicting.new(), anonymous)
+        )
+        assert [r[0] for r in evicting.send(Batch(tuple(dooms), idempotent=True))] == [0, 1]
+        third = refusing.new()
+        third.login("bob")
+        with pytest.raises(TooManySessions):
+            refusing.save(third)
+
+
 def test_every_key_a_script_touches_is_declared(
     stickless_url: str, store: SessionStore, raw: redis.Redis
 ) -> None:
@@ -132,6 +169,7 @@ def test_every_key_a_script_touches_is_declared(
         s.invalidate()  # logout
         store.save(s)
         assert store.revoke_user("alice") == 1  # log out everywhere
+        capped_logins(stickless_url, store.config)
         lines = monitor.settle()
     finally:
         monitor.close()

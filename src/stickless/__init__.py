@@ -15,6 +15,7 @@ from stickless.errors import (
     SticklessError,
     StoreMisconfigured,
     StoreUnavailable,
+    TooManySessions,
 )
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.aio import AsyncSessionStore
@@ -41,5 +42,6 @@ __all__ = [
     "SticklessError",
     "StoreMisconfigured",
     "StoreUnavailable",
+    "TooManySessions",
     "__version__",
 ]

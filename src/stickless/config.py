@@ -9,6 +9,7 @@ from typing import Literal
 from stickless.errors import ConfigurationError
 
 Durability = Literal["none", "replicated"]
+OnLimit = Literal["evict_oldest", "refuse"]
 
 DEFAULT_IDENTITY_KEYS: frozenset[str] = frozenset(
     {
@@ -89,6 +90,18 @@ class SessionConfig:
     """The longest absolute lifetime ``session.set_lifetime(absolute=...)`` may give a session.
     Default None: ``absolute_timeout``."""
 
+    max_sessions_per_user: int | None = None
+    """The most live sessions one user may have at once (devices, browsers), enforced when a
+    save binds the user (a login). Concurrent logins, from any number of processes and
+    servers, never leave more. Costs a login 1 more round trip (2 more when the user already
+    has that many sessions); other saves are unchanged. Default None: no cap."""
+
+    on_limit: OnLimit = "evict_oldest"
+    """What a login beyond ``max_sessions_per_user`` does. ``"evict_oldest"`` (default): it
+    succeeds and ends the user's sessions that logged in longest ago, as many as needed
+    (never a newer login's). ``"refuse"``: the login's save raises
+    :class:`~stickless.errors.TooManySessions` and writes nothing."""
+
     tombstone_ttl: float = 5 * 60
     """How long a destroyed session leaves a tombstone (so a late save reports
     ``destroyed`` rather than ``expired``). Default 5 min."""
@@ -163,6 +176,15 @@ class SessionConfig:
         if self.durability not in ("none", "replicated"):
             raise ConfigurationError(
                 f"SessionConfig.durability must be 'none' or 'replicated', not {self.durability!r}"
+            )
+        cap = self.max_sessions_per_user
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigurationError(
+                f"SessionConfig.max_sessions_per_user must be None or an int >= 1, not {cap!r}"
+            )
+        if self.on_limit not in ("evict_oldest", "refuse"):
+            raise ConfigurationError(
+                f"SessionConfig.on_limit must be 'evict_oldest' or 'refuse', not {self.on_limit!r}"
             )
         if self.max_size <= 0 or self.min_replicas < 0 or self.retries < 0:
             raise ConfigurationError("max_size must be > 0, min_replicas and retries >= 0")

@@ -140,6 +140,30 @@ class SessionConflict(SticklessError):
     """
 
 
+class TooManySessions(SticklessError):
+    """A login would give its user more live sessions than
+    ``SessionConfig.max_sessions_per_user`` allows, with ``on_limit="refuse"``.
+
+    Raised by the save that binds the user (``session.login(...)``, ``user_id = ...``, or a
+    framework's login through the adapters). **Nothing of that save was written**: the
+    session in Redis is as it was (anonymous, or still bound to its previous user), and the
+    :class:`~stickless.Session` object keeps its pending changes, so saving it again (after
+    the app made room, e.g. with ``store.revoke_user(user_id)``) retries the login. To give
+    the login up, undo it (``session.user_id = None``, or ``session.logout()``).
+
+    It is not a :class:`StoreUnavailable`: web adapters never turn it into a 503; it reaches
+    the app (see docs/core.md, "A cap on sessions per user"). ``limit`` is the cap. The
+    message never names the user.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(
+            f"login refused: the user already has {limit} live session(s), the most "
+            f"max_sessions_per_user allows (on_limit='refuse'); nothing was saved"
+        )
+
+
 class ReplicationTimeout(StoreUnavailable):
     """``durability="replicated"``: fewer replicas acknowledged the save than required.
 

@@ -385,7 +385,7 @@ class _NodeScan:
 
 def _scan_node(node: DataNode, prefix: str, sample: int) -> _NodeScan:
     layout = KeyLayout(prefix)
-    counts = {keys.SESSION: 0, keys.FORWARD: 0, keys.TOMBSTONE: 0, keys.USER_INDEX: 0}
+    counts = dict.fromkeys(keys.KINDS, 0)
     sessions: list[str] = []
     for key in _unique(scan_keys(node.client, layout.pattern())):
         kind = layout.kind_of(key)

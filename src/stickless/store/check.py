@@ -46,7 +46,7 @@ __all__ = [
 
 Level = Literal["ok", "info", "warning", "error"]
 
-PIPELINE_COMMANDS: Final = ("EVAL", "EVALSHA", "HGETALL", "PTTL", "HMGET", "ZRANGE")
+PIPELINE_COMMANDS: Final = ("EVAL", "EVALSHA", "HGETALL", "PTTL", "HMGET", "ZRANGE", "EXISTS")
 """What the store sends outside its scripts (the planner's ``Command`` calls, and the
 scripts themselves: by source the first time, by SHA after)."""
 

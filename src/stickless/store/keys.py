@@ -14,6 +14,8 @@ in ``KEYS``, each key it touches::
 Per user (its own slot)::
 
     <prefix>:u:{<user id>}  zset    member <family>, score = absolute deadline (ms)
+    <prefix>:l:{<user id>}  zset    the user's logins (max_sessions_per_user): member
+                                    <family>, score = when it logged in (server ms)
 
 ``digest`` is the base64url SHA-256 of the raw token: the token itself is never stored.
 """
@@ -33,8 +35,9 @@ META_IDLE = "m:i"
 """The session's own idle timeout (ms), when ``set_lifetime`` gave it one."""
 META_FIELDS = (META_CREATED, META_ACCESS, META_DEADLINE, META_USER)
 
-SESSION, FORWARD, TOMBSTONE, USER_INDEX = "s", "f", "t", "u"
+SESSION, FORWARD, TOMBSTONE, USER_INDEX, LOGINS = "s", "f", "t", "u", "l"
 """The kinds of key, as they appear after the prefix."""
+KINDS = (SESSION, FORWARD, TOMBSTONE, USER_INDEX, LOGINS)
 
 
 def glob_escape(text: str) -> str:
@@ -70,21 +73,31 @@ class KeyLayout:
     def user_index(self, user_id: str) -> str:
         return f"{self.prefix}:{USER_INDEX}:{{{user_id}}}"
 
+    def logins(self, user_id: str) -> str:
+        """When each of the user's sessions logged in (``max_sessions_per_user``); in the
+        slot of :meth:`user_index`."""
+        return f"{self.prefix}:{LOGINS}:{{{user_id}}}"
+
+    def user_keys(self, user_id: str) -> tuple[str, str]:
+        """The user's index and logins, in the order ``cap.lua`` declares them."""
+        return self.user_index(user_id), self.logins(user_id)
+
     def pattern(self, *kinds: str) -> str:
         """SCAN / PSUBSCRIBE pattern matching every key of these kinds (``"s"``, ``"f"``,
-        ``"t"``, ``"u"``), or every key under the prefix when none is given."""
+        ``"t"``, ``"u"``, ``"l"``), or every key under the prefix when none is given."""
         head = glob_escape(self.prefix)
         if not kinds:
             return f"{head}:*"
         return f"{head}:{kinds[0] if len(kinds) == 1 else '[' + ''.join(kinds) + ']'}:*"
 
     def kind_of(self, key: str) -> str | None:
-        """Which kind of stickless key ``key`` is (``"s"``, ``"f"``, ``"t"``, ``"u"``), or None."""
+        """Which kind of stickless key ``key`` is (``"s"``, ``"f"``, ``"t"``, ``"u"``,
+        ``"l"``), or None."""
         head = self.prefix + ":"
         if not key.startswith(head) or key[len(head) + 1 : len(head) + 2] != ":":
             return None
         kind = key[len(head)]
-        return kind if kind in (SESSION, FORWARD, TOMBSTONE, USER_INDEX) else None
+        return kind if kind in KINDS else None
 
     def family_of(self, key: str, kind: str = SESSION) -> str | None:
         """Inverse of :meth:`data` (or of the ``kind`` given): the family, or None for a

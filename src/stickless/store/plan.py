@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import logging
+import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,6 +36,7 @@ from stickless.errors import (
     SessionConflict,
     SessionTooLarge,
     StoreUnavailable,
+    TooManySessions,
 )
 from stickless.session import Changes, Session, SessionMeta, SessionStatus, ms_to_datetime
 from stickless.store import keys
@@ -66,6 +68,13 @@ SAVE = Script.bundled("save")
 DESTROY = Script.bundled("destroy")
 INDEX = Script.bundled("index")
 POP = Script.bundled("pop")
+CAP = Script.bundled("cap")
+
+LOGIN_WINDOW_MS = 30_000
+"""``max_sessions_per_user``: a login reserved its place this recently (ms) may still be in
+flight (its save not applied yet), so other logins count it as live. Much longer than any
+save takes: a login whose save would go out later than half of it is abandoned."""
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +167,9 @@ class SaveResult:
 
     outcome: SaveOutcome
     replicas: int | None = None
+    evicted: tuple[str, ...] = ()
+    """``max_sessions_per_user`` with ``on_limit="evict_oldest"``: the ids
+    (``SessionInfo.session_id``) of the user's older sessions this login ended."""
 
     @property
     def written(self) -> bool:
@@ -431,12 +443,22 @@ class Planner:
         tid = tokens.token_id(session.raw_token)
         new_tid = tokens.token_id(renew_to) if renew_to else None
         call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
-        calls: list[Call] = [call, *self._index_calls(session, tid)]
+        crowd = None
+        probes: tuple[Command, ...] = ()
+        login = self._capped_login(session)
+        if login is not None:  # max_sessions_per_user: this save logs in
+            crowd = yield from self._reserve(login, session, tid.session_id)
+            probes = yield from self._admit(crowd)
+        dead = crowd.dead if crowd is not None else ()
+        calls: list[Call] = [call, *self._index_calls(session, tid, remove=dead)]
         wait = None
         if self.config.durability == "replicated":
             wait = (self.config.min_replicas, int(self.config.wait_timeout * 1000))
-        replies = yield from self.run(Batch(tuple(calls), idempotent=False, wait=wait))
+        batch = Batch((*calls, *probes), idempotent=False, wait=wait)
+        replies = yield from self.run(batch)
         reply = replies[0]
+        if crowd is not None and (isinstance(reply, Exception) or int(reply[0]) <= 0):
+            yield from self._forget(crowd.user_id, [crowd.family])  # nothing written
         _raise_server_error(reply)
         status = SaveStatus(int(reply[0]))
         if status is SaveStatus.NOT_INTEGER:
@@ -483,6 +505,10 @@ class Planner:
             raw_token=raw,
             token=self.codec.dump(raw),
         )
+        evicted: tuple[str, ...] = ()
+        if crowd is not None and probes:  # evict_oldest: the others beyond the cap end now
+            self._judge(crowd, replies[len(calls) : len(calls) + len(probes)])
+            evicted = yield from self._evict(crowd)
         acked = None
         if wait is not None:
             # WAIT refused (UNBLOCKED: the node was demoted under it): applied, replication
@@ -490,7 +516,7 @@ class Planner:
             acked = 0 if isinstance(replies[-1], Exception) else int(replies[-1])
             if acked < wait[0]:
                 raise ReplicationTimeout(acked, wait[0], wait[1])
-        return SaveResult(SaveOutcome.SAVED, acked)
+        return SaveResult(SaveOutcome.SAVED, acked, evicted)
 
     def _restart_as_new(self, session: Session) -> None:
         """Data written after ``invalidate()`` goes into a brand-new session (new token)."""
@@ -539,20 +565,35 @@ class Planner:
             args += [field_name, self._sealed(tid.family, field_name, value)]
         return ScriptCall(SAVE, self.layout.session_keys(tid.family), tuple(args))
 
-    def _index_calls(self, session: Session, tid: TokenId) -> list[Call]:
+    def _index_calls(
+        self, session: Session, tid: TokenId, *, remove: Sequence[str] = ()
+    ) -> list[Call]:
         """User index upkeep sent with the save: additions only (the save may yet be
-        refused). An entry a save makes stale (the old user) is not removed here: readers
-        check each entry's owner and existence and prune the dead ones."""
+        refused), and ``remove``: entries a capped login found dead. An entry a save makes
+        stale (the old user) is not removed here: readers check each entry's owner and
+        existence and prune the dead ones."""
         lifetime = session.lifetime
         absolute = lifetime.absolute_ms if lifetime is not None else None
         if session.user_id is None or not (session.user_changed or absolute is not None):
             return []
-        if session.meta is None:  # a new session: the index script counts from its clock
-            return [self._index_call(session.user_id, tid.session_id, 0, [], absolute_ms=absolute)]
+        deadline, absolute = self._index_deadline(session)
+        return [
+            self._index_call(
+                session.user_id, tid.session_id, deadline, remove, absolute_ms=absolute
+            )
+        ]
+
+    def _index_deadline(self, session: Session) -> tuple[int, int | None]:
+        """``(deadline_ms, absolute_ms)`` of the session's index entry, as
+        :meth:`_index_call` takes them: a new session's counts from the script's clock."""
+        lifetime = session.lifetime
+        absolute = lifetime.absolute_ms if lifetime is not None else None
+        if session.meta is None:
+            return 0, absolute
         deadline = session.meta.deadline_ms
         if absolute is not None:  # set_lifetime: the entry lives as long as the session
             deadline = session.meta.created_ms + absolute
-        return [self._index_call(session.user_id, tid.session_id, deadline, [])]
+        return deadline, None
 
     def _index_call(
         self,
@@ -570,6 +611,164 @@ class Planner:
             (self.layout.user_index(user_id),),
             (add, deadline_ms, absolute_ms or self.config.absolute_ms, *remove),
         )
+
+    # ------------------------------------------------------- sessions per user cap
+    # A login (a save binding a user) with max_sessions_per_user first reserves its place in
+    # the user's logins (cap.lua, in the user's slot), which names every other session of the
+    # user: those in the index and the logins reserved before this one. Sessions live in
+    # other slots, so whether each is live is read next (HMGET; a login reserved within
+    # LOGIN_WINDOW_MS counts as live unless it is known dead: it may be in flight). refuse:
+    # read before the save, which is not sent when as many are live as the cap allows.
+    # evict_oldest: read with the save; then the oldest beyond the cap are destroyed, a
+    # login still in flight among them by tombstone (its save then finds it destroyed). Each
+    # login sees all the logins reserved before its own, so the newest ones survive and no
+    # interleaving leaves more live sessions than the cap.
+    def _capped_login(self, session: Session) -> str | None:
+        """The user a save logs in, when the cap applies to it."""
+        if self.config.max_sessions_per_user is None or not session.user_changed:
+            return None
+        return session.user_id
+
+    def _reserve(self, user_id: str, session: Session, family: str) -> Op[_Crowd]:
+        """Round trip 1 of a capped login: reserve its place; the other sessions."""
+        deadline, absolute = self._index_deadline(session)
+        call = ScriptCall(
+            CAP,
+            self.layout.user_keys(user_id),
+            (family, LOGIN_WINDOW_MS, deadline, absolute or self.config.absolute_ms),
+        )
+        started = _monotonic()
+        (reply,) = yield from self.run(Batch((call,), idempotent=True))  # a resend re-reserves
+        crowd = _Crowd(user_id, family, started)
+        if _wrong_type(reply):
+            log.warning("a user index is not a sorted set: the session cap is not enforced")
+            return crowd
+        _raise_server_error(reply)
+        crowd.now_ms = int(reply[0])
+        for member, login in zip(reply[1::2], reply[2::2], strict=True):
+            try:
+                other = tokens.parse_session_id(_text(member))
+            except ValueError:
+                continue  # not a session id (written by another program): ignored
+            login_ms = int(float(_text(login))) if login not in (b"", "") else None
+            crowd.others.append((other, login_ms))
+        return crowd
+
+    def _admit(self, crowd: _Crowd) -> Op[tuple[Command, ...]]:
+        """With fewer others than the cap, nothing to check. refuse: check them now, and
+        raise :class:`TooManySessions` (the reservation withdrawn) when the login would be
+        one too many. evict_oldest: the checks to send with the save."""
+        limit = self.config.max_sessions_per_user or 0
+        if len(crowd.others) < limit:
+            probes: tuple[Command, ...] = ()
+        elif self.config.on_limit == "refuse":
+            replies = yield from self.run(Batch(self._probes(crowd), idempotent=True))
+            self._judge(crowd, replies)
+            if len(crowd.live) >= limit:
+                yield from self._forget(crowd.user_id, [crowd.family])
+                raise TooManySessions(limit)
+            probes = ()
+        else:
+            probes = self._probes(crowd)
+        if _monotonic() - crowd.started > LOGIN_WINDOW_MS / 2000:
+            yield from self._forget(crowd.user_id, [crowd.family])
+            raise StoreUnavailable(
+                self.address,
+                Unavailable(None, "the login took too long to reserve its place", applied=False),
+            )
+        return probes
+
+    def _probes(self, crowd: _Crowd) -> tuple[Command, ...]:
+        """Is each other session live? Its creation and user, and, for a recent login, its
+        tombstone (a login in flight has none; one that logged out has)."""
+        calls: list[Command] = []
+        for family, login_ms in crowd.others:
+            calls.append(
+                Command(("HMGET", self.layout.data(family), keys.META_CREATED, keys.META_USER))
+            )
+            if crowd.recent(login_ms):
+                calls.append(Command(("EXISTS", self.layout.tombstone(family))))
+        return tuple(calls)
+
+    def _judge(self, crowd: _Crowd, replies: Sequence[Any]) -> None:
+        """Sort the others into ``crowd.live`` (``(login or creation ms, id, bound)``) and
+        ``crowd.dead``, from the replies of :meth:`_probes`."""
+        at = iter(replies)
+        for family, login_ms in crowd.others:
+            fields = next(at)
+            recent = crowd.recent(login_ms)
+            tomb = next(at) if recent else None
+            if isinstance(fields, Exception):
+                if not _wrong_type(fields):  # unreadable now: counted, never pruned
+                    crowd.live.append((login_ms or 0, family, True))
+                else:
+                    crowd.dead.append(family)
+                continue
+            created, owner = fields
+            try:
+                created_ms = int(created) if created is not None else None
+                user = _text(owner) if owner is not None else None
+            except (TypeError, ValueError):  # unreadable metadata: like sessions_for, dead
+                crowd.dead.append(family)
+                continue
+            if user == crowd.user_id:
+                order = login_ms if login_ms is not None else created_ms or 0
+                crowd.live.append((order, family, True))
+            elif user is None and recent and (created_ms is not None or tomb != 1):
+                crowd.live.append((login_ms or 0, family, False))  # a login in flight
+            else:  # gone, logged out, or another user's
+                crowd.dead.append(family)
+
+    def _evict(self, crowd: _Crowd) -> Op[tuple[str, ...]]:
+        """After the login's save: end the oldest of the live others beyond the cap, prune
+        the dead from the index. Round trip 3, only when there is something to do. The
+        login is applied already: a failure here is logged, and the next login of the user
+        evicts what this one could not."""
+        keep = (self.config.max_sessions_per_user or 1) - 1
+        ranked = sorted(crowd.live)
+        doomed = ranked[: max(0, len(ranked) - keep)]
+        evicted = tuple(family for _, family, _ in doomed)
+        gone = [*evicted, *crowd.dead]
+        if not gone:
+            return ()
+        calls: list[Call] = [
+            self._destroy_call(family, "", owner=crowd.user_id, evict=not bound)
+            for _, family, bound in doomed
+        ]
+        calls += [
+            self._index_call(crowd.user_id, "", 0, gone),
+            self._forget_call(crowd.user_id, gone),
+        ]
+        try:
+            replies = yield from self.run(Batch(tuple(calls), idempotent=True))
+        except StoreUnavailable as exc:
+            log.warning("login saved, older sessions beyond the cap not ended yet: %s", exc)
+            return ()
+        for extra in replies:
+            if isinstance(extra, Exception):
+                log.warning("ending sessions beyond the cap: %s", extra)
+        return evicted
+
+    def _forget_call(self, user_id: str, families: Sequence[str]) -> ScriptCall:
+        return ScriptCall(
+            CAP,
+            self.layout.user_keys(user_id),
+            ("", LOGIN_WINDOW_MS, 0, self.config.absolute_ms, *families),
+        )
+
+    def _forget(self, user_id: str, families: Sequence[str]) -> Op[None]:
+        """Withdraw reservations (a refused or failed login), best effort: a reservation
+        left behind only counts for :data:`LOGIN_WINDOW_MS`, and only while its session is
+        not known dead."""
+        try:
+            (reply,) = yield from self.run(
+                Batch((self._forget_call(user_id, families),), idempotent=True)
+            )
+        except StoreUnavailable as exc:
+            log.warning("a login's reservation not withdrawn: %s", exc)
+            return
+        if isinstance(reply, Exception):
+            log.warning("a login's reservation not withdrawn: %s", reply)
 
     # ---------------------------------------------------------------- pop_once
     def pop_once(self, session: Session, key: str, default: Any = None) -> Op[Any]:
@@ -719,14 +918,15 @@ class Planner:
         return count
 
     def _destroy_call(
-        self, family: str, digest: str, *, owner: str = "", spare: str = ""
+        self, family: str, digest: str, *, owner: str = "", spare: str = "", evict: bool = False
     ) -> ScriptCall:
         """Destroy the session of ``family`` if ``digest`` may (any when ''); with
-        ``owner``, only if bound to that user; never when ``spare`` is its current digest."""
+        ``owner``, only if bound to that user; never when ``spare`` is its current digest.
+        ``evict``: a login in flight (cap): also when bound to no user yet, and a session
+        not written yet gets its tombstone."""
+        args: tuple[str | int, ...] = (digest, int(self.config.tombstone_ttl * 1000), owner, spare)
         return ScriptCall(
-            DESTROY,
-            self.layout.session_keys(family),
-            (digest, int(self.config.tombstone_ttl * 1000), owner, spare),
+            DESTROY, self.layout.session_keys(family), (*args, "1") if evict else args
         )
 
     def _kept(self, keep: object) -> tuple[str | None, str]:
@@ -740,6 +940,27 @@ class Planner:
             return tokens.parse_session_id(keep), ""  # type: ignore[arg-type]
         except ValueError:
             return None, ""
+
+
+@dataclass(slots=True)
+class _Crowd:
+    """What a capped login knows of its user's other sessions."""
+
+    user_id: str
+    family: str
+    """The login's own session id."""
+    started: float
+    """``time.monotonic()`` when it reserved its place."""
+    now_ms: int = 0
+    """The server's clock at the reservation."""
+    others: list[tuple[str, int | None]] = field(default_factory=list)
+    """Every other session of the user: ``(id, when it reserved its login, or None)``."""
+    live: list[tuple[int, str, bool]] = field(default_factory=list)
+    """``(login or creation ms, id, bound to the user)``: live, or a login in flight."""
+    dead: list[str] = field(default_factory=list)
+
+    def recent(self, login_ms: int | None) -> bool:
+        return login_ms is not None and login_ms > self.now_ms - LOGIN_WINDOW_MS
 
 
 def _noscript(reply: object) -> bool:

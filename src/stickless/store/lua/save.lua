@@ -18,7 +18,8 @@
 --         then each default's stored value (this request's, or the first writer's)}
 --   status 1 saved | 2 saved through a renew forward (data only: a renew of the old token
 --   is ignored) | 0 gone (expired, or a token that lost its power: nothing written)
---   | -1 destroyed (tombstone) | -2 exists (new token taken)
+--   | -1 destroyed (tombstone; for a new session: evicted by a newer login in flight)
+--   | -2 exists (new token taken)
 --   | -3 the field at reply[2] is not an integer or would overflow (nothing written)
 --   | -4 the key is not a session hash (nothing written)
 -- Everything that can refuse is checked before the first write; writes go in chunks of at
@@ -31,7 +32,10 @@ local forwarded = false
 local created, deadline
 local own_idle, own_absolute = ARGV[10], ARGV[11]
 if mode == 'new' then
-  if redis.call('EXISTS', data) == 1 or redis.call('EXISTS', tomb) == 1 then return {-2} end
+  if redis.call('EXISTS', data) == 1 then return {-2} end
+  -- a tombstone before the session was ever written: a newer login of its user evicted
+  -- this one while it was in flight (max_sessions_per_user)
+  if redis.call('EXISTS', tomb) == 1 then return {-1} end
   created, deadline = now, now + tonumber(own_absolute ~= '' and own_absolute or ARGV[4])
 else
   local meta = redis.pcall('HMGET', data, 'm:k', 'm:c', 'm:x')
