@@ -9,6 +9,7 @@ from typing import Literal
 from stickless.errors import ConfigurationError
 
 Durability = Literal["none", "replicated"]
+DeviceIP = Literal["full", "truncated", "none"]
 OnLimit = Literal["evict_oldest", "refuse"]
 
 DEFAULT_IDENTITY_KEYS: frozenset[str] = frozenset(
@@ -81,6 +82,14 @@ class SessionConfig:
     elsewhere does not open (dropped, logged). Integers stay plain, so ``incr`` keeps working
     (their values are visible to someone who reads Redis). Default None: values are plain
     JSON."""
+
+    device_ip: DeviceIP = "truncated"
+    """How much of the client address the web adapters keep with a session for its user's
+    device list (``SessionInfo.device.ip``), recorded at creation and at login:
+    ``"truncated"`` (default) its network only, ``/24`` for IPv4 and ``/48`` for IPv6;
+    ``"full"`` the address; ``"none"`` nothing. The address is the one the framework trusts
+    (ASGI ``client``, WSGI ``REMOTE_ADDR``: set your proxy middleware up, stickless never
+    reads ``X-Forwarded-For`` itself). Never logged."""
 
     max_idle_timeout: float | None = None
     """The longest idle timeout ``session.set_lifetime(idle=...)`` may give a session
@@ -195,6 +204,11 @@ class SessionConfig:
         ):
             raise ConfigurationError("SessionConfig.identity_keys must be a set of key names")
         object.__setattr__(self, "identity_keys", frozenset(self.identity_keys))
+        if self.device_ip not in ("full", "truncated", "none"):
+            raise ConfigurationError(
+                "SessionConfig.device_ip must be 'full', 'truncated' or 'none', "
+                f"not {self.device_ip!r}"
+            )
         if self.encryption_keys is not None:
             if isinstance(self.encryption_keys, str | bytes):
                 raise ConfigurationError(

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, overload
 
-from stickless import codec
+from stickless import codec, devices
 from stickless.config import SessionConfig
+from stickless.tokens import token_id
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
@@ -130,6 +131,9 @@ class Session(dict[str, Any]):
         "_accessed",
         "_cleared",
         "_config",
+        "_device",
+        "_device_name",
+        "_device_name_changed",
         "_identity_keys",
         "_lifetime",
         "_lifetime_changed",
@@ -157,8 +161,12 @@ class Session(dict[str, Any]):
         user_id: str | None = None,
         config: SessionConfig | None = None,
         ttl_ms: int | None = None,
+        device_name: str | None = None,
     ) -> None:
         super().__init__(data or {})
+        self._device: dict[str, str] = {}
+        self._device_name = device_name
+        self._device_name_changed = False
         self._config = config or _DEFAULT_CONFIG
         self._identity_keys = self._config.identity_keys
         self._lifetime: Lifetime | None = None
@@ -210,6 +218,7 @@ class Session(dict[str, Any]):
             or self._renew is not None
             or self.user_changed
             or self._lifetime is not None
+            or self._device_name_changed
         )
 
     @property
@@ -259,6 +268,42 @@ class Session(dict[str, Any]):
     @property
     def meta(self) -> SessionMeta | None:
         return self._meta
+
+    @property
+    def session_id(self) -> str:
+        """This session's id, as ``SessionInfo.session_id`` shows it (the token's family:
+        the same across renewals, safe to show, never usable as a token)."""
+        return token_id(self._raw_token).session_id
+
+    @property
+    def device_name(self) -> str | None:
+        """The name the user gave this device ("work laptop"; ``SessionInfo.device.name``),
+        or None. Setting it (a printable ``str`` of at most 64 characters; ``None`` or ``""``
+        clears it) writes it at the next save."""
+        return self._device_name
+
+    @device_name.setter
+    def device_name(self, value: str | None) -> None:
+        name = devices.check_device_name(value)
+        self._accessed = True
+        if name != self._device_name:
+            self._device_name = name
+            self._device_name_changed = True
+
+    def record_device(self, *, user_agent: object, ip: str | None) -> None:
+        """Note the request's device (the web adapters call this when a session is created
+        and when it logs in; ``ip`` as ``SessionConfig.device_ip`` wants it stored): written
+        with the next save that writes anything, never a save of its own."""
+        agent = devices.clean_user_agent(user_agent)
+        self._device = {"ua": agent or "", "ip": ip or ""}
+
+    def device_writes(self) -> dict[str, str]:
+        """The device fields the next save writes (``"ua"``, ``"ip"``, ``"dn"``: the user
+        agent, address and name; ``""`` clears one)."""
+        writes = dict(self._device)
+        if self._device_name_changed:
+            writes["dn"] = self._device_name or ""
+        return writes
 
     @property
     def created_at(self) -> datetime | None:
@@ -648,6 +693,8 @@ class Session(dict[str, Any]):
         self._ops.clear()
         self._cleared = False
         self._lifetime = None
+        self._device = {}
+        self._device_name_changed = False
         self._ttl_ms = None  # seconds_left from the new metadata now
         self._meta = meta
         self._status = SessionStatus.LOADED

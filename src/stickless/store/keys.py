@@ -34,6 +34,15 @@ META_DIGEST = "m:k"
 META_IDLE = "m:i"
 """The session's own idle timeout (ms), when ``set_lifetime`` gave it one."""
 META_FIELDS = (META_CREATED, META_ACCESS, META_DEADLINE, META_USER)
+META_USER_AGENT = ("m:ua", "m:ua1", "m:ua2", "m:ua3")
+"""The device's user agent, as recorded at creation / login (``SessionInfo.device``), in
+pieces of at most 64 bytes (see ``stickless.devices.user_agent_parts``)."""
+META_IP = "m:ip"
+"""The device's client address, as ``SessionConfig.device_ip`` wants it kept."""
+META_DEVICE_NAME = "m:dn"
+"""The name the user gave the device (``session.device_name``)."""
+INFO_FIELDS = (*META_FIELDS, META_IDLE, META_IP, META_DEVICE_NAME, *META_USER_AGENT)
+"""What ``sessions_for`` reads of each session (one HMGET)."""
 
 SESSION, FORWARD, TOMBSTONE, USER_INDEX, LOGINS = "s", "f", "t", "u", "l"
 """The kinds of key, as they appear after the prefix."""

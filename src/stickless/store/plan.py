@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from stickless import codec, crypto, tokens
 from stickless.config import SessionConfig
+from stickless.devices import Device, user_agent_parts
 from stickless.errors import (
     ReplicationTimeout,
     ServerError,
@@ -204,6 +205,9 @@ class SessionInfo:
     last_access: datetime
     expires_at: datetime
     absolute_expires_at: datetime
+    device: Device | None = None
+    """The device (user agent and its label, address, the user's name for it, created,
+    last seen), as the web adapters recorded it; None only for a hand-built SessionInfo."""
 
 
 # ------------------------------------------------------------------------ the planner
@@ -349,6 +353,11 @@ class Planner:
         except (KeyError, ValueError):  # UnicodeDecodeError is a ValueError
             log.warning("session %s: metadata unreadable, treated as missing", tid.family)
             return None
+        try:
+            named = fields.get(_DEVICE_NAME_FIELD)
+            device_name = self._opened_meta(tid.family, keys.META_DEVICE_NAME, named)
+        except ValueError:  # not UTF-8: not ours, no name
+            device_name = None
         data: dict[str, Any] = {}
         stored: dict[str, bytes] = {}
         reseal: list[str] = []
@@ -385,6 +394,7 @@ class Planner:
             user_id=user_id,
             config=self.config,
             ttl_ms=ttl_ms,
+            device_name=device_name,
         )
         session.rewrite_at_save(reseal)  # sealed with an older key, or not yet sealed
         return session
@@ -432,7 +442,8 @@ class Planner:
             if session.renew_pending
             else None
         )
-        if not (changes or session.user_changed or renew_to or session.lifetime):
+        metadata = not is_new and "dn" in session.device_writes()  # a device name
+        if not (changes or session.user_changed or renew_to or session.lifetime or metadata):
             return SaveResult(SaveOutcome.UNCHANGED)
         if is_new and not (changes or session.user_id):
             return SaveResult(SaveOutcome.UNCHANGED)
@@ -549,11 +560,14 @@ class Planner:
             "1" if session.touches_identity else "",
             lifetime.idle_ms if lifetime and lifetime.idle_ms else "",
             lifetime.absolute_ms if lifetime and lifetime.absolute_ms else "",
-            len(changes.sets),
         ]
+        device = _device_fields(session.device_writes())
+        args.append(len(changes.sets) + len(device))
         for name, value in changes.sets.items():
             field_name = keys.DATA_PREFIX + name
             args += [field_name, self._sealed(tid.family, field_name, value)]
+        for field_name, text in device:  # metadata: written as the data is
+            args += [field_name, self._sealed(tid.family, field_name, text.encode())]
         args.append(len(changes.deletes))
         args += [keys.DATA_PREFIX + name for name in changes.deletes]
         args.append(len(changes.incrs))
@@ -854,7 +868,7 @@ class Planner:
         """The user's live sessions, oldest first; dead index entries are pruned."""
         members = yield from self._index_members(user_id)
         calls = tuple(
-            Command(("HMGET", self.layout.data(family), *keys.META_FIELDS)) for family in members
+            Command(("HMGET", self.layout.data(family), *keys.INFO_FIELDS)) for family in members
         )
         replies = (yield from self.run(Batch(calls, idempotent=True))) if calls else []
         live: list[SessionInfo] = []
@@ -877,21 +891,50 @@ class Planner:
         if _wrong_type(reply):
             return None
         _raise_server_error(reply)
-        created, access, deadline, owner = reply
+        created, access, deadline, owner, own_idle, address, named, *agent = reply
         try:
             if owner is None or _text(owner) != user_id:
                 return None
             created_ms, access_ms, deadline_ms = int(created), int(access), int(deadline)
+            idle_ms = int(own_idle) if own_idle is not None else self.config.idle_ms
         except (TypeError, ValueError):
             return None
+        fields = [(keys.META_IP, address), (keys.META_DEVICE_NAME, named)]
+        fields += zip(keys.META_USER_AGENT, agent, strict=True)
+        try:
+            ip, name, *pieces = (self._opened_meta(family, f, v) for f, v in fields)
+        except ValueError:  # not UTF-8: not ours, shown as unknown
+            ip = name = None
+            pieces = []
+        user_agent = "".join(piece or "" for piece in pieces) or None
+        last_access = ms_to_datetime(access_ms)
         return SessionInfo(
             session_id=family,
             user_id=user_id,
             created_at=ms_to_datetime(created_ms),
-            last_access=ms_to_datetime(access_ms),
-            expires_at=ms_to_datetime(min(access_ms + self.config.idle_ms, deadline_ms)),
+            last_access=last_access,
+            expires_at=ms_to_datetime(min(access_ms + idle_ms, deadline_ms)),
             absolute_expires_at=ms_to_datetime(deadline_ms),
+            device=Device(
+                user_agent=user_agent,
+                ip=ip,
+                name=name,
+                created_at=ms_to_datetime(created_ms),
+                last_seen=last_access,
+            ),
         )
+
+    def _opened_meta(self, family: str, field_name: str, value: bytes | None) -> str | None:
+        """A device metadata field as text (opened when sealed; None when absent, empty, or
+        sealed with no key that opens it). ValueError when it is not UTF-8."""
+        if value is None:
+            return None
+        if self.cipher is not None and crypto.is_sealed(value):
+            try:
+                value = self.cipher.open(family, field_name, value).plaintext
+            except ValueError:
+                return None
+        return _text(value) or None
 
     def revoke_user(self, user_id: str, keep: object = None) -> Op[int]:
         """Destroy all of the user's sessions but ``keep``: a Session or a client token (its
@@ -985,6 +1028,7 @@ _ACCESS_FIELD = keys.META_ACCESS.encode()
 _DEADLINE_FIELD = keys.META_DEADLINE.encode()
 _USER_FIELD = keys.META_USER.encode()
 _IDLE_FIELD = keys.META_IDLE.encode()
+_DEVICE_NAME_FIELD = keys.META_DEVICE_NAME.encode()
 
 
 def _idle_ms(session: Session, config: SessionConfig) -> int:
@@ -994,6 +1038,18 @@ def _idle_ms(session: Session, config: SessionConfig) -> int:
     if lifetime is not None and lifetime.idle_ms is not None:
         return lifetime.idle_ms
     return session.meta.idle_ms if session.meta is not None else config.idle_ms
+
+
+def _device_fields(writes: dict[str, str]) -> list[tuple[str, str]]:
+    """``Session.device_writes()`` as hash fields and values (the user agent in pieces)."""
+    fields: list[tuple[str, str]] = []
+    if "ua" in writes:
+        fields += zip(keys.META_USER_AGENT, user_agent_parts(writes["ua"]), strict=True)
+    if "ip" in writes:
+        fields.append((keys.META_IP, writes["ip"]))
+    if "dn" in writes:
+        fields.append((keys.META_DEVICE_NAME, writes["dn"]))
+    return fields
 
 
 def _wrong_type(reply: object) -> bool:

@@ -73,6 +73,23 @@ def _request_tokens(scope: Scope, header: str | None) -> tuple[str | None, str |
     return ("; ".join(cookies) or None), token
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    """The first request header ``name`` (lower case), as str (latin-1), or None."""
+    for key, value in scope.get("headers") or ():
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+def _client(scope: Scope) -> str | None:
+    """The client's host as the server set ``scope["client"]`` (behind a proxy: as the
+    server's proxy-headers support, e.g. uvicorn's ``--forwarded-allow-ips``, rewrote it;
+    never read from ``X-Forwarded-For`` here)."""
+    client = scope.get("client")
+    host = client[0] if isinstance(client, list | tuple) and client else None
+    return host if isinstance(host, str) else None
+
+
 def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
@@ -153,6 +170,8 @@ class SessionMiddleware:
             token_header=token_header,
             https=scope.get("scheme") in ("https", "wss"),
             path=scope.get("path", ""),
+            user_agent=_header(scope, b"user-agent"),
+            address=_client(scope),
         )
         store = self.store
         scope["stickless.store"] = store

@@ -14,18 +14,26 @@ only translates its framework's request and response:
   token the client has not got (:meth:`SessionCycle.late_save_allowed`);
 * which headers the response gets (:meth:`SessionCycle.response_headers`): the cookie / token
   header is touched only when the session was used, and every response that used it carries
-  ``Vary``.
+  ``Vary``;
+* whether the request is *passive* (:func:`is_passive_path`, :func:`passive`,
+  :attr:`SessionCycle.passive`): its load does not slide the idle timeout;
+* what a framework's own lifetime knob (Flask's ``session.permanent``, Django's
+  ``set_expiry()``) means for the session's lifetime (:func:`apply_lifetime`,
+  :func:`configured_lifetime`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+import time
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final
+from datetime import datetime, timedelta
+from typing import Any, Final, TypeVar
 
-from stickless.errors import StoreMisconfigured, StoreUnavailable
+from stickless.config import SessionConfig
+from stickless.devices import client_ip
+from stickless.errors import ConfigurationError, StoreMisconfigured, StoreUnavailable
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.aio import AsyncSessionStore
 from stickless.store.sync import SessionStore
@@ -34,6 +42,7 @@ from stickless.web.transport import Transport
 log = logging.getLogger("stickless.web")
 
 _MISSING: Any = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +110,111 @@ MISCONFIGURED: Final = FailurePolicy(
 cause, and what to fix, at ERROR)."""
 
 
+# ------------------------------------------------------------------ passive requests
+PASSIVE_ATTRIBUTE: Final = "stickless_passive"
+"""The attribute :func:`passive` sets on a view (``functools.wraps`` copies it along)."""
+
+
+def passive(view: _F) -> _F:
+    """Mark a view *passive*: its request reads the session without sliding the idle
+    timeout (``store.load(token, touch=False)``), so a poll ("are you still there?") does not
+    keep the session alive. The view is returned as it is, with one attribute set; the
+    Flask and Django adapters look for it (``stickless.flask.passive``,
+    ``stickless.django.passive_session``). A save (the view writes) still refreshes the
+    idle timeout, as every save does."""
+    setattr(view, PASSIVE_ATTRIBUTE, True)
+    return view
+
+
+def is_marked_passive(view: object) -> bool:
+    """True when :func:`passive` marked ``view``."""
+    return getattr(view, PASSIVE_ATTRIBUTE, False) is True
+
+
+def passive_prefixes(value: object, setting: str = "passive_paths") -> tuple[str, ...]:
+    """``value`` (a sequence of path prefixes, each starting with ``/``) checked once, for
+    every adapter; ``setting`` names it in the error."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise ConfigurationError(f"{setting} must be a sequence of path prefixes, not a str")
+    prefixes = tuple(value)
+    if any(not isinstance(p, str) or not p.startswith("/") for p in prefixes):
+        raise ConfigurationError(f"{setting} entries must be str starting with '/'")
+    return prefixes
+
+
+def is_passive_path(path: str, prefixes: Sequence[str]) -> bool:
+    """True when ``path`` starts with one of ``prefixes`` (``passive_paths``): a plain
+    string prefix, as ``exclude_paths``: ``"/api/ping"`` also matches ``"/api/pings"``; end it
+    with ``/`` to match a folder only."""
+    return any(path.startswith(prefix) for prefix in prefixes)
+
+
+# -------------------------------------------------------------------------- devices
+def record_device(
+    session: Session, config: SessionConfig, user_agent: str | None, address: str | None
+) -> None:
+    """Before a save: note the request's device on a session being created or logging in
+    (``SessionInfo.device``): its ``User-Agent`` and its client ``address`` as the
+    framework trusts it (ASGI ``client``, WSGI ``REMOTE_ADDR``, behind the app's own proxy
+    middleware; never a raw ``X-Forwarded-For``), kept as ``SessionConfig.device_ip`` says.
+    Neither is ever logged."""
+    if session.is_new or (session.user_changed and session.user_id is not None):
+        session.record_device(user_agent=user_agent, ip=client_ip(address, config.device_ip))
+
+
+# ------------------------------------------------------------------------ lifetimes
+_SLACK_MS: Final = 1000
+"""A lifetime within this of the one wanted is left alone (no write for a rounding)."""
+
+
+def current_lifetime(session: Session, config: SessionConfig) -> tuple[int, int]:
+    """``(idle_ms, absolute_ms)`` that apply to ``session`` now: its pending
+    ``set_lifetime``, else what is stored, else the configured ones (a new session)."""
+    meta = session.meta
+    idle = meta.idle_ms if meta is not None else config.idle_ms
+    absolute = meta.deadline_ms - meta.created_ms if meta is not None else config.absolute_ms
+    pending = session.lifetime
+    if pending is not None:
+        idle = pending.idle_ms if pending.idle_ms is not None else idle
+        absolute = pending.absolute_ms if pending.absolute_ms is not None else absolute
+    return idle, absolute
+
+
+def session_age_ms(session: Session) -> int:
+    """Milliseconds since the session was created (0 while new; local clock against the
+    server's creation stamp, which only matters to within the lifetimes' slack)."""
+    meta = session.meta
+    return 0 if meta is None else max(0, int(time.time() * 1000) - meta.created_ms)
+
+
+def configured_lifetime(session: Session, config: SessionConfig) -> tuple[int, int]:
+    """The lifetime to go back to when the app drops the session's own one (Flask's
+    ``permanent = False``, Django's ``set_expiry(None)``): the configured idle timeout, and
+    the configured absolute timeout, except that a session already older than that keeps
+    at most one more idle window (it is never cut off at once)."""
+    _, absolute = current_lifetime(session, config)
+    age = session_age_ms(session)
+    return config.idle_ms, max(config.absolute_ms, min(absolute, age + config.idle_ms))
+
+
+def apply_lifetime(session: Session, config: SessionConfig, idle_ms: int, absolute_ms: int) -> bool:
+    """Give ``session`` this lifetime (``session.set_lifetime``), each part capped by
+    ``SessionConfig.max_idle_timeout`` / ``max_absolute_timeout``, and only the parts that
+    differ from its current ones by more than a second (nothing to write otherwise). True
+    when something changed."""
+    idle_ms = max(1, min(idle_ms, config.max_idle_ms))
+    absolute_ms = max(1, min(absolute_ms, config.max_absolute_ms))
+    current_idle, current_absolute = current_lifetime(session, config)
+    idle = idle_ms / 1000 if abs(idle_ms - current_idle) > _SLACK_MS else None
+    absolute = absolute_ms / 1000 if abs(absolute_ms - current_absolute) > _SLACK_MS else None
+    if idle is None and absolute is None:
+        return False
+    session.set_lifetime(idle=idle, absolute=absolute)
+    return True
+
+
 class SessionCycle:
     """Bookkeeping of one request's session. Adapters create one per request.
 
@@ -111,10 +225,12 @@ class SessionCycle:
     """
 
     __slots__ = (
+        "address",
         "delivered",
         "failure",
         "https",
         "markers",
+        "passive",
         "policy",
         "presented",
         "referenced",
@@ -122,6 +238,7 @@ class SessionCycle:
         "saveable",
         "session",
         "transport",
+        "user_agent",
     )
 
     def __init__(
@@ -154,6 +271,14 @@ class SessionCycle:
         """True once the response headers (with the session's) were handed on."""
         self.refused = False
         """True once the request is answered with the failure policy's response."""
+        self.passive = False
+        """True for a passive request (``passive_paths``, a :func:`passive` view, a
+        ``load_session(request, touch=False)``): the load does not slide the idle timeout.
+        Adapters set it before the session is loaded."""
+        self.user_agent: str | None = None
+        """The request's ``User-Agent`` (adapters set it; recorded for the device list)."""
+        self.address: str | None = None
+        """The client address as the framework trusts it (adapters set it)."""
 
     # --------------------------------------------------------------------------- load
     def open(self, store: SessionStore) -> Session:
@@ -165,7 +290,11 @@ class SessionCycle:
             if self.failure is not None:
                 raise self.failure  # already refused: no second wait for the store
             try:
-                loaded = store.load(self.presented) if self.presented is not None else None
+                loaded = (
+                    store.load(self.presented, touch=not self.passive)
+                    if self.presented is not None
+                    else None
+                )
             except StoreUnavailable as exc:
                 return self._load_failed(exc, store)
             self.session = store.new() if loaded is None else loaded
@@ -174,7 +303,11 @@ class SessionCycle:
     async def aopen(self, store: AsyncSessionStore) -> Session:
         """:meth:`open` for asyncio adapters."""
         try:
-            loaded = await store.load(self.presented) if self.presented is not None else None
+            loaded = (
+                await store.load(self.presented, touch=not self.passive)
+                if self.presented is not None
+                else None
+            )
         except StoreUnavailable as exc:
             return self._load_failed(exc, store)
         self.session = store.new() if loaded is None else loaded
@@ -218,6 +351,7 @@ class SessionCycle:
         session = self._to_save(late)
         try:
             if session is not None:
+                record_device(session, store.config, self.user_agent, self.address)
                 store.save(session)
         except StoreUnavailable as exc:
             return self._save_failed(exc, late)
@@ -228,6 +362,7 @@ class SessionCycle:
         session = self._to_save(late)
         try:
             if session is not None:
+                record_device(session, store.config, self.user_agent, self.address)
                 await store.save(session)
         except StoreUnavailable as exc:
             return self._save_failed(exc, late)
@@ -465,6 +600,23 @@ class LazySession(MutableMapping[str, Any]):
         self.load().user_id = value
         self._wrote()
 
+    @property
+    def device_name(self) -> str | None:
+        """See :attr:`Session.device_name` ("work laptop"): written at save."""
+        return self.load().device_name
+
+    @device_name.setter
+    def device_name(self, value: str | None) -> None:
+        self.load().device_name = value
+        self._wrote()
+
+    def set_lifetime(
+        self, idle: float | timedelta | None = None, absolute: float | timedelta | None = None
+    ) -> None:
+        """See :meth:`Session.set_lifetime` ("remember me"): applied at save."""
+        self.load().set_lifetime(idle=idle, absolute=absolute)
+        self._wrote()
+
     token: str = _view("token", "The token the client keeps (never log it).")
     status: SessionStatus = _view("status", "See :attr:`Session.status`.")
     is_new: bool = _view("is_new", "True until the session was saved once.")
@@ -476,3 +628,5 @@ class LazySession(MutableMapping[str, Any]):
     absolute_expires_at: datetime | None = _view(
         "absolute_expires_at", "See :attr:`Session.absolute_expires_at`."
     )
+    seconds_left: float | None = _view("seconds_left", "See :attr:`Session.seconds_left`.")
+    session_id: str = _view("session_id", "See :attr:`Session.session_id`.")

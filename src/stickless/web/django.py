@@ -39,15 +39,24 @@ How Django's model maps onto stickless:
   binding is dropped.
 * Expiry: without ``STICKLESS_CONFIG`` the store's ``idle_timeout`` is
   ``SESSION_COOKIE_AGE`` and its ``absolute_timeout`` is ``max(SESSION_COOKIE_AGE, 24 h)``;
-  Redis expires the keys, so ``clear_expired()`` is a no-op. ``set_expiry()`` works as in
-  Django (it is kept in ``_session_expiry``) and is enforced at load, but can only *shorten*
-  a session's life, never extend it past the store's idle / absolute timeouts.
+  Redis expires the keys, so ``clear_expired()`` is a no-op. ``set_expiry()`` is kept in
+  ``_session_expiry`` as in Django and becomes the session's own lifetime
+  (``Session.set_lifetime``), enforced by the server; it shortens *and* extends, up to
+  ``SessionConfig.max_idle_timeout`` / ``max_absolute_timeout`` (a longer value raises
+  ``ValueError`` at the call). ``set_expiry(seconds)``: that idle timeout, and the absolute
+  deadline moves at each save to at least ``seconds`` ahead (capped by
+  ``max_absolute_timeout`` from creation), as Django's own engines push ``expire_date`` at
+  each save; a ``datetime`` / ``timedelta``: that deadline (one in the past: the session is
+  dropped at save); ``0`` (browser-close cookie) or ``None``: the configured lifetime.
+* Passive requests (a poll that must not keep the session alive): paths starting with one
+  of ``STICKLESS_PASSIVE_PATHS`` and views decorated with :func:`passive_session` load the
+  session without sliding its idle timeout.
 * ``STICKLESS_MIGRATE_FROM`` (default None) names the previous engine: a cookie holding one
   of its keys (no dot in it) has that session's data moved into a new stickless session on
   first use (and deleted from the old engine, so a replayed old cookie is worthless); see
   :mod:`stickless.web.django_migrate`.
-* Keys starting with ``"_stickless:"`` are the engine's own (an empty-session marker, the
-  ``set_expiry`` deadline); they are never shown to Django code, and setting one raises.
+* Keys starting with ``"_stickless:"`` are the engine's own (an empty-session marker);
+  they are never shown to Django code, and setting one raises.
 * ``SESSION_SERIALIZER`` is not used: each value is stored as JSON by stickless's codec (the
   same values Django's ``JSONSerializer`` accepts, except that non-``str`` dict keys raise
   ``TypeError`` instead of being turned into strings, and tuples come back as lists).
@@ -61,9 +70,12 @@ process's :class:`~stickless.AsyncSessionStore` for the running event loop. So `
 
 from __future__ import annotations
 
+import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -73,6 +85,7 @@ from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessio
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpResponse
+from django.utils import timezone
 from django.utils.cache import patch_vary_headers
 
 from stickless import codec
@@ -85,7 +98,18 @@ from stickless.store.plan import Op, Planner
 from stickless.store.sync import SessionStore as BlockingStore
 from stickless.tokens import MAX_TOKEN_LENGTH
 from stickless.web import django_migrate
-from stickless.web.cycle import FailurePolicy
+from stickless.web.cycle import (
+    FailurePolicy,
+    apply_lifetime,
+    configured_lifetime,
+    current_lifetime,
+    is_marked_passive,
+    is_passive_path,
+    passive,
+    passive_prefixes,
+    record_device,
+    session_age_ms,
+)
 from stickless.web.migrate.adopt import adopt
 from stickless.web.options import resolve_url
 from stickless.web.transport import Transport
@@ -95,6 +119,7 @@ __all__ = [
     "SessionStore",
     "get_async_store",
     "get_store",
+    "passive_session",
 ]
 
 _T = TypeVar("_T")
@@ -107,8 +132,8 @@ HIDDEN_PREFIX = "_stickless:"
 _CREATED = HIDDEN_PREFIX + "created"
 """Written only when a session is created empty (``create()``): stickless stores nothing for
 an empty new session, but Django's ``create()`` promises a stored record."""
-_EXPIRES = HIDDEN_PREFIX + "expires"
-"""Epoch milliseconds after which the session is dead, from ``set_expiry()``."""
+EXPIRY_KEY = "_session_expiry"
+"""Where Django's ``set_expiry()`` keeps its value (Django's own key)."""
 _SETTINGS = frozenset(
     {"STICKLESS_URL", "STICKLESS_CONFIG", "STICKLESS_FAILURE_POLICY", "SESSION_COOKIE_AGE"}
 )
@@ -235,14 +260,33 @@ def _encode(key: object, value: object) -> bytes:
         raise TypeError(f"session[{key!r}]: value cannot be stored as JSON: {exc}") from None
 
 
-def _expired(session: Session) -> bool:
-    """True when ``set_expiry()`` gave the session a deadline that has passed."""
-    deadline = dict.get(session, _EXPIRES)
-    return (
-        isinstance(deadline, int)
-        and not isinstance(deadline, bool)
-        and deadline <= time.time() * 1000
-    )
+def _deadline_ms(expiry: str) -> int:
+    """A ``set_expiry()`` datetime (Django keeps its ISO form) in epoch milliseconds; a
+    naive one is local time, as Django's ``timezone.now()`` without ``USE_TZ``."""
+    return int(datetime.fromisoformat(expiry).timestamp() * 1000)
+
+
+def _check_expiry(value: object, sl: Session | None) -> None:
+    """``set_expiry(value)`` within the store's maxima, else ValueError (nothing changed)."""
+    config = _stores.sync().config
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if value * 1000 > config.max_idle_ms:
+            raise ValueError(
+                f"set_expiry({value}) is longer than SessionConfig.max_idle_timeout "
+                f"({config.max_idle_ms / 1000:g} s): raise that setting to allow it"
+            )
+        return
+    if isinstance(value, timedelta):
+        value = timezone.now() + value
+    if isinstance(value, datetime):
+        now_ms = int(time.time() * 1000)
+        created = sl.meta.created_ms if sl is not None and sl.meta is not None else now_ms
+        if int(value.timestamp() * 1000) - created > config.max_absolute_ms:
+            raise ValueError(
+                f"set_expiry({value.isoformat()}) is later than SessionConfig."
+                f"max_absolute_timeout ({config.max_absolute_ms / 1000:g} s) after the "
+                "session's creation: raise that setting to allow it"
+            )
 
 
 # ---------------------------------------------------------------------------- the engine
@@ -265,6 +309,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._seen: dict[str, bytes] = {}
         self._degraded = False
         self._modified = False
+        self._dropped = False
+        self.passive = False
+        """True: the load does not slide the idle timeout (``STICKLESS_PASSIVE_PATHS``,
+        :func:`passive_session`); set it before the session is first used."""
+        self.device_source: tuple[str | None, str | None] = (None, None)
+        """The request's ``User-Agent`` and ``REMOTE_ADDR`` (set by the middleware),
+        recorded for the device list when the session is created or logs in."""
         super().__init__(session_key)
 
     # ------------------------------------------------------------------ Django hooks
@@ -380,6 +431,19 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     async def acycle_key(self) -> None:
         await _arun(self._cycle_flow)
 
+    def set_expiry(self, value: Any) -> None:
+        """Django's ``set_expiry()``, as the session's own lifetime (see the module
+        docstring): ``ValueError`` past ``SessionConfig.max_idle_timeout`` /
+        ``max_absolute_timeout``."""
+        self._get_session()  # loads (Django's set_expiry would): the creation time counts
+        _check_expiry(value, self._sl)
+        super().set_expiry(value)
+
+    async def aset_expiry(self, value: Any) -> None:
+        await self._aget_session()
+        _check_expiry(value, self._sl)
+        await super().aset_expiry(value)
+
     @property
     def stickless(self) -> Session:
         """The underlying :class:`stickless.Session` (loaded on first use, like
@@ -415,12 +479,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         return (yield from self._fetch(plan, session_key)) is not None
 
     def _fetch(self, plan: Planner, key: object) -> Op[Session | None]:
-        """Load ``key``; a session past its ``set_expiry()`` deadline is destroyed: None."""
-        sl = yield from plan.load(key)
-        if sl is not None and _expired(sl):
-            yield from plan.destroy(sl)
-            return None
-        return sl
+        """Load ``key`` (without sliding the idle timeout when :attr:`passive`)."""
+        return (yield from plan.load(key, touch=not self.passive))
 
     def _attach_flow(self, plan: Planner) -> Op[Session]:
         """Make sure the stickless Session is there (loading it if needed)."""
@@ -477,6 +537,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             data = self._adopt(sl, keep_cache=False)
         was_new = sl.is_new
         self._apply(sl, data)
+        record_device(sl, plan.config, *self.device_source)
+        if self._dropped:  # set_expiry() with a deadline already past: the session ends
+            self._dropped = False
+            if sl.meta is not None:
+                yield from plan.destroy(sl)
+            self._forget()
+            self._session_key = self._new_session().token  # names nothing stored
+            return
         try:
             result = yield from plan.save(sl)
         except SessionConflict as exc:
@@ -583,17 +651,42 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                 sl[key] = value
                 if key == AUTH_USER_KEY:
                     sl.user_id = None if value in (None, "") else str(value)
-        expiry = data.get("_session_expiry")
-        if expiry:
-            deadline = int(self.get_expiry_date(expiry=expiry).timestamp() * 1000)
-            if dict.get(sl, _EXPIRES) != deadline:
-                sl[_EXPIRES] = deadline
-        elif dict.__contains__(sl, _EXPIRES):
-            del sl[_EXPIRES]
+        self._map_expiry(sl, data)
         if sl.is_new and not dict.__len__(sl) and sl.user_id is None:
             sl[_CREATED] = True
         elif data and dict.__contains__(sl, _CREATED):
             del sl[_CREATED]  # not needed once there is data: the hash exists anyway
+
+    def _map_expiry(self, sl: Session, data: dict[str, Any]) -> None:
+        """``set_expiry()`` as ``sl``'s own lifetime, when it changed in this request or the
+        save writes anyway (an int's deadline follows each save; a passive read writes
+        nothing). Sets ``_dropped`` for a deadline already past."""
+        expiry = data.get(EXPIRY_KEY)
+        changed = self._seen.get(EXPIRY_KEY) != (
+            _encode(EXPIRY_KEY, expiry) if EXPIRY_KEY in data else None
+        )
+        if not changed and (expiry is None or not sl.modified):
+            return
+        if sl.lifetime is not None:
+            return  # the app set one itself through .stickless: it wins
+        config = _stores.sync().config
+        if isinstance(expiry, int) and not isinstance(expiry, bool) and expiry < 0:
+            self._dropped = True
+        elif isinstance(expiry, int) and not isinstance(expiry, bool) and expiry > 0:
+            ahead = session_age_ms(sl) + expiry * 1000
+            apply_lifetime(sl, config, expiry * 1000, max(config.absolute_ms, ahead))
+        elif isinstance(expiry, str):
+            try:
+                deadline = _deadline_ms(expiry)
+            except ValueError:
+                return  # not Django's: left as it is
+            created = sl.meta.created_ms if sl.meta is not None else int(time.time() * 1000)
+            if deadline <= time.time() * 1000:
+                self._dropped = True
+            else:
+                apply_lifetime(sl, config, config.max_idle_ms, deadline - created)
+        elif current_lifetime(sl, config) != (config.idle_ms, config.absolute_ms):
+            apply_lifetime(sl, config, *configured_lifetime(sl, config))
 
     def _synced(self, sl: Session, data: dict[str, Any]) -> None:
         """After a save: the key may have changed (renewal), counters hold Redis's values."""
@@ -624,6 +717,10 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
     that request header is used instead of the cookie (API and mobile clients), and the
     response carries the header whenever the session key changed (new, renewed; empty when
     the session ended). The cookie keeps working beside it.
+
+    Passive requests: ``STICKLESS_PASSIVE_PATHS = ["/api/session-status"]`` (path prefixes)
+    and views decorated with :func:`passive_session` read the session without sliding its
+    idle timeout.
     """
 
     def process_request(self, request: Any) -> None:
@@ -637,6 +734,21 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         else:
             request.session = self.SessionStore(presented)
         request.stickless_presented = presented
+        if isinstance(request.session, SessionStore):
+            meta = request.META  # REMOTE_ADDR: as the server (or your proxy middleware) set it
+            request.session.device_source = (meta.get("HTTP_USER_AGENT"), meta.get("REMOTE_ADDR"))
+        prefixes = passive_prefixes(
+            getattr(settings, "STICKLESS_PASSIVE_PATHS", None), "STICKLESS_PASSIVE_PATHS"
+        )
+        if prefixes and is_passive_path(request.path_info, prefixes):
+            _make_passive(request)
+
+    def process_view(self, request: Any, view_func: Any, *args: Any) -> None:
+        """A view marked with :func:`passive_session` makes its request passive before the
+        later middlewares' ``process_view`` (CSRF's, with ``CSRF_USE_SESSIONS``) or the view
+        use the session."""
+        if is_marked_passive(view_func):
+            _make_passive(request)
 
     def process_response(self, request: Any, response: Any) -> Any:
         try:
@@ -656,6 +768,41 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         if isinstance(exception, StoreUnavailable):
             return _unavailable_response(exception, "load")
         return None
+
+
+_V = TypeVar("_V", bound=Callable[..., Any])
+
+
+def passive_session(view: _V) -> _V:
+    """Decorate a view (function, ``async def``, or ``as_view()``'s result; on a class-based
+    view use ``method_decorator(passive_session, name="dispatch")``) whose request reads the
+    session without sliding its idle timeout: a poll ("are you still there?",
+    ``request.session.stickless.seconds_left``) that must not keep the session alive.
+    A save (the view writes) still refreshes it, as every save does.
+
+    The session must not have been used before the view (a ``process_request`` of another
+    middleware): then list the path in ``STICKLESS_PASSIVE_PATHS`` instead."""
+    if inspect.iscoroutinefunction(view):
+
+        @functools.wraps(view)
+        async def awrapped(request: Any, *args: Any, **kwargs: Any) -> Any:
+            _make_passive(request)
+            return await view(request, *args, **kwargs)
+
+        return passive(awrapped)  # type: ignore[return-value]
+
+    @functools.wraps(view)
+    def wrapped(request: Any, *args: Any, **kwargs: Any) -> Any:
+        _make_passive(request)
+        return view(request, *args, **kwargs)
+
+    return passive(wrapped)  # type: ignore[return-value]
+
+
+def _make_passive(request: Any) -> None:
+    session = getattr(request, "session", None)
+    if isinstance(session, SessionStore):
+        session.passive = True
 
 
 def _header_transport() -> Transport | None:

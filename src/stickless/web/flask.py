@@ -472,6 +472,8 @@ class Stickless(SessionInterface):
             markers=_MARKERS,
         )
         request.environ[CYCLE_KEY] = cycle
+        cycle.user_agent = request.headers.get("User-Agent")
+        cycle.address = request.remote_addr  # REMOTE_ADDR: as the server or ProxyFix set it
         prefixes = passive_prefixes(
             app.config.get("STICKLESS_PASSIVE_PATHS"), "STICKLESS_PASSIVE_PATHS"
         )

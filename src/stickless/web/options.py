@@ -179,10 +179,18 @@ class MiddlewareOptions:
         return ""
 
     def cycle(
-        self, *, cookie_header: str | None, token_header: str | None, https: bool, path: str = ""
+        self,
+        *,
+        cookie_header: str | None,
+        token_header: str | None,
+        https: bool,
+        path: str = "",
+        user_agent: str | None = None,
+        address: str | None = None,
     ) -> SessionCycle:
         """A request's :class:`SessionCycle` under these options (passive when ``path`` starts
-        with one of ``passive_paths``)."""
+        with one of ``passive_paths``; ``user_agent`` and the client ``address`` for the
+        device list)."""
         cycle = SessionCycle(
             self.transport,
             self.policy,
@@ -191,6 +199,7 @@ class MiddlewareOptions:
             https=https,
         )
         cycle.passive = is_passive_path(path, self.passive_paths)
+        cycle.user_agent, cycle.address = user_agent, address
         return cycle
 
     def excluded(self, path: str) -> bool:

@@ -121,6 +121,8 @@ class SessionMiddleware:
             token_header=environ.get(self._header_key) if self._header_key else None,
             https=environ.get("wsgi.url_scheme") == "https",
             path=environ.get("PATH_INFO", ""),
+            user_agent=environ.get("HTTP_USER_AGENT"),
+            address=environ.get("REMOTE_ADDR"),  # what the server (or ProxyFix) trusts
         )
         environ[SESSION_KEY] = LazySession(cycle, self.store)
         environ[STORE_KEY] = self.store
