@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import include, path
 
 from django_project import views
 
@@ -23,4 +23,5 @@ urlpatterns = [
     path("status", views.status),
     path("async-status", views.async_status),
     path("time-left", views.time_left),
+    path("account/devices/", include("stickless.web.devices.django")),
 ]
