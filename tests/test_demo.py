@@ -141,6 +141,21 @@ def test_sign_out_one_other_device(stickless_valkey: Standalone) -> None:
         assert len(laptop.get("/api/state").json()["devices"]) == 1
 
 
+def test_the_demo_mounts_the_devices_page(stickless_valkey: Standalone) -> None:
+    app = create_app(DemoSettings(url=stickless_valkey.url, name="server-1", peers=()))
+    origin = {"Origin": "http://testserver"}
+    with TestClient(app) as laptop, TestClient(app) as phone:
+        laptop.post("/login", data={"username": "fay"})
+        phone.post("/login", data={"username": "fay"})
+        assert "/account/devices/" in laptop.get("/").text
+        listed = laptop.get("/account/devices/?format=json").json()["sessions"]
+        assert [d["current"] for d in listed] == [True, False]
+        assert laptop.post("/account/devices/name", data={"name": "laptop"}, headers=origin)
+        assert "laptop" in laptop.get("/account/devices/").text
+        laptop.delete(f"/account/devices/{listed[1]['session_id']}", headers=origin)
+        assert phone.get("/api/state").json()["user"] is None
+
+
 def test_page_shows_server_session_and_escapes_input(client: TestClient) -> None:
     first = client.get("/")
     assert first.status_code == 200

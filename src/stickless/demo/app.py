@@ -53,7 +53,7 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from stickless.asgi import SessionMiddleware, session_of
 from stickless.config import Durability, SessionConfig
@@ -63,6 +63,7 @@ from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
 from stickless.store.plan import SessionInfo
 from stickless.tokens import TokenId, token_id
+from stickless.web.devices.starlette import devices_app
 
 log = logging.getLogger("stickless.demo")
 
@@ -534,6 +535,7 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             Route("/api/watch/start", watch_start, methods=["POST"]),
             Route("/api/watch/write", watch_write, methods=["POST"]),
             Route("/healthz", health),
+            Mount("/account/devices", devices_app()),  # the ready-made devices page
         ],
         middleware=[
             Middleware(
@@ -780,7 +782,8 @@ def render_page(
             f"<table id='devices'><tr><th>session</th><th>created (UTC)</th>"
             f"<th>last access</th><th></th></tr>{rows}</table>"
             "<p class='muted'>Log in with the same name in another browser (or a private "
-            "window) to add a device.</p>"
+            "window) to add a device. <a href='/account/devices/'>Your devices</a>: names, "
+            "browsers, sign out (<code>stickless.web.devices</code>).</p>"
         )
     saved_note = session.get("note")
     note_html = (
