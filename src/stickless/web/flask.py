@@ -55,6 +55,9 @@ from stickless.web.cycle import (
     passive,
     passive_prefixes,
 )
+from stickless.web.migrate import adopt
+from stickless.web.migrate.adopt import SyncSource
+from stickless.web.migrate.flask_session import from_flask_config
 from stickless.web.options import resolve_url
 from stickless.web.tagged import TaggedValues
 from stickless.web.transport import CookieSettings, SameSite, Transport
@@ -102,6 +105,12 @@ class SticklessState:
     configured_url: object = None
     """``app.config["STICKLESS_URL"]`` as ``init_app`` read it (``_PASSED``: a store was
     passed in): a later change is refused, as the store cannot follow it."""
+    migrate_from: SyncSource | None = None
+    """Where sessions of the library used before are read (``STICKLESS_MIGRATE_FROM``, or
+    Flask-Session's ``SESSION_TYPE = "redis"``). Default None: no migration."""
+    permanent_default: bool = False
+    """New sessions start permanent (Flask-Session's ``SESSION_PERMANENT``). Default False,
+    as Flask."""
 
 
 def current_store() -> SessionStore:
@@ -157,10 +166,15 @@ class FlaskSession(LazySession, SessionMixin):
         store: SessionStore,
         values: TaggedValues,
         importer: Callable[[str], dict[str, Any] | None] | None = None,
+        *,
+        migrate_from: SyncSource | None = None,
+        permanent: bool = False,
     ) -> None:
         super().__init__(cycle, store)
         self._values = values
         self._importer = importer
+        self._migrate_from = migrate_from
+        self._permanent_default = permanent
         self._live: dict[str, Any] = {}
         """Python values handed out or set in this request (re-encoded at save)."""
         self._as_stored: dict[str, bytes] = {}
@@ -226,14 +240,22 @@ class FlaskSession(LazySession, SessionMixin):
 
     # ------------------------------------------------------------ the proxy's hooks
     def load(self) -> Session:
-        """The core session; with ``STICKLESS_IMPORT_COOKIE_SESSIONS``, a new one is given
-        the data of the Flask cookie session the request presented, if any."""
+        """The core session. A new one is given the data of the old session the request
+        presented, if any: a Flask cookie session (``STICKLESS_IMPORT_COOKIE_SESSIONS``) or
+        the ``STICKLESS_MIGRATE_FROM`` source's (Flask-Session's); else, with
+        ``SESSION_PERMANENT``, it starts permanent."""
         fresh = not self.loaded
         if fresh and _passive_view():
             self.cycle.passive = True
         session = super().load()
-        if fresh and self._importer is not None and session.is_new and self.cycle.saveable:
+        if not fresh or not session.is_new or not self.cycle.saveable:
+            return session
+        if self._importer is not None:
             self._adopt_cookie_session(self._importer)
+        if self._migrate_from is not None:
+            session = adopt.migrate(self.cycle, self._store, self._migrate_from, self.__setitem__)
+        if self._permanent_default and self.cycle.saveable and dict.__len__(session) == 0:
+            session[PERMANENT_KEY] = True  # alone, a marker: such a session is not stored
         return session
 
     def _decode(self, key: str, stored: Any) -> Any:
@@ -359,6 +381,17 @@ class Stickless(SessionInterface):
         Default False. True: a request presenting a valid Flask *cookie* session (signed
         with ``SECRET_KEY``) gets its data carried over into a new stored session, so users
         stay logged in when you switch from Flask's default sessions.
+    ``STICKLESS_MIGRATE_FROM``
+        Default None: Flask-Session's sessions are migrated when its ``SESSION_TYPE =
+        "redis"`` is still set. ``"flask-session"`` or a
+        :class:`stickless.migrate.FlaskSessionRedis`: read Flask-Session's Redis sessions on
+        first use (users stay logged in; the old key expires a minute later). False: never.
+
+    Flask-Session's settings, when left in place (one log line at ``init_app`` says what
+    they map to): ``SESSION_TYPE = "redis"`` turns the migration on; ``SESSION_REDIS``,
+    ``SESSION_KEY_PREFIX`` and ``SESSION_USE_SIGNER`` say where and how its sessions are
+    read; ``SESSION_PERMANENT`` (its default True when ``SESSION_TYPE`` is set) makes new
+    sessions permanent. See :func:`stickless.web.migrate.flask_session.from_flask_config`.
 
     Flask's own settings, honoured as Flask does, read at each request unless noted:
 
@@ -420,12 +453,17 @@ class Stickless(SessionInterface):
                 resolve_url(str(url) if url else None, needs=needs), self.session_config(app)
             )
         header = app.config.get("STICKLESS_HEADER") or None
+        legacy = from_flask_config(app.config)
+        if legacy.summary:
+            log.warning("%s", legacy.summary)
         app.extensions[EXTENSION_KEY] = SticklessState(
             store=store,
             policy=FailurePolicy(fail_open=bool(app.config.get("STICKLESS_FAIL_OPEN", False))),
             header=str(header) if header else None,
             import_cookie_sessions=bool(app.config.get("STICKLESS_IMPORT_COOKIE_SESSIONS", False)),
             configured_url=configured,
+            migrate_from=legacy.source,
+            permanent_default=legacy.permanent,
         )
         app.session_interface = self
         app.register_error_handler(StoreUnavailable, self._unavailable)
@@ -479,7 +517,14 @@ class Stickless(SessionInterface):
         )
         cycle.passive = bool(prefixes) and is_passive_path(request.path, prefixes)
         importer = partial(_read_cookie_session, app) if state.import_cookie_sessions else None
-        return self.session_class(cycle, state.store, self._values, importer)
+        return self.session_class(
+            cycle,
+            state.store,
+            self._values,
+            importer,
+            migrate_from=state.migrate_from,
+            permanent=state.permanent_default,
+        )
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         """Save the change log (one round trip, none when nothing changed), then add the
@@ -532,6 +577,12 @@ class Stickless(SessionInterface):
         if isinstance(cycle, SessionCycle):
             cycle.refuse(exc)
             policy = cycle.policy
+            if cycle.session is None:
+                # the load failed: after_request hooks (Flask-Login's remember-cookie check)
+                # still read the session. They get an empty stand-in that is never saved,
+                # not the failure raised again past this handler (a 500 instead of the 503).
+                cycle.session = _state(current_app).store.new()
+                cycle.saveable, cycle.failure = False, None
         else:  # raised before the session was opened
             policy.report(exc, "request")
         response = current_app.response_class(policy.body, status=policy.status)
