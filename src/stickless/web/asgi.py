@@ -40,10 +40,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Unpack
 
 from stickless.config import SessionConfig
-from stickless.errors import StoreUnavailable
+from stickless.errors import ConfigurationError, StoreUnavailable
 from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
 from stickless.web.cycle import FailurePolicy, SessionCycle
+from stickless.web.migrate.adopt import AsyncSource, amigrate, is_async_source
 from stickless.web.options import MiddlewareKwargs, MiddlewareOptions
 
 Scope = MutableMapping[str, Any]
@@ -127,6 +128,12 @@ class SessionMiddleware:
             FastAPI dependency :func:`stickless.fastapi.passive_session`.
         fail_open: True: when the store is unavailable go on with an empty, unsaved session.
             Default False: answer 503.
+        lazy: True: load nothing up front; routes await :func:`load_session`. Default False.
+        migrate_from: the sessions of the library used before, read on first use so users
+            stay logged in (:class:`stickless.migrate.StarsessionsRedis`,
+            :class:`stickless.migrate.StarletteCookie`; any
+            :class:`~stickless.web.migrate.adopt.AsyncSource`). The old session's cookie
+            must have the middleware's cookie name. Default None.
     """
 
     def __init__(
@@ -135,9 +142,17 @@ class SessionMiddleware:
         url: str | None = None,
         *,
         store: AsyncSessionStore | None = None,
+        migrate_from: AsyncSource | None = None,
         **options: Unpack[MiddlewareKwargs],
     ) -> None:
         self.app = app
+        if migrate_from is not None and not is_async_source(migrate_from):
+            raise ConfigurationError(
+                "migrate_from must be an asyncio migration source such as "
+                "stickless.migrate.StarsessionsRedis or StarletteCookie"
+            )
+        self.migrate_from = migrate_from
+        """The migration source (None: no migration)."""
         self.options = MiddlewareOptions(**options)
         self._url = self.options.store_url(url, store)
         self._config = store.config if store is not None else self.options.session_config()
@@ -177,10 +192,11 @@ class SessionMiddleware:
         scope["stickless.store"] = store
         scope["stickless.cycle"] = cycle
         if self.options.lazy:
+            scope["stickless.migrate_from"] = self.migrate_from
             scope["session"] = _NOT_LOADED
         else:
             try:
-                scope["session"] = await cycle.aopen(store)
+                scope["session"] = await _open(cycle, store, self.migrate_from)
             except StoreUnavailable:
                 await self._refuse(scope, receive, send, cycle.policy, connect_pending=True)
                 return
@@ -290,9 +306,20 @@ async def load_session(request: Any, *, touch: bool = True) -> Session:
         raise RuntimeError("stickless.asgi.SessionMiddleware is not installed for this route")
     if not touch:
         cycle.passive = True
-    loaded = await cycle.aopen(scope["stickless.store"])
+    loaded = await _open(cycle, scope["stickless.store"], scope.get("stickless.migrate_from"))
     scope["session"] = loaded
     return loaded
+
+
+async def _open(
+    cycle: SessionCycle, store: AsyncSessionStore, migrate_from: AsyncSource | None
+) -> Session:
+    """Load the request's session; a new one takes over the old library's session the
+    request presented, if any (``migrate_from``)."""
+    session = await cycle.aopen(store)
+    if migrate_from is not None:
+        session = await amigrate(cycle, store, migrate_from)
+    return session
 
 
 def session_of(scope: Scope) -> Session:
