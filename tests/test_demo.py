@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import html
 import json
 import os
 import re
@@ -154,6 +156,81 @@ def test_the_demo_mounts_the_devices_page(stickless_valkey: Standalone) -> None:
         assert "laptop" in laptop.get("/account/devices/").text
         laptop.delete(f"/account/devices/{listed[1]['session_id']}", headers=origin)
         assert phone.get("/api/state").json()["user"] is None
+
+
+def _max_age(response: httpx.Response) -> int:
+    found = re.search(r"(?i)\bmax-age=(\d+)", response.headers.get("set-cookie", ""))
+    assert found, response.headers
+    return int(found.group(1))
+
+
+def test_remember_me_gives_the_session_its_long_lifetime(stickless_valkey: Standalone) -> None:
+    """Checked: ``set_lifetime(idle=7 days, absolute=30 days)`` (the demo's maxima), which the
+    server's TTL and the cookie's Max-Age follow; unchecked: the configured 30 min / 24 h."""
+    from stickless.demo.app import REMEMBER_ABSOLUTE, REMEMBER_IDLE
+
+    app = create_app(DemoSettings(url=stickless_valkey.url, name="server-1", peers=()))
+    with TestClient(app) as kept, TestClient(app) as plain:
+        form = {"username": "ann", "remember": "on"}
+        remembered = kept.post("/login", data=form, follow_redirects=False)
+        default = plain.post("/login", data={"username": "ann"}, follow_redirects=False)
+        assert remembered.status_code == default.status_code == 303
+        assert REMEMBER_ABSOLUTE - 60 <= _max_age(remembered) <= REMEMBER_ABSOLUTE
+        assert 24 * 3600 - 60 <= _max_age(default) <= 24 * 3600
+        long, short = kept.get("/api/state").json(), plain.get("/api/state").json()
+        assert long["user"] == short["user"] == "ann"
+        assert long["idle_timeout"] == REMEMBER_IDLE and short["idle_timeout"] == 30 * 60
+        assert REMEMBER_IDLE - 60 < long["seconds_left"] <= REMEMBER_IDLE  # the server's TTL
+        assert 30 * 60 - 60 < short["seconds_left"] <= 30 * 60
+        page = kept.get("/").text
+        assert "Remembered: this session lasts 7 days" in page
+        assert "<span id='lifetime'>7 days (remember me)</span>" in page
+        assert "<span id='lifetime'>30 min</span>" in plain.get("/").text
+        assert 'id="login-remember"' in TestClient(app).get("/").text  # the checkbox
+
+
+def test_the_device_name_shows_in_the_listing_escaped(stickless_valkey: Standalone) -> None:
+    app = create_app(DemoSettings(url=stickless_valkey.url, name="server-1", peers=()))
+    hostile = "<b>work</b> laptop & <script>x()</script>"
+    headers = {
+        "User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+    }
+    with TestClient(app, headers=headers) as laptop, TestClient(app) as phone:
+        laptop.post("/login", data={"username": "bea", "device": hostile})
+        phone.post("/login", data={"username": "bea"})
+        listed = laptop.get("/api/state").json()["devices"]
+        assert [(d["current"], d["name"]) for d in listed] == [(True, hostile), (False, None)]
+        assert listed[0]["label"] == "Firefox on Linux"
+        for page in (
+            laptop.get("/").text,
+            phone.get("/").text,
+            laptop.get("/account/devices/").text,
+        ):
+            assert html.escape(hostile) in page  # as text, never markup
+            assert "<b>work</b>" not in page and "<script>x()" not in page
+        assert "<b id='device-count'>2 of 5 devices</b>" in phone.get("/").text
+        refused = laptop.post("/login", data={"username": "bea", "device": "tab\there"})
+        assert "Device names:" in refused.text
+
+
+def test_the_cap_signs_the_oldest_out_on_the_sixth_login(stickless_valkey: Standalone) -> None:
+    from stickless.demo.app import MAX_DEVICES
+
+    app = create_app(DemoSettings(url=stickless_valkey.url, name="server-1", peers=()))
+    with contextlib.ExitStack() as stack:
+        browsers = [stack.enter_context(TestClient(app)) for _ in range(MAX_DEVICES + 1)]
+        for n, browser in enumerate(browsers[:MAX_DEVICES], 1):
+            page = browser.post("/login", data={"username": "cid", "device": f"d{n}"}).text
+            assert f"<b id='device-count'>{n} of 5 devices</b>" in page
+            assert "signed out" not in page
+        page = browsers[-1].post("/login", data={"username": "cid", "device": "d6"}).text
+        assert "At most 5 devices per user: the oldest login was signed out." in page
+        assert "<b id='device-count'>5 of 5 devices</b>" in page
+        assert browsers[0].get("/api/state").json()["user"] is None  # the oldest: signed out
+        for browser in browsers[1:]:
+            assert browser.get("/api/state").json()["user"] == "cid"
+        names = [d["name"] for d in browsers[-1].get("/api/state").json()["devices"]]
+        assert sorted(names) == ["d2", "d3", "d4", "d5", "d6"]
 
 
 def test_page_shows_server_session_and_escapes_input(client: TestClient) -> None:

@@ -24,6 +24,13 @@ JavaScript is the failover panel's live counter (the button works without it).
 What lives in the session: ``cart:<item>`` (a quantity, changed with the atomic
 :meth:`Session.incr`, so concurrent adds never lose one), ``hits:<server>`` (page views per
 server), ``note`` (free text) and ``flash`` (a one-shot message for the next page).
+
+Sessions users manage (issue 12): the login form has a "remember me" checkbox
+(:meth:`Session.set_lifetime` with :data:`REMEMBER_IDLE` / :data:`REMEMBER_ABSOLUTE`, the
+demo's ``max_idle_timeout`` / ``max_absolute_timeout``; unchecked: the configured 30 min / 24 h)
+and a device name (:attr:`Session.device_name`); a user has at most :data:`MAX_DEVICES` live
+sessions (``max_sessions_per_user``, ``on_limit="evict_oldest"``: the 6th login signs the
+oldest out), and the ready-made devices page is mounted at ``/account/devices/``.
 """
 
 from __future__ import annotations
@@ -58,11 +65,13 @@ from starlette.routing import Mount, Route
 from stickless.asgi import SessionMiddleware, session_of
 from stickless.config import Durability, SessionConfig
 from stickless.demo import failover as demo_failover
+from stickless.devices import check_device_name
 from stickless.errors import StoreUnavailable
 from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
 from stickless.store.plan import SessionInfo
 from stickless.tokens import TokenId, token_id
+from stickless.web.cycle import record_device
 from stickless.web.devices.starlette import devices_app
 
 log = logging.getLogger("stickless.demo")
@@ -91,6 +100,14 @@ BURST_ITEMS = (
 _ITEM_RE = re.compile(r"[\w][\w .-]{0,31}")
 _USER_RE = re.compile(r"[\w.@-]{1,32}")
 _NOTE_MAX = 120
+
+REMEMBER_IDLE = 7 * 24 * 3600
+"""Idle timeout of a "remember me" login: 7 days (the demo's ``max_idle_timeout``)."""
+REMEMBER_ABSOLUTE = 30 * 24 * 3600
+"""Absolute lifetime of a "remember me" login: 30 days (the demo's ``max_absolute_timeout``)."""
+MAX_DEVICES = 5
+"""Live sessions one user may have (``max_sessions_per_user``); the next login ends the
+oldest (``on_limit="evict_oldest"``)."""
 _COLOURS = ("#2563eb", "#16a34a", "#ea580c", "#9333ea", "#db2777")
 
 ENV_URL = "STICKLESS_URL"
@@ -147,7 +164,16 @@ class DemoSettings:
     def session_config(self) -> SessionConfig:
         # touch_interval=0: "last access" moves on every request, which is what a person
         # watching the page expects (one extra field write per load: fine for a demo).
-        return SessionConfig(durability=self.durability, touch_interval=0)
+        # The default lifetime (30 min idle, 24 h at most) is SessionConfig's; "remember me"
+        # may raise a session's own up to the maxima; a user has at most MAX_DEVICES sessions.
+        return SessionConfig(
+            durability=self.durability,
+            touch_interval=0,
+            max_idle_timeout=REMEMBER_IDLE,
+            max_absolute_timeout=REMEMBER_ABSOLUTE,
+            max_sessions_per_user=MAX_DEVICES,
+            on_limit="evict_oldest",
+        )
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -306,6 +332,10 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
                 "last_access": _iso(session.last_access),
                 "expires": _iso(session.expires_at),
                 "absolute_expiry": _iso(session.absolute_expires_at),
+                "seconds_left": session.seconds_left,
+                "idle_timeout": session.meta.idle_ms / 1000 if session.meta else None,
+                "device_name": session.device_name,
+                "max_devices": MAX_DEVICES,
                 "devices": None
                 if devices is None
                 else [
@@ -315,6 +345,8 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
                         "current": info.session_id == current,
                         "created": _iso(info.created_at),
                         "last_access": _iso(info.last_access),
+                        "label": info.device.label if info.device else None,
+                        "name": info.device.name if info.device else None,
                     }
                     for info in devices
                 ],
@@ -374,12 +406,30 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
 
     async def login(request: Request) -> Response:
         session = session_of(request.scope)
-        username = (await _form(request)).get("username", "").strip()
+        form = await _form(request)
+        username = form.get("username", "").strip()
         if not _USER_RE.fullmatch(username):
             session["flash"] = "User names: 1 to 32 letters, digits, '.', '@', '-' or '_'."
             return _back()
+        try:
+            device = check_device_name(form.get("device", ""))
+        except ValueError:
+            session["flash"] = "Device names: printable text, at most 64 bytes."
+            return _back()
+        remember = form.get("remember") == "on"
         before = session_short_id(session)
         session.login(username)
+        if remember:  # "remember me": this session's own, longer lifetime (within the maxima)
+            session.set_lifetime(idle=REMEMBER_IDLE, absolute=REMEMBER_ABSOLUTE)
+        if device is not None:
+            session.device_name = device  # shown in the user's device list
+        # Saved here rather than by the middleware, to tell which devices the cap ended. The
+        # middleware notes the device (user agent, network) only in its own save: note it
+        # first, as it would.
+        store = _store(request)
+        client = request.client.host if request.client else None
+        record_device(session, store.config, request.headers.get("user-agent"), client)
+        result = await store.save(session)
         if before is None:
             renewed = "A new session was created with a fresh token."
         else:
@@ -387,7 +437,19 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
                 f"Token renewed (session fixation protection): the session was {before}; "
                 "the old cookie no longer loads it, and its data came along."
             )
-        session["flash"] = f"Logged in as {username} on {cfg.name}. {renewed}"
+        kept = (
+            "Remembered: this session lasts 7 days without use (30 days at most)."
+            if remember
+            else "Not remembered: this session ends after 30 min without use (24 h at most)."
+        )
+        evicted = (
+            f" At most {MAX_DEVICES} devices per user: the oldest "
+            f"{'login was' if len(result.evicted) == 1 else f'{len(result.evicted)} logins were'}"
+            " signed out."
+            if result.evicted
+            else ""
+        )
+        session["flash"] = f"Logged in as {username} on {cfg.name}. {renewed} {kept}{evicted}"
         return _back()
 
     async def logout(request: Request) -> Response:
@@ -675,6 +737,58 @@ def _form_html(action: str, label: str, field: str | None = None, *, warn: bool 
     )
 
 
+_LOGIN_FORM = (
+    '<form method="post" action="/login">'
+    '<input type="text" name="username" id="login-username" required placeholder="username" '
+    'autocomplete="off"> '
+    '<input type="text" name="device" id="login-device" maxlength="64" '
+    'placeholder="device name (optional)" autocomplete="off"> '
+    '<label><input type="checkbox" name="remember" id="login-remember"> Remember me '
+    "(7 days)</label> "
+    '<button type="submit" id="login-button">Log in</button></form>'
+)
+
+
+def _duration(seconds: float) -> str:
+    """``7 days``, ``30 min``, ``45 s``."""
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.0f} days"
+    if seconds >= 2 * 3600:
+        return f"{seconds / 3600:.0f} h"
+    if seconds >= 120:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def _lifetime(session: Session) -> str:
+    """The session's own idle timeout, said for a person: ``30 min`` or ``7 days
+    (remember me)``; ``-`` while new."""
+    if session.meta is None:
+        return "-"
+    idle = session.meta.idle_ms / 1000
+    return _duration(idle) + (" (remember me)" if idle >= REMEMBER_IDLE else "")
+
+
+def _ends(session: Session) -> str:
+    """``This session ends after 30 min without use.`` (``remembered`` when it is)."""
+    if session.meta is None:
+        return ""
+    idle = session.meta.idle_ms / 1000
+    kept = " (remember me)" if idle >= REMEMBER_IDLE else ""
+    return f"This session ends after {_duration(idle)} without use{kept}."
+
+
+def _device_cell(info: SessionInfo) -> str:
+    """The device's name (when the user gave one) and its browser, escaped."""
+    device = info.device
+    if device is None:
+        return "-"
+    label = f"<span class='label'>{_e(device.label)}</span>"
+    if device.name:
+        return f"<b class='device-name'>{_e(device.name)}</b><br>{label}"
+    return label
+
+
 def render_page(
     cfg: DemoSettings,
     server: dict[str, Any],
@@ -709,6 +823,7 @@ def render_page(
         ("user", f"<b id='user'>{_e(user)}</b>" if user else "<span id='user'>anonymous</span>"),
         ("created", _e(_when(session.created_at))),
         ("last access", _e(_when(session.last_access))),
+        ("idle timeout", f"<span id='lifetime'>{_e(_lifetime(session))}</span>"),
         ("expires (idle)", _e(_when(session.expires_at))),
         ("absolute expiry", _e(_when(session.absolute_expires_at))),
         ("page views per server", _e(", ".join(f"{k}: {v}" for k, v in hits_of(session).items()))),
@@ -746,12 +861,16 @@ def render_page(
     if user is None:
         account_html = (
             "<p>You are anonymous. Log in with any name (no password: it is a demo). "
-            "The token is renewed at login, the cart stays.</p>"
-            + _form_html("/login", "Log in", "username")
+            "The token is renewed at login, the cart stays. Name this device if you like; "
+            "<i>remember me</i> keeps the session for 7 days without use (30 days at most) "
+            "instead of 30 min.</p>" + _LOGIN_FORM
         )
     else:
+        named = session.device_name
         account_html = (
-            f"<p>Logged in as <b>{_e(user)}</b>.</p>"
+            f"<p>Logged in as <b>{_e(user)}</b>"
+            + (f" on <b id='this-device'>{_e(named)}</b>" if named else "")
+            + f". {_e(_ends(session))}</p>"
             + _form_html("/logout", "Log out (this device)")
             + _form_html("/logout-everywhere", "Log out everywhere", warn=True)
         )
@@ -759,10 +878,11 @@ def render_page(
         devices_html = "<p class='muted'>Log in to see this user's sessions (devices).</p>"
     else:
         rows = "".join(
-            "<tr class='{cls}'><td><code>{id}</code>{mine}</td><td>{created}</td>"
-            "<td>{seen}</td><td>{action}</td></tr>".format(
+            "<tr class='{cls}'><td><code>{id}</code>{mine}</td><td>{device}</td>"
+            "<td>{created}</td><td>{seen}</td><td>{action}</td></tr>".format(
                 cls="mine" if info.session_id == current else "",
                 id=_e(info.session_id),
+                device=_device_cell(info),
                 mine=" <span class='badge'>this browser</span>"
                 if info.session_id == current
                 else "",
@@ -777,9 +897,11 @@ def render_page(
             for info in devices
         )
         devices_html = (
-            f"<p>{len(devices)} live session(s) of <b>{_e(user)}</b> "
-            "(<code>store.sessions_for</code>):</p>"
-            f"<table id='devices'><tr><th>session</th><th>created (UTC)</th>"
+            f"<p><b id='device-count'>{len(devices)} of {MAX_DEVICES} devices</b> of "
+            f"<b>{_e(user)}</b> (<code>store.sessions_for</code>; "
+            "<code>max_sessions_per_user</code>: the next login past the cap signs the "
+            "oldest out):</p>"
+            f"<table id='devices'><tr><th>session</th><th>device</th><th>created (UTC)</th>"
             f"<th>last access</th><th></th></tr>{rows}</table>"
             "<p class='muted'>Log in with the same name in another browser (or a private "
             "window) to add a device. <a href='/account/devices/'>Your devices</a>: names, "
