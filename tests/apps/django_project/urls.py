@@ -16,6 +16,7 @@ urlpatterns = [
     path("clear", views.clear),
     path("expire", views.expire),
     path("login", views.login),
+    path("capped-login", views.capped_login),
     path("logout", views.logout),
     path("whoami", views.whoami),
     path("bad-value", views.bad_value),

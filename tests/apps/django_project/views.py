@@ -11,6 +11,7 @@ from django.conf import settings
 from django.contrib import auth
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from stickless import TooManySessions
 from stickless.django import passive_session
 
 
@@ -154,6 +155,24 @@ def login(request: HttpRequest) -> JsonResponse:
     if user is None:
         return JsonResponse({"ok": False}, status=403)
     auth.login(request, user)
+    return JsonResponse({"ok": True})
+
+
+def capped_login(request: HttpRequest) -> JsonResponse:
+    """``auth.login`` under ``max_sessions_per_user``, the view handling the cap: it saves
+    right after the login, so a refusal (``on_limit="refuse"``) reaches it as
+    ``TooManySessions``, and it decides what to show (here: logs the attempt out, 409)."""
+    user = auth.authenticate(
+        request, username=request.POST["username"], password=request.POST["password"]
+    )
+    if user is None:
+        return JsonResponse({"ok": False}, status=403)
+    auth.login(request, user)
+    try:
+        request.session.save()  # the cap is checked here
+    except TooManySessions as refused:
+        auth.logout(request)  # give the login up: nothing of it was stored
+        return JsonResponse({"ok": False, "limit": refused.limit}, status=409)
     return JsonResponse({"ok": True})
 
 
