@@ -562,6 +562,10 @@ class _Spec:
         return self.role == "sentinel"
 
 
+HASH_MAX_LISTPACK_VALUE: Final = 1024
+"""``hash-max-listpack-value`` of the embedded servers, and what docs/deploying.md advises."""
+
+
 def _data_config(host: str = LOOPBACK) -> dict[str, str]:
     """Directives shared by every data node (not sentinels)."""
     return {
@@ -574,6 +578,10 @@ def _data_config(host: str = LOOPBACK) -> dict[str, str]:
         "replica-announce-ip": LOOPBACK,
         "shutdown-timeout": "1",  # SIGTERM waits <= 1 s for lagging replicas (default 10)
         "repl-diskless-sync-delay": "0",  # default 5: a full sync would wait 5 s for company
+        # a session hash stays in the compact listpack encoding while each value is at most
+        # this long (default 64: one cart or flash message would double its memory); the
+        # old name, which Redis 6.2 knows too (hash-max-listpack-value since 7.0)
+        "hash-max-ziplist-value": str(HASH_MAX_LISTPACK_VALUE),
     }
 
 

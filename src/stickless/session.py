@@ -22,7 +22,7 @@ from typing import Any, Literal, TypeVar, overload
 
 from stickless import codec, devices
 from stickless.config import SessionConfig
-from stickless.tokens import token_id
+from stickless.tokens import TokenId, token_id
 
 _T = TypeVar("_T")
 _MISSING: Any = object()
@@ -141,6 +141,7 @@ class Session(dict[str, Any]):
         "_meta",
         "_ops",
         "_raw_token",
+        "_tid",
         "_renew",
         "_status",
         "_stored",
@@ -162,8 +163,10 @@ class Session(dict[str, Any]):
         config: SessionConfig | None = None,
         ttl_ms: int | None = None,
         device_name: str | None = None,
+        tid: TokenId | None = None,
     ) -> None:
         super().__init__(data or {})
+        self._tid = tid
         self._device: dict[str, str] = {}
         self._device_name = device_name
         self._device_name_changed = False
@@ -273,7 +276,16 @@ class Session(dict[str, Any]):
     def session_id(self) -> str:
         """This session's id, as ``SessionInfo.session_id`` shows it (the token's family:
         the same across renewals, safe to show, never usable as a token)."""
-        return token_id(self._raw_token).session_id
+        return self.token_id.session_id
+
+    @property
+    def token_id(self) -> TokenId:
+        """Where the store finds this session (family, token hash; internal), computed once
+        per token."""
+        tid = self._tid
+        if tid is None:
+            tid = self._tid = token_id(self._raw_token)
+        return tid
 
     @property
     def device_name(self) -> str | None:
@@ -700,12 +712,14 @@ class Session(dict[str, Any]):
         self._status = SessionStatus.LOADED
         self._renew = None
         self._stored_user_id = self._user_id
+        self._tid = None if raw_token != self._raw_token else self._tid
         self._raw_token = raw_token
         self._token = token
 
     def restart(self, *, raw_token: str, token: str) -> None:
         """Turn into a brand-new session under a new token, keeping the current data
         (used when data is written after ``invalidate()``)."""
+        self._tid = None if raw_token != self._raw_token else self._tid
         self._raw_token = raw_token
         self._token = token
         self._status = SessionStatus.NEW

@@ -5,20 +5,23 @@ renewals so that all of a session's keys share one Redis Cluster slot) and 32 ra
 (256 bits) of secret, both base64url without padding. With a signing secret configured the
 client sees ``<family>.<secret>.<signature>``.
 
-Only ``hash_secret(token)`` ever reaches Redis, so someone who can read Redis cannot
-present a stolen key as a cookie.
+Only a hash of the token (:func:`token_id`) ever reaches Redis, so someone who can read
+Redis cannot present a stolen key as a cookie.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from itsdangerous import BadSignature, Signer
+from itsdangerous import BadData, BadSignature, Signer
+from itsdangerous.encoding import base64_decode, want_bytes
 
 from stickless.errors import ConfigurationError
 
@@ -69,11 +72,41 @@ def new_raw_token(family: str | None = None) -> str:
     return f"{family or new_family()}.{_b64(secrets.token_bytes(SECRET_BYTES))}"
 
 
+DIGEST_BYTES = 16
+"""The stored hash keeps the first 128 bits of the token's SHA-256: finding a token from it
+costs 2**128 tries (the secret has 256 bits), and it keeps small sessions small."""
+
+
 def token_id(raw_token: str) -> TokenId:
     """The storage identity of a well-formed raw token (see :func:`parse`)."""
     family = raw_token.partition(".")[0]
-    digest = _b64(hashlib.sha256(raw_token.encode("ascii")).digest())
+    digest = _b64(hashlib.sha256(raw_token.encode("ascii")).digest()[:DIGEST_BYTES])
     return TokenId(family, digest)
+
+
+class _Signer(Signer):
+    """itsdangerous's Signer with each key derived once (it derives the key again at every
+    sign and verify, which cost more than the HMAC itself). Same signatures."""
+
+    def __init__(self, secret_keys: list[str], **options: Any) -> None:
+        super().__init__(secret_keys, **options)
+        self._derived: dict[bytes, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        raw = self.secret_keys[-1] if secret_key is None else want_bytes(secret_key)
+        derived = self._derived.get(raw)
+        if derived is None:
+            derived = self._derived[raw] = super().derive_key(raw)
+        return derived
+
+    def signed_with_newest(self, value: str, signature: str) -> bool:
+        """True when ``signature`` is ``value``'s signature with the newest key (the HMAC
+        itsdangerous computes, done here in one call)."""
+        try:
+            expected = hmac.digest(self.derive_key(), value.encode("ascii"), "sha256")
+            return hmac.compare_digest(expected, base64_decode(signature))
+        except (UnicodeError, BadData, ValueError):
+            return False
 
 
 class TokenCodec:
@@ -81,10 +114,10 @@ class TokenCodec:
 
     def __init__(self, secret_key: str | Sequence[str] | None) -> None:
         if secret_key is None:
-            self._signer: Signer | None = None
+            self._signer: _Signer | None = None
         else:
             keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
-            self._signer = Signer(
+            self._signer = _Signer(
                 keys, salt="stickless.token", digest_method=hashlib.sha256, sep="."
             )
 
@@ -99,6 +132,13 @@ class TokenCodec:
     def parse(self, presented: object) -> str | None:
         """The raw token inside a client-presented value, or None when it is malformed,
         oversized, not ASCII, or (with signing) forged. Never raises, never does I/O."""
+        opened = self.open(presented)
+        return opened[0] if opened is not None else None
+
+    def open(self, presented: object) -> tuple[str, str] | None:
+        """``(raw token, value the client should keep)`` of a client-presented value, or None
+        as :meth:`parse`. The value is the presented one itself, unless it was signed with
+        an older key (then it is signed again with the newest)."""
         if isinstance(presented, bytes):
             try:
                 presented = presented.decode("ascii")
@@ -106,9 +146,15 @@ class TokenCodec:
                 return None
         if not isinstance(presented, str) or len(presented) > MAX_TOKEN_LENGTH:
             return None
-        if self._signer is not None:
-            try:
-                presented = self._signer.unsign(presented).decode("ascii")
-            except (BadSignature, UnicodeError, ValueError):
-                return None
-        return presented if _TOKEN_RE.fullmatch(presented) else None
+        if self._signer is None:
+            return (presented, presented) if _TOKEN_RE.fullmatch(presented) else None
+        raw, _, signature = presented.rpartition(".")
+        if not _TOKEN_RE.fullmatch(raw):
+            return None
+        if self._signer.signed_with_newest(raw, signature):
+            return raw, presented
+        try:
+            self._signer.unsign(presented)  # an older key of the rotation
+        except (BadSignature, UnicodeError, ValueError):
+            return None
+        return raw, self.dump(raw)

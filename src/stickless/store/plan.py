@@ -298,9 +298,10 @@ class Planner:
         at most once per interval per session; never with ``touch=False`` (a passive read:
         it does not keep the session alive). The server's TTL enforces both expiries (it
         never outlives the absolute deadline), so a hash that exists is a live session."""
-        raw = self.codec.parse(presented)
-        if raw is None:
+        opened = self.codec.open(presented)
+        if opened is None:
             return None
+        raw, client_token = opened
         tid = tokens.token_id(raw)
         key = self.layout.data(tid.family)
         read = Batch((Command(("HGETALL", key)), Command(("PTTL", key))), idempotent=True)
@@ -317,7 +318,7 @@ class Planner:
         if int(ttl) < 0:  # no TTL: not written by stickless (it would never expire)
             log.warning("session %s: the key has no TTL, treated as missing", tid.family)
             return None
-        session = self._session_from_hash(raw, tid, fields, int(ttl))
+        session = self._session_from_hash(raw, client_token, tid, fields, int(ttl))
         if session is None or session.meta is None:
             return None
         if touch and self._touch_due(session.meta, int(ttl)):
@@ -338,7 +339,7 @@ class Planner:
         return meta.idle_ms - ttl_ms >= int(self.config.touch_interval * 1000)
 
     def _session_from_hash(
-        self, raw: str, tid: TokenId, fields: dict[bytes, bytes], ttl_ms: int
+        self, raw: str, client_token: str, tid: TokenId, fields: dict[bytes, bytes], ttl_ms: int
     ) -> Session | None:
         try:
             own_idle = fields.get(_IDLE_FIELD)
@@ -361,15 +362,16 @@ class Planner:
         data: dict[str, Any] = {}
         stored: dict[str, bytes] = {}
         reseal: list[str] = []
+        prefix, skip, sealed = _DATA_PREFIX, len(_DATA_PREFIX), self.cipher is not None
         for name, raw_value in fields.items():
-            if not name.startswith(_DATA_PREFIX):
+            if not name.startswith(prefix):
                 continue
             try:
-                key = name[len(_DATA_PREFIX) :].decode()
+                key = name[skip:].decode()
             except UnicodeDecodeError:
                 log.warning("session %s: a field name is not UTF-8, ignored", tid.family)
                 continue
-            value = self._opened(tid.family, key, raw_value, reseal)
+            value = self._opened(tid.family, key, raw_value, reseal) if sealed else raw_value
             if value is None:
                 continue
             try:
@@ -387,7 +389,8 @@ class Planner:
             stored[key] = value
         session = Session(
             raw_token=raw,
-            token=self.codec.dump(raw),
+            token=client_token,
+            tid=tid,
             data=data,
             stored=stored,
             meta=meta,
@@ -438,7 +441,7 @@ class Planner:
         changes = session.pending_changes()
         is_new = session.meta is None
         renew_to = (
-            tokens.new_raw_token(tokens.token_id(session.raw_token).family)
+            tokens.new_raw_token(session.token_id.family)
             if session.renew_pending
             else None
         )
@@ -451,7 +454,7 @@ class Planner:
         if size > self.config.max_size:
             raise SessionTooLarge(size, self.config.max_size)
 
-        tid = tokens.token_id(session.raw_token)
+        tid = session.token_id
         new_tid = tokens.token_id(renew_to) if renew_to else None
         call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
         crowd = None
@@ -499,7 +502,7 @@ class Planner:
         # each counter as Redis computed it (a string past 2**53, where Lua numbers are inexact)
         tail = reply[4:]
         counters = {k: int(v) for k, v in zip(changes.incrs, tail, strict=False)}
-        family = tokens.token_id(session.raw_token).family
+        family = tid.family
         kept = {
             name: opened
             for name, value in zip(changes.defaults, tail[len(counters) :], strict=True)
@@ -507,14 +510,16 @@ class Planner:
         }
         # status 2: saved through a renew forward (a request still carrying the token a
         # plain renew replaced): its data went into the live session, but it does not renew
-        raw = renew_to if renew_to and status is SaveStatus.SAVED else session.raw_token
+        raw, token = session.raw_token, session.token
+        if renew_to is not None and status is SaveStatus.SAVED:
+            raw, token = renew_to, self.codec.dump(renew_to)
         session.mark_saved(
             changes=changes,
             meta=meta,
             counters=counters,
             kept=kept,
             raw_token=raw,
-            token=self.codec.dump(raw),
+            token=token,
         )
         evicted: tuple[str, ...] = ()
         if crowd is not None and probes:  # evict_oldest: the others beyond the cap end now
@@ -791,7 +796,7 @@ class Planner:
         trip (none when the value was never stored: it is popped locally)."""
         if not session.is_stored(key):
             return session.pop(key, default)
-        tid = tokens.token_id(session.raw_token)
+        tid = session.token_id
         call = ScriptCall(
             POP, (self.layout.data(tid.family),), (tid.digest, keys.DATA_PREFIX + key)
         )

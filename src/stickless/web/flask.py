@@ -434,6 +434,7 @@ class Stickless(SessionInterface):
         """The tagger for values (Flask's); ``register()`` custom tags on it as with Flask's
         ``session_interface.serializer``."""
         self._values = TaggedValues(self.serializer)
+        self._transports: dict[tuple[Any, ...], Transport] = {}
         if app is not None:
             self.init_app(app)
 
@@ -548,27 +549,23 @@ class Stickless(SessionInterface):
 
     # ---------------------------------------------------------------- helpers
     def _transport(self, app: Flask, state: SticklessState, *, persistent: bool) -> Transport:
-        """The token's transport under Flask's cookie settings (read at each request)."""
-        samesite_setting = self.get_cookie_samesite(app)
-        samesite = "lax" if samesite_setting is None else str(samesite_setting).lower()
-        if samesite not in _SAMESITE:
-            raise ConfigurationError(
-                f"SESSION_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None' or None, "
-                f"not {samesite_setting!r}"
-            )
-        domain = self.get_cookie_domain(app)
-        cookie = CookieSettings(
-            name=self.get_cookie_name(app),
-            path=self.get_cookie_path(app) or "/",
-            # as Werkzeug does (RFC 6265 5.2.3): a leading dot is not part of the domain
-            domain=(domain.partition(":")[0].lstrip(".") or None) if domain else None,
-            secure=True if self.get_cookie_secure(app) else None,
-            httponly=bool(self.get_cookie_httponly(app)),
-            samesite=_SAMESITE[samesite],
-            partitioned=bool(self.get_cookie_partitioned(app)),
-            persistent=persistent,
+        """The token's transport under Flask's cookie settings (read at each request, built
+        once per distinct settings)."""
+        settings = (
+            self.get_cookie_name(app),
+            self.get_cookie_path(app),
+            self.get_cookie_domain(app),
+            self.get_cookie_secure(app),
+            self.get_cookie_httponly(app),
+            self.get_cookie_samesite(app),
+            self.get_cookie_partitioned(app),
+            persistent,
+            state.header,
         )
-        return Transport(cookie=cookie, header=state.header)
+        transport = self._transports.get(settings)
+        if transport is None:
+            transport = self._transports[settings] = _build_transport(*settings)
+        return transport
 
     @staticmethod
     def _unavailable(exc: StoreUnavailable) -> Response:
@@ -589,6 +586,37 @@ class Stickless(SessionInterface):
         for name, value in policy.headers:
             response.headers[name] = value
         return response
+
+
+def _build_transport(
+    name: str,
+    path: str | None,
+    domain: str | None,
+    secure: object,
+    httponly: object,
+    samesite_setting: object,
+    partitioned: object,
+    persistent: bool,
+    header: str | None,
+) -> Transport:
+    samesite = "lax" if samesite_setting is None else str(samesite_setting).lower()
+    if samesite not in _SAMESITE:
+        raise ConfigurationError(
+            f"SESSION_COOKIE_SAMESITE must be 'Lax', 'Strict', 'None' or None, "
+            f"not {samesite_setting!r}"
+        )
+    cookie = CookieSettings(
+        name=name,
+        path=path or "/",
+        # as Werkzeug does (RFC 6265 5.2.3): a leading dot is not part of the domain
+        domain=(domain.partition(":")[0].lstrip(".") or None) if domain else None,
+        secure=True if secure else None,
+        httponly=bool(httponly),
+        samesite=_SAMESITE[samesite],
+        partitioned=bool(partitioned),
+        persistent=persistent,
+    )
+    return Transport(cookie=cookie, header=header)
 
 
 def _passive_view() -> bool:
