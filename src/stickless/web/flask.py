@@ -564,7 +564,7 @@ class Stickless(SessionInterface):
         )
         transport = self._transports.get(settings)
         if transport is None:
-            transport = self._transports[settings] = _build_transport(*settings)
+            transport = self._transports[settings] = _build_transport(settings)
         return transport
 
     @staticmethod
@@ -588,17 +588,11 @@ class Stickless(SessionInterface):
         return response
 
 
-def _build_transport(
-    name: str,
-    path: str | None,
-    domain: str | None,
-    secure: object,
-    httponly: object,
-    samesite_setting: object,
-    partitioned: object,
-    persistent: bool,
-    header: str | None,
-) -> Transport:
+def _build_transport(settings: tuple[Any, ...]) -> Transport:
+    """The transport of :meth:`Stickless._transport`'s settings tuple."""
+    name, path, domain, secure, httponly, samesite_setting, partitioned, persistent, header = (
+        settings
+    )
     samesite = "lax" if samesite_setting is None else str(samesite_setting).lower()
     if samesite not in _SAMESITE:
         raise ConfigurationError(
