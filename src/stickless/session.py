@@ -730,6 +730,12 @@ class Session(dict[str, Any]):
         self._cleared = False
         self._ops = {key: _Op.SET for key in dict.keys(self)}
 
+    def stored_json(self, key: str) -> bytes | None:
+        """The JSON ``key``'s value was loaded or last saved as, while this request has not
+        set it again (None otherwise): what an adapter compares against to see an in-place
+        change, without encoding the value again."""
+        return self._stored.get(key) if key not in self._ops else None
+
     def is_stored(self, key: str) -> bool:
         """True when ``key`` holds a value this session loaded or saved (so it is in Redis,
         unless another request removed it since)."""

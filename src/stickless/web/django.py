@@ -260,6 +260,11 @@ def _encode(key: object, value: object) -> bytes:
         raise TypeError(f"session[{key!r}]: value cannot be stored as JSON: {exc}") from None
 
 
+def _as_stored(sl: Session, data: Mapping[str, Any]) -> dict[str, bytes]:
+    """Each value's JSON as ``sl`` stored it (encoded only where it holds none)."""
+    return {key: sl.stored_json(key) or _encode(key, value) for key, value in data.items()}
+
+
 def _deadline_ms(expiry: str) -> int:
     """A ``set_expiry()`` datetime (Django keeps its ISO form) in epoch milliseconds; a
     naive one is local time, as Django's ``timezone.now()`` without ``USE_TZ``."""
@@ -626,7 +631,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         self._sl = sl
         self._session_key = sl.token
         data = {key: value for key, value in dict.items(sl) if not _hidden(key)}
-        self._seen = {key: _encode(key, value) for key, value in data.items()}
+        self._seen = _as_stored(sl, data)
         cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
         if keep_cache and cache is not None:
             return cache
@@ -696,7 +701,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
         for key, value in dict.items(sl):
             if not _hidden(key) and data.get(key, _MISSING) is not value:
                 data[key] = value
-        self._seen = {key: _encode(key, value) for key, value in data.items()}
+        self._seen = _as_stored(sl, data)
 
 
 _MISSING: Any = object()
