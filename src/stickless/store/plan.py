@@ -566,15 +566,16 @@ class Planner:
             lifetime.idle_ms if lifetime and lifetime.idle_ms else "",
             lifetime.absolute_ms if lifetime and lifetime.absolute_ms else "",
         ]
-        device = _device_fields(session.device_writes())
+        device, cleared = _device_fields(session.device_writes())
         args.append(len(changes.sets) + len(device))
         for name, value in changes.sets.items():
             field_name = keys.DATA_PREFIX + name
             args += [field_name, self._sealed(tid.family, field_name, value)]
         for field_name, text in device:  # metadata: written as the data is
             args += [field_name, self._sealed(tid.family, field_name, text.encode())]
-        args.append(len(changes.deletes))
+        args.append(len(changes.deletes) + len(cleared))
         args += [keys.DATA_PREFIX + name for name in changes.deletes]
+        args += cleared
         args.append(len(changes.incrs))
         for name, amount in changes.incrs.items():
             args += [keys.DATA_PREFIX + name, amount]
@@ -1045,8 +1046,10 @@ def _idle_ms(session: Session, config: SessionConfig) -> int:
     return session.meta.idle_ms if session.meta is not None else config.idle_ms
 
 
-def _device_fields(writes: dict[str, str]) -> list[tuple[str, str]]:
-    """``Session.device_writes()`` as hash fields and values (the user agent in pieces)."""
+def _device_fields(writes: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """``Session.device_writes()`` as hash fields to set and fields to delete: the user
+    agent in pieces, only the pieces it fills (the others, which a longer one may have
+    left, deleted); an empty address or name is deleted too. Nothing empty is stored."""
     fields: list[tuple[str, str]] = []
     if "ua" in writes:
         fields += zip(keys.META_USER_AGENT, user_agent_parts(writes["ua"]), strict=True)
@@ -1054,7 +1057,7 @@ def _device_fields(writes: dict[str, str]) -> list[tuple[str, str]]:
         fields.append((keys.META_IP, writes["ip"]))
     if "dn" in writes:
         fields.append((keys.META_DEVICE_NAME, writes["dn"]))
-    return fields
+    return [(f, v) for f, v in fields if v], [f for f, v in fields if not v]
 
 
 def _wrong_type(reply: object) -> bool:
