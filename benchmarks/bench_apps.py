@@ -56,7 +56,12 @@ SHAPE_LABELS: Final = {
 }
 
 FLASK_VARIANTS: Final = ("flask-cookie", "flask-session", "stickless-flask")
-STARLETTE_VARIANTS: Final = ("starlette-cookie", "starsessions", "stickless-asgi")
+STARLETTE_VARIANTS: Final = (
+    "starlette-cookie",
+    "starsessions",
+    "stickless-asgi",
+    "stickless-asgi-lazy",
+)
 DJANGO_VARIANTS: Final = ("django-cookie", "django-cache", "stickless-django")
 WSGI_VARIANTS: Final = ("wsgi-none", "wsgi-blob", "stickless-wsgi")
 
@@ -153,7 +158,8 @@ def flask_app_from_env() -> Any:
 # ------------------------------------------------------------------ Starlette / ASGI
 def starlette_app(variant: str, url: str, prefix: str) -> Any:
     """A Starlette app whose session is ``variant``: Starlette's signed cookie,
-    starsessions' RedisStore (rolling 14-day lifetime, lazy loading) or stickless.asgi."""
+    starsessions' RedisStore (rolling 14-day lifetime, lazy loading) or stickless.asgi
+    (eager, or lazy: routes that use the session await ``load_session``)."""
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
     from starlette.requests import Request
@@ -180,10 +186,15 @@ def starlette_app(variant: str, url: str, prefix: str) -> Any:
             cookie_https_only=False,
         )
         load = load_session
-    elif variant == "stickless-asgi":
+    elif variant in ("stickless-asgi", "stickless-asgi-lazy"):
         from stickless.asgi import SessionMiddleware as SticklessMiddleware
+        from stickless.asgi import load_session as stickless_load
 
-        middleware = Middleware(SticklessMiddleware, url=url, config=_stickless_config(prefix))
+        lazy = variant == "stickless-asgi-lazy"  # routes await load_session(request)
+        middleware = Middleware(
+            SticklessMiddleware, url=url, config=_stickless_config(prefix), lazy=lazy
+        )
+        load = stickless_load if lazy else None
     else:
         raise ValueError(variant)
     is_stickless = variant.startswith("stickless")

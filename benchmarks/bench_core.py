@@ -89,6 +89,13 @@ VARIANTS: Final = (
         ("starlette", "starsessions"),
     ),
     Variant("stickless-asgi", "starlette", "stickless", "stickless.asgi", ("starlette",)),
+    Variant(
+        "stickless-asgi-lazy",
+        "starlette",
+        "stickless",
+        "stickless.asgi, lazy=True (load_session)",
+        ("starlette",),
+    ),
     Variant("django-cookie", "django", "base", "Django signed_cookies", ("django",), stores=False),
     Variant(
         "django-cache",
@@ -165,6 +172,14 @@ FAMILIES: Final = (
         "starlette-cookie",
         "aioredis-1rt",
     ),
+    Family(
+        "starlette",
+        "Starlette (ASGI), lazy",
+        "stickless-asgi-lazy",
+        "starsessions",
+        "starlette-cookie",
+        "aioredis-1rt",
+    ),
     Family("django", "Django", "stickless-django", "django-cache", "django-cookie", "redis-1rt"),
     Family("wsgi", "bare WSGI", "stickless-wsgi", "wsgi-blob", "wsgi-none", "redis-1rt"),
     Family("store", "sync store", "stickless-store", "blob-sync", None, "redis-1rt"),
@@ -172,7 +187,7 @@ FAMILIES: Final = (
         "async-store", "async store", "stickless-async-store", "blob-async", None, "aioredis-1rt"
     ),
 )
-FAMILY_NAMES: Final = (*(f.name for f in FAMILIES), "floor")
+FAMILY_NAMES: Final = (*dict.fromkeys(f.name for f in FAMILIES), "floor")
 
 
 def prefix_for(run_id: str, variant: str) -> str:

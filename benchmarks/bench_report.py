@@ -171,9 +171,11 @@ def tables(raw: dict[str, Any]) -> list[Table]:
     kinds = list(core.KINDS)
 
     rows = []
+    listed: set[str] = set()
     for fam in core.FAMILIES:
         for name in (fam.base, fam.peer, fam.stickless):
-            if name and res.has(name):
+            if name and name not in listed and res.has(name):
+                listed.add(name)
                 rows.append(
                     [
                         fam.title,
@@ -412,9 +414,11 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
         values = [r[key] for r in runs.get(name, []) if r.get(key) is not None]
         return statistics.median(values) if values else None
 
+    listed: set[str] = set()
     for fam in core.FAMILIES:
         for name in (fam.base, fam.peer, fam.stickless):
-            if name and name in runs:
+            if name and name not in listed and name in runs:
+                listed.add(name)
                 rows.append(
                     [
                         fam.title,
