@@ -175,18 +175,26 @@ class AsyncSessionStore(StoreBase):
 
     @staticmethod
     async def _pipeline(client: Any, batch: Batch) -> list[Any]:
-        """See :meth:`SessionStore._pipeline`."""
+        """See :meth:`SessionStore._pipeline`. The connection's ``socket_timeout`` bounds the
+        whole batch, as one deadline: redis-py would start a task for the write and a timer
+        for each reply, which cost more than the round trip."""
         commands = pipeline_commands(batch)
         pool = client.connection_pool
         connection = await pool.get_connection()
+        limit = connection.socket_timeout
         try:
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies: list[Any] = []
-            for _ in commands:
+            async with asyncio.timeout(limit):  # TimeoutError (an OSError): unavailable
+                connection.socket_timeout = None
                 try:
-                    replies.append(await connection.read_response())
-                except ResponseError as exc:  # an error reply: the next ones still follow
-                    replies.append(exc)
+                    await connection.send_packed_command(connection.pack_commands(commands))
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(await connection.read_response())
+                        except ResponseError as exc:  # an error reply: the next ones follow
+                            replies.append(exc)
+                finally:
+                    connection.socket_timeout = limit
         except BaseException:
             await connection.disconnect()
             raise
