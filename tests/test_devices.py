@@ -285,6 +285,27 @@ def test_wsgi_records_remote_addr_truncated(stickless_url: str) -> None:
         assert (device.ip, device.label) == ("192.0.2.0/24", "Firefox on Linux")
 
 
+def test_a_login_the_app_saves_itself_records_the_device(stickless_url: str) -> None:
+    """An app that saves the login itself (to handle TooManySessions, or read which devices
+    the cap ended) gets the device recorded as the middleware's own save would, once: a
+    later save of the same login does not overwrite it."""
+    cfg = config()
+    with SessionStore.from_url(stickless_url, cfg) as store:
+
+        def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+            session = environ["stickless.session"]
+            session.user_id = "ann"
+            store.save(session.load())  # the app's own save, as docs/adapters/wsgi.md shows
+            session["later"] = 1  # saved by the middleware: nothing about the device
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+
+        http = WerkzeugClient(WSGIMiddleware(app, store=store))
+        http.post("/", headers={"User-Agent": FIREFOX}, environ_base={"REMOTE_ADDR": "192.0.2.9"})
+        device = only_device(store, "ann")
+        assert (device.ip, device.label) == ("192.0.2.0/24", "Firefox on Linux")
+
+
 @pytest.fixture
 def alice() -> User:
     call_command("migrate", run_syncdb=True, verbosity=0)

@@ -134,6 +134,7 @@ class Session(dict[str, Any]):
         "_device",
         "_device_name",
         "_device_name_changed",
+        "_device_source",
         "_identity_keys",
         "_lifetime",
         "_lifetime_changed",
@@ -168,6 +169,7 @@ class Session(dict[str, Any]):
         super().__init__(data or {})
         self._tid = tid
         self._device: dict[str, str] = {}
+        self._device_source: tuple[object, str | None] | None = None
         self._device_name = device_name
         self._device_name_changed = False
         self._config = config or _DEFAULT_CONFIG
@@ -309,9 +311,23 @@ class Session(dict[str, Any]):
         agent = devices.clean_user_agent(user_agent)
         self._device = {"ua": agent or "", "ip": ip or ""}
 
+    def note_device(self, *, user_agent: object, ip: str | None) -> None:
+        """The request's device, as the web adapters see it when they hand the session out
+        (``ip`` as ``SessionConfig.device_ip`` wants it stored): recorded (as
+        :meth:`record_device`) by the save that creates the session or logs it in, whoever
+        calls that save (the adapter, or the app itself); any other save leaves it."""
+        self._device_source = (user_agent, ip)
+
     def device_writes(self) -> dict[str, str]:
         """The device fields the next save writes (``"ua"``, ``"ip"``, ``"dn"``: the user
         agent, address and name; ``""`` clears one)."""
+        source = self._device_source
+        if (
+            source is not None
+            and not self._device
+            and (self.is_new or (self.user_changed and self._user_id is not None))
+        ):
+            self.record_device(user_agent=source[0], ip=source[1])
         writes = dict(self._device)
         if self._device_name_changed:
             writes["dn"] = self._device_name or ""

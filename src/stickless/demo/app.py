@@ -71,7 +71,6 @@ from stickless.session import Session
 from stickless.store.aio import AsyncSessionStore
 from stickless.store.plan import SessionInfo
 from stickless.tokens import TokenId, token_id
-from stickless.web.cycle import record_device
 from stickless.web.devices.starlette import devices_app
 
 log = logging.getLogger("stickless.demo")
@@ -423,13 +422,9 @@ def create_app(settings: DemoSettings | None = None) -> Starlette:
             session.set_lifetime(idle=REMEMBER_IDLE, absolute=REMEMBER_ABSOLUTE)
         if device is not None:
             session.device_name = device  # shown in the user's device list
-        # Saved here rather than by the middleware, to tell which devices the cap ended. The
-        # middleware notes the device (user agent, network) only in its own save: note it
-        # first, as it would.
-        store = _store(request)
-        client = request.client.host if request.client else None
-        record_device(session, store.config, request.headers.get("user-agent"), client)
-        result = await store.save(session)
+        # Saved here rather than by the middleware, to tell which devices the cap ended (the
+        # device, user agent and network, is recorded all the same).
+        result = await _store(request).save(session)
         if before is None:
             renewed = "A new session was created with a fresh token."
         else:

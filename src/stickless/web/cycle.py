@@ -155,13 +155,13 @@ def is_passive_path(path: str, prefixes: Sequence[str]) -> bool:
 def record_device(
     session: Session, config: SessionConfig, user_agent: str | None, address: str | None
 ) -> None:
-    """Before a save: note the request's device on a session being created or logging in
-    (``SessionInfo.device``): its ``User-Agent`` and its client ``address`` as the
-    framework trusts it (ASGI ``client``, WSGI ``REMOTE_ADDR``, behind the app's own proxy
-    middleware; never a raw ``X-Forwarded-For``), kept as ``SessionConfig.device_ip`` says.
-    Neither is ever logged."""
-    if session.is_new or (session.user_changed and session.user_id is not None):
-        session.record_device(user_agent=user_agent, ip=client_ip(address, config.device_ip))
+    """Note the request's device on ``session`` (``SessionInfo.device``), recorded by the
+    save that creates it or logs it in (:meth:`Session.note_device`): its ``User-Agent``
+    and its client ``address`` as the framework trusts it (ASGI ``client``, WSGI
+    ``REMOTE_ADDR``, behind the app's own proxy middleware; never a raw
+    ``X-Forwarded-For``), kept as ``SessionConfig.device_ip`` says. Neither is ever
+    logged."""
+    session.note_device(user_agent=user_agent, ip=client_ip(address, config.device_ip))
 
 
 # ------------------------------------------------------------------------ lifetimes
@@ -297,7 +297,7 @@ class SessionCycle:
                 )
             except StoreUnavailable as exc:
                 return self._load_failed(exc, store)
-            self.session = store.new() if loaded is None else loaded
+            self._hand_out(store.new() if loaded is None else loaded, store.config)
         return self.session
 
     async def aopen(self, store: AsyncSessionStore) -> Session:
@@ -310,8 +310,14 @@ class SessionCycle:
             )
         except StoreUnavailable as exc:
             return self._load_failed(exc, store)
-        self.session = store.new() if loaded is None else loaded
-        return self.session
+        return self._hand_out(store.new() if loaded is None else loaded, store.config)
+
+    def _hand_out(self, session: Session, config: SessionConfig) -> Session:
+        """The request's session from now on, knowing the request's device (whoever saves
+        it, the save that creates it or logs it in records the device)."""
+        self.session = session
+        record_device(session, config, self.user_agent, self.address)
+        return session
 
     def fail_load(self, exc: StoreUnavailable, store: SessionStore | AsyncSessionStore) -> Session:
         """A failure while opening the session after the load itself (a migration source's
@@ -351,7 +357,6 @@ class SessionCycle:
         session = self._to_save(late)
         try:
             if session is not None:
-                record_device(session, store.config, self.user_agent, self.address)
                 store.save(session)
         except StoreUnavailable as exc:
             return self._save_failed(exc, late)
@@ -362,7 +367,6 @@ class SessionCycle:
         session = self._to_save(late)
         try:
             if session is not None:
-                record_device(session, store.config, self.user_agent, self.address)
                 await store.save(session)
         except StoreUnavailable as exc:
             return self._save_failed(exc, late)
