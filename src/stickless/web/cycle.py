@@ -286,19 +286,19 @@ class SessionCycle:
         presented, none without). Store unavailable: fail closed raises
         :class:`StoreUnavailable` (now and on every later call), fail open gives a fresh
         session that is never saved."""
-        if self.session is None:
-            if self.failure is not None:
-                raise self.failure  # already refused: no second wait for the store
-            try:
-                loaded = (
-                    store.load(self.presented, touch=not self.passive)
-                    if self.presented is not None
-                    else None
-                )
-            except StoreUnavailable as exc:
-                return self._load_failed(exc, store)
-            self._hand_out(store.new() if loaded is None else loaded, store.config)
-        return self.session
+        if self.session is not None:
+            return self.session
+        if self.failure is not None:
+            raise self.failure  # already refused: no second wait for the store
+        try:
+            loaded = (
+                store.load(self.presented, touch=not self.passive)
+                if self.presented is not None
+                else None
+            )
+        except StoreUnavailable as exc:
+            return self._load_failed(exc, store)
+        return self._hand_out(store.new() if loaded is None else loaded, store.config)
 
     async def aopen(self, store: AsyncSessionStore) -> Session:
         """:meth:`open` for asyncio adapters."""
