@@ -6,22 +6,19 @@ bench_apps. The load generator is Debian's ``wrk`` (installed with apt-get when 
 possible), or else a small asyncio client. It replays a 90 % read / 10 % write mix over many
 existing sessions, each variant for a fixed duration, variants interleaved round by round.
 Every process is started in its own session and stopped by its PID (process group) in a
-``finally``; on Linux they also die with this process (PR_SET_PDEATHSIG).
+``finally``; on Linux they also die with this process (PR_SET_PDEATHSIG): both by
+:mod:`stickless.processes`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import ctypes
 import http.client
 import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +32,8 @@ from typing import Any, Final
 import bench_apps as apps
 import bench_core as core
 
+from stickless import processes
+
 HOST: Final = "127.0.0.1"
 HERE: Final = Path(__file__).resolve().parent
 WORKERS: Final = 3
@@ -42,51 +41,6 @@ CONNECTIONS: Final = 12
 WRITE_SHARE: Final = 0.1
 READY_TIMEOUT: Final = 60.0
 HTTP_FAMILIES: Final = ("flask", "starlette", "django")
-
-_running: dict[int, subprocess.Popen[bytes]] = {}
-
-
-def _preexec() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG: die with the benchmark
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
-
-def _stop(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM to the process group led by ``process`` (by its PID), SIGKILL after grace."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)  # stragglers (workers) of the group
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(2)
-    _running.pop(process.pid, None)
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for process in list(_running.values()):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -139,7 +93,7 @@ def _command(variant: core.Variant, port: int) -> list[str]:
 
 
 def _start(variant: core.Variant, url: str, run_id: str, logs: Path) -> Server:
-    port = _free_port()
+    port = processes.free_ports(1, HOST)[0]
     prefix = core.prefix_for(run_id, variant.name)
     if not variant.name.startswith("stickless") and variant.family != "django":
         prefix += ":"
@@ -151,17 +105,7 @@ def _start(variant: core.Variant, url: str, run_id: str, logs: Path) -> Server:
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     log = logs / f"{variant.name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            _command(variant, port),
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_preexec(),  # noqa: PLW1509  (only prctl; no threads started yet)
-        )
-    _running[process.pid] = process
+    process = processes.spawn(_command(variant, port), log=log, env=env)
     return Server(variant.name, port, process, log, [])
 
 
@@ -429,8 +373,7 @@ def run(
                             f"{variant.name} died:\n{_tail(servers[variant.name].log)}"
                         )
     finally:
-        for server in servers.values():
-            _stop(server.process)
+        processes.stop([server.process for server in servers.values()])
         shutil.rmtree(logs, ignore_errors=True)
     return {
         "runs": runs,
