@@ -8,7 +8,6 @@ SIGTERM, then SIGKILL after a grace period; an ``atexit`` handler and, on Linux,
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -81,17 +80,14 @@ def command(kind: str, port: int) -> list[str]:
 
 
 def _environment(store_url: str, durability: str, prefix: str, min_replicas: int) -> dict[str, str]:
-    path = os.pathsep.join([str(REPO), str(REPO / "src"), os.environ.get("PYTHONPATH", "")])
-    return {
-        **os.environ,
+    variables = {
         "STICKLESS_URL": store_url,
         "FAULTS_DURABILITY": durability,
         "FAULTS_PREFIX": prefix,
         "FAULTS_MIN_REPLICAS": str(min_replicas),
         "DJANGO_SETTINGS_MODULE": "faults.apps.django_app.settings",
-        "PYTHONPATH": path.rstrip(os.pathsep),
-        "PYTHONUNBUFFERED": "1",
     }
+    return processes.python_environment([REPO, REPO / "src"], variables)
 
 
 def _spawn(kind: str, env: dict[str, str], log_dir: Path, index: int) -> App:

@@ -1,5 +1,6 @@
 """Child processes started by stickless (embedded servers, the demo's app servers) and by its
-test, fault and benchmark harnesses: free ports, spawning, stopping by PID, in one place.
+test, fault and benchmark harnesses: free ports, environments, spawning, stopping by PID, in
+one place.
 
 Every child is started in a session of its own (the terminal's Ctrl-C is the parent's to
 handle; its process group is the child's PID, so its own children, such as gunicorn's
@@ -43,6 +44,19 @@ def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
             sock.bind((host, 0))
             ports.append(int(sock.getsockname()[1]))
         return ports
+
+
+def python_environment(
+    pythonpath: Iterable[str | Path], variables: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of a Python child (an app server): this process's own with
+    ``variables`` added, ``pythonpath`` put before whatever ``PYTHONPATH`` is already set,
+    and ``PYTHONUNBUFFERED`` on, so that its log shows every line as soon as it is written."""
+    entries = [str(entry) for entry in pythonpath]
+    if inherited := os.environ.get("PYTHONPATH", ""):
+        entries.append(inherited)
+    path = os.pathsep.join(entries)
+    return {**os.environ, **variables, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
 def _parent_death_signal() -> Callable[[], None] | None:

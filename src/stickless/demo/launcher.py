@@ -136,18 +136,15 @@ class AppServer:
 def _server_env(
     store_url: str, name: str, peers: str, durability: str, failover: bool = False
 ) -> dict[str, str]:
-    source_root = str(Path(__file__).resolve().parents[2])  # the directory holding stickless/
-    path = os.environ.get("PYTHONPATH", "")
-    return {
-        **os.environ,
+    source_root = Path(__file__).resolve().parents[2]  # the directory holding stickless/
+    variables = {
         demo_app.ENV_URL: store_url,
         demo_app.ENV_NAME: name,
         demo_app.ENV_PEERS: peers,
         demo_app.ENV_DURABILITY: durability,
         demo_app.ENV_FAILOVER: "1" if failover else "",
-        "PYTHONPATH": source_root + (os.pathsep + path if path else ""),
-        "PYTHONUNBUFFERED": "1",
     }
+    return processes.python_environment([source_root], variables)
 
 
 def _spawn_server(name: str, port: int, env: dict[str, str], log_path: Path) -> AppServer:
