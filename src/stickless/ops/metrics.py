@@ -40,15 +40,12 @@ Several stores instrumented on one registry share the same collectors.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from stickless.ops.observe import OPERATIONS, Call, attach
-from stickless.store.plan import Batch
+from stickless.ops.observe import OPERATIONS, Call, OwnWatch, Shared, attach_once, attached
 
 __all__ = [
     "COUNTERS",
@@ -162,7 +159,7 @@ def _prometheus() -> Any:
     return prometheus_client
 
 
-class SessionMetrics:
+class SessionMetrics(OwnWatch):
     """The collectors, registered on ``registry`` (default: prometheus_client's global
     ``REGISTRY``). Usually made by :func:`instrument`; build one yourself to choose the
     ``namespace`` or the histogram ``buckets``."""
@@ -225,13 +222,7 @@ class SessionMetrics:
         finally:
             self.observe(operation, time.perf_counter() - start)
 
-    # ------------------------------------------------------- observer (ops.observe)
-    def start(self, call: Call) -> SessionMetrics:
-        return self  # nothing to keep per operation: the watch is the collectors
-
-    def sending(self, batch: Batch) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
+    # ------------------------- observer (ops.observe): its own watch, the collectors
     def finish(self, call: Call) -> None:
         """Count and time an observed operation (errors by class; a cancelled one is only
         timed)."""
@@ -239,19 +230,12 @@ class SessionMetrics:
         self._count(call)
 
 
-_shared: weakref.WeakKeyDictionary[Any, dict[str, SessionMetrics]] = weakref.WeakKeyDictionary()
-_shared_lock = threading.Lock()
+_shared = Shared(lambda registry, namespace: SessionMetrics(registry, namespace=namespace))
 
 
 def _metrics_for(registry: Any, namespace: str) -> SessionMetrics:
-    prom = _prometheus()
-    registry = prom.REGISTRY if registry is None else registry
-    with _shared_lock:
-        by_namespace = _shared.setdefault(registry, {})
-        metrics = by_namespace.get(namespace)
-        if metrics is None:
-            metrics = by_namespace[namespace] = SessionMetrics(registry, namespace=namespace)
-        return metrics
+    prom = _prometheus()  # ImportError first, whatever the registry
+    return _shared.get(prom.REGISTRY if registry is None else registry, namespace)
 
 
 def instrument(
@@ -270,15 +254,9 @@ def instrument(
     store twice does nothing the second time. Raises ImportError (with the ``pip install``
     line) when prometheus-client is missing.
     """
-    if getattr(store, _MARK, None) is not None:
-        return store
-    collectors = metrics or _metrics_for(registry, namespace)
-    attach(store, collectors)  # TypeError for anything but a store
-    setattr(store, _MARK, collectors)
-    return store
+    return attach_once(store, _MARK, lambda: metrics or _metrics_for(registry, namespace))
 
 
 def metrics_of(store: object) -> SessionMetrics | None:
     """The collectors ``store`` was instrumented with, or None."""
-    found = getattr(store, _MARK, None)
-    return found if isinstance(found, SessionMetrics) else None
+    return attached(store, _MARK, SessionMetrics)

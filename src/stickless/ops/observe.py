@@ -21,6 +21,10 @@ them).
 
 A ``Call`` keeps the operation's arguments and result (a token, a Session) only to derive
 those facts; the observers of stickless record the facts, never a token or a value.
+
+What both exporters need besides: :class:`OwnWatch` (an observer that is its own watch),
+:func:`attach_once` / :func:`attached` (one observer per store and exporter, kept in an
+attribute of the store) and :class:`Shared` (collectors shared per provider and namespace).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import functools
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from stickless import tokens
 from stickless.errors import (
@@ -47,7 +52,19 @@ from stickless.errors import (
 from stickless.session import Session, SessionStatus
 from stickless.store.plan import Batch, Planner, SaveStatus, ScriptCall
 
-__all__ = ["OPERATIONS", "Call", "Observer", "Watch", "attach", "observers_of", "topology_of"]
+__all__ = [
+    "OPERATIONS",
+    "Call",
+    "Observer",
+    "OwnWatch",
+    "Shared",
+    "Watch",
+    "attach",
+    "attach_once",
+    "attached",
+    "observers_of",
+    "topology_of",
+]
 
 OPERATIONS = ("load", "save", "destroy", "sessions_for", "revoke_user")
 """The planned operations the hook observes (the store methods of the same names)."""
@@ -57,6 +74,8 @@ _current: contextvars.ContextVar[Call | None] = contextvars.ContextVar(
     "stickless_call", default=None
 )
 _attach_lock = threading.Lock()
+S = TypeVar("S")
+T = TypeVar("T")
 
 
 class Watch(Protocol):
@@ -75,6 +94,17 @@ class Observer(Protocol):
     def start(self, call: Call) -> Watch:
         """An operation starts (``call`` has its name and the store's facts only)."""
         ...
+
+
+class OwnWatch:
+    """Base of an observer that is its own watch: nothing kept per operation, nothing done
+    around a round trip; a subclass implements ``finish(call)``."""
+
+    def start(self, call: Call) -> Self:
+        return self
+
+    def sending(self, batch: Batch) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
 
 
 @dataclass(eq=False)
@@ -386,3 +416,39 @@ def observers_of(store: Any) -> list[Observer]:
     """The observers attached to ``store`` (in the order they were attached)."""
     hook = getattr(store, "__dict__", {}).get(_HOOK)
     return list(hook.observers) if hook is not None else []
+
+
+def attach_once(store: S, mark: str, make: Callable[[], Observer]) -> S:
+    """``attach(store, make())`` unless ``store`` already holds an observer in its attribute
+    ``mark`` (so instrumenting a store twice does nothing the second time); the new one is
+    kept there, for :func:`attached`. Returns ``store``; TypeError for anything but a store."""
+    if getattr(store, mark, None) is None:
+        observer = make()
+        attach(store, observer)
+        setattr(store, mark, observer)
+    return store
+
+
+def attached(store: object, mark: str, kind: type[T]) -> T | None:
+    """The observer :func:`attach_once` kept in ``store``'s attribute ``mark`` if it is a
+    ``kind``, else None."""
+    found = getattr(store, mark, None)
+    return found if isinstance(found, kind) else None
+
+
+class Shared(Generic[T]):
+    """One ``make(provider, namespace)`` per provider (a metrics registry or meter provider,
+    held weakly) and namespace: the collectors the stores instrumented alike share."""
+
+    def __init__(self, make: Callable[[Any, str], T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[Any, dict[str, T]] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def get(self, provider: Any, namespace: str) -> T:
+        with self._lock:
+            by_namespace = self._made.setdefault(provider, {})
+            found = by_namespace.get(namespace)
+            if found is None:
+                found = by_namespace[namespace] = self._make(provider, namespace)
+            return found

@@ -26,8 +26,6 @@ The same observations feed OpenTelemetry metrics that mirror :mod:`stickless.ops
 from __future__ import annotations
 
 import contextlib
-import threading
-import weakref
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
@@ -42,7 +40,7 @@ except ImportError as exc:  # pragma: no cover  (the extra is missing)
 
 from stickless import __version__
 from stickless.ops.metrics import COUNTERS, DEFAULT_BUCKETS, DURATION, DURATION_HELP, tallies
-from stickless.ops.observe import Call, attach
+from stickless.ops.observe import Call, OwnWatch, Shared, attach_once, attached
 from stickless.store.failures import Unavailable
 from stickless.store.plan import Batch, ScriptCall
 
@@ -215,12 +213,13 @@ def _error_type(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-class OtelMetrics:
+class OtelMetrics(OwnWatch):
     """OpenTelemetry instruments mirroring :class:`stickless.ops.metrics.SessionMetrics`:
     counters ``<namespace>_<name>_total`` with the same attributes, and the histogram
     ``<namespace>_operation_duration_seconds`` (unit ``s``, the same buckets), from
     ``meter_provider`` (default: the global one). Usually made by :func:`instrument`;
-    stores instrumented with the same provider and ``namespace`` share them."""
+    stores instrumented with the same provider and ``namespace`` share them. An observer of
+    its own too (metrics without spans)."""
 
     def __init__(
         self,
@@ -253,26 +252,13 @@ class OtelMetrics:
             attributes = dict(zip(self.labels[name], values, strict=True))
             self.counters[name].add(amount, attributes)
 
-    # an observer of its own too (metrics without spans)
-    def start(self, call: Call) -> OtelMetrics:
-        return self
 
-    def sending(self, batch: Batch) -> contextlib.nullcontext[None]:
-        return contextlib.nullcontext()
-
-
-_shared: weakref.WeakKeyDictionary[Any, dict[str, OtelMetrics]] = weakref.WeakKeyDictionary()
-_shared_lock = threading.Lock()
+_shared = Shared(lambda provider, namespace: OtelMetrics(provider, namespace=namespace))
 
 
 def _metrics_for(meter_provider: Any, namespace: str) -> OtelMetrics:
     provider = otel_metrics.get_meter_provider() if meter_provider is None else meter_provider
-    with _shared_lock:
-        by_namespace = _shared.setdefault(provider, {})
-        found = by_namespace.get(namespace)
-        if found is None:
-            found = by_namespace[namespace] = OtelMetrics(provider, namespace=namespace)
-        return found
+    return _shared.get(provider, namespace)
 
 
 def instrument(
@@ -300,26 +286,24 @@ def instrument(
     second time; Prometheus metrics (:func:`stickless.ops.metrics.instrument`) may be on the
     same store: both observe through the same hook.
     """
-    if getattr(store, _MARK, None) is not None:
-        return store
-    collectors: OtelMetrics | None = None
-    if isinstance(metrics, OtelMetrics):
-        collectors = metrics
-    elif metrics:
-        collectors = _metrics_for(meter_provider, namespace)
-    tracing = SessionTracing(
-        tracer_provider,
-        metrics=collectors,
-        round_trip_spans=round_trip_spans,
-        record_user_id=record_user_id,
-        record_session_id=record_session_id,
-    )
-    attach(store, tracing)  # TypeError for anything but a store
-    setattr(store, _MARK, tracing)
-    return store
+
+    def make() -> SessionTracing:
+        collectors: OtelMetrics | None = None
+        if isinstance(metrics, OtelMetrics):
+            collectors = metrics
+        elif metrics:
+            collectors = _metrics_for(meter_provider, namespace)
+        return SessionTracing(
+            tracer_provider,
+            metrics=collectors,
+            round_trip_spans=round_trip_spans,
+            record_user_id=record_user_id,
+            record_session_id=record_session_id,
+        )
+
+    return attach_once(store, _MARK, make)
 
 
 def tracing_of(store: object) -> SessionTracing | None:
     """The tracing observer ``store`` was instrumented with, or None."""
-    found = getattr(store, _MARK, None)
-    return found if isinstance(found, SessionTracing) else None
+    return attached(store, _MARK, SessionTracing)
