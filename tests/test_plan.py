@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from helpers import drive
 from stickless import (
     ReplicationTimeout,
     SaveOutcome,
@@ -29,7 +30,6 @@ from stickless.store.plan import (
     Batch,
     Command,
     Op,
-    Pause,
     Planner,
     Refresh,
     ScriptCall,
@@ -47,19 +47,8 @@ def planner(**options: Any) -> Planner:
 def run(op: Op[Any], replies: Iterable[Any]) -> tuple[Any, list[Any]]:
     """Drive ``op``: each batch gets the next scripted reply (a list, or an exception to
     throw in). Returns the result and every step the plan yielded."""
-    scripted = iter(replies)
     steps: list[Any] = []
-    try:
-        step = next(op)
-        while True:
-            steps.append(step)
-            if isinstance(step, Pause | Refresh):
-                step = op.send(None)
-                continue
-            reply = next(scripted)
-            step = op.throw(reply) if isinstance(reply, BaseException) else op.send(reply)
-    except StopIteration as stop:
-        return stop.value, steps
+    return drive(op, replies, steps), steps
 
 
 def batches(steps: list[Any]) -> list[Batch]:

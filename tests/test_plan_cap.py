@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from helpers import drive
 from stickless import (
     ConfigurationError,
     SaveOutcome,
@@ -27,9 +28,7 @@ from stickless.store.plan import (
     Batch,
     Command,
     Op,
-    Pause,
     Planner,
-    Refresh,
     ScriptCall,
 )
 from stickless.tokens import new_raw_token, token_id
@@ -53,21 +52,12 @@ def planner(limit: int | None = 2, mode: str = "evict_oldest", **options: Any) -
 def run(op: Op[Any], replies: Iterable[Any]) -> tuple[Any, list[Batch]]:
     """Drive ``op`` with scripted replies; the result (or the exception raised, returned)
     and the batches it sent."""
-    scripted = iter(replies)
-    sent: list[Batch] = []
+    steps: list[Any] = []
     try:
-        step = next(op)
-        while True:
-            if isinstance(step, Pause | Refresh):
-                step = op.send(None)
-                continue
-            sent.append(step)
-            reply = next(scripted)
-            step = op.throw(reply) if isinstance(reply, BaseException) else op.send(reply)
-    except StopIteration as stop:
-        return stop.value, sent
+        result = drive(op, replies, steps)
     except Exception as exc:  # the operation raised: hand it to the test
-        return exc, sent
+        result = exc
+    return result, [step for step in steps if isinstance(step, Batch)]
 
 
 def family() -> str:
