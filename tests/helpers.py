@@ -1,11 +1,32 @@
-"""Helpers several test modules share: driving a plan with scripted replies."""
+"""Helpers several test modules share: recording a store's round trips, driving a plan
+with scripted replies."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from stickless.store.plan import Op, Pause, Refresh
+
+
+@contextlib.contextmanager
+def trips(store: Any) -> Iterator[list[Any]]:
+    """The batches ``store`` sends inside: one batch is one round trip (a ``SessionStore``,
+    an ``AsyncSessionStore`` or conftest's facade over one)."""
+    target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
+    calls: list[Any] = []
+    original = target.send
+
+    def recording(batch: Any) -> Any:
+        calls.append(batch)
+        return original(batch)
+
+    target.send = recording
+    try:
+        yield calls
+    finally:
+        target.send = original
 
 
 def drive(op: Op[Any], replies: Iterable[Any], steps: list[Any]) -> Any:

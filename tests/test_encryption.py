@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import redis
 
+from helpers import trips
 from stickless import SessionConfig, SessionStore
 from stickless.errors import ConfigurationError
 from stickless.store.keys import KeyLayout
@@ -101,23 +102,14 @@ def test_rotation_keeps_users_logged_in(stickless_url: str) -> None:
 
 def test_round_trips_do_not_change(stickless_url: str, store_factory: Any) -> None:
     store = store_factory(stickless_url, config(new_key()))
-    target = getattr(store, "_store", store)
-    sent: list[Any] = []
-    original = target.send
-
-    def recording(batch: Any) -> Any:
-        sent.append(batch)
-        return original(batch)
-
-    target.send = recording
-    s = store.new()
-    s["a"] = {"x": 1}
-    store.save(s)
-    loaded = store.load(s.token)
-    loaded["a"] = {"x": 2}
-    store.save(loaded)
+    with trips(store) as sent:
+        s = store.new()
+        s["a"] = {"x": 1}
+        store.save(s)
+        loaded = store.load(s.token)
+        loaded["a"] = {"x": 2}
+        store.save(loaded)
     assert len(sent) == 3  # save, load, save
-    target.send = original
 
 
 def test_a_counter_cannot_become_an_encrypted_value(store_factory: Any, stickless_url: str) -> None:

@@ -4,12 +4,11 @@ tagged ``lua`` by the server and are not counted: they cost no round trip)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
+from helpers import trips
 from stickless import SessionConfig
 
 
@@ -25,24 +24,6 @@ def warm(store: Any) -> Any:
     store.save(s)
     store.load(s.token)
     return s
-
-
-@contextlib.contextmanager
-def trips(store: Any) -> Iterator[list[Any]]:
-    """The batches ``store`` sends inside: one batch is one round trip."""
-    target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
-    calls: list[Any] = []
-    original = target.send
-
-    def recording(batch: Any) -> Any:
-        calls.append(batch)
-        return original(batch)
-
-    target.send = recording
-    try:
-        yield calls
-    finally:
-        target.send = original
 
 
 def test_load_is_one_round_trip_and_no_script(

@@ -6,7 +6,6 @@ trips counted; TooManySessions reaches the app through the adapters (never a 503
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import redis
 
+from helpers import trips
 from stickless import SessionConfig, SessionStore, TooManySessions
 from stickless.store.keys import KeyLayout
 from stickless.store.plan import LOGIN_WINDOW_MS
@@ -265,23 +265,6 @@ def test_a_refused_login_saves_once_the_app_made_room(stickless_url: str) -> Non
 
 
 # ------------------------------------------------------------------------ round trips
-@contextlib.contextmanager
-def trips(store: Any) -> Iterator[list[Any]]:
-    target = getattr(store, "_store", store)
-    calls: list[Any] = []
-    original = target.send
-
-    def recording(batch: Any) -> Any:
-        calls.append(batch)
-        return original(batch)
-
-    target.send = recording
-    try:
-        yield calls
-    finally:
-        target.send = original
-
-
 def login_trips(store: Any, user: str) -> tuple[int, str]:
     s = store.new()
     s["a"] = 1
