@@ -1,13 +1,31 @@
-"""Helpers several test modules share: recording a store's round trips, driving a plan
-with scripted replies."""
+"""Helpers several test modules share: waiting for a server-side condition, recording a
+store's round trips, driving a plan with scripted replies."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import redis
+
 from stickless.store.plan import Op, Pause, Refresh
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """``check()``'s first truthy result, polled every 50 ms (a Redis or socket error counts
+    as not yet); fails the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+        except (redis.RedisError, OSError):
+            result = None
+        if result:
+            return result
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager

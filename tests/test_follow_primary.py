@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import redis
 
+from helpers import wait_until
 from stickless import (
     AsyncSessionStore,
     SessionConfig,
@@ -436,7 +436,7 @@ def test_sentinels_coming_and_going(sentinel: SentinelSetup) -> None:
     paused.pause()
     try:
         _cmd(alive, "SENTINEL", "FAILOVER", sentinel.service_name)
-        new = wait_for(lambda: _new_primary(alive, sentinel), 20)
+        new = wait_until(lambda: _new_primary(alive, sentinel), 20)
         deadline = time.monotonic() + 10
         while store.client.connection_pool.get_master_address() != new:
             assert time.monotonic() < deadline, "the store never followed"
@@ -459,7 +459,7 @@ def test_sentinels_coming_and_going(sentinel: SentinelSetup) -> None:
         clients = _cmd(killed, "CLIENT", "LIST")
         return "psub=1" in (clients if isinstance(clients, str) else str(clients))
 
-    wait_for(listened, 10)
+    wait_until(listened, 10)
     store.close()
 
 
@@ -475,16 +475,3 @@ def _new_primary(sentinel_node: Any, setup: SentinelSetup) -> tuple[str, int] | 
     host, port = _cmd(sentinel_node, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", setup.service_name)
     address = (str(host), int(port))
     return address if address != (setup.primary.host, setup.primary.port) else None
-
-
-def wait_for(check: Any, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (redis.RedisError, OSError):
-            result = None
-        if result:
-            return result
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)

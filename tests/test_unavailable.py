@@ -27,6 +27,7 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
+from helpers import wait_until
 from stickless import (
     AsyncSessionStore,
     ReplicationTimeout,
@@ -63,19 +64,6 @@ def unavailable(action: Callable[[], Any], code: str | None = None) -> StoreUnav
     if code is not None:
         assert failures.error_code(info.value.cause) == code, repr(info.value.cause)
     return info.value
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-        except (redis.RedisError, OSError):
-            result = None
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def parse_error(reply: str) -> Exception:
