@@ -73,6 +73,17 @@ def make_store(kind: str, url: str, config: SessionConfig | None = None) -> Any:
     return BlockingFacade(AsyncSessionStore.from_url(url, config))
 
 
+@pytest.fixture(params=["standalone", "sentinel", "cluster"])
+def topology_url(request: pytest.FixtureRequest) -> str:
+    """The URL of each embedded topology in turn (the plugin's session fixtures)."""
+    fixture = {
+        "standalone": "stickless_valkey",
+        "sentinel": "stickless_sentinel",
+        "cluster": "stickless_cluster",
+    }[request.param]
+    return str(request.getfixturevalue(fixture).url)
+
+
 @pytest.fixture(params=["sync", "async"])
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

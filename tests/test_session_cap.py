@@ -26,22 +26,11 @@ from stickless.tokens import token_id
 LIMIT = 2
 PROCESSES = 2
 THREADS = 4  # per process: 8 concurrent logins of one user
-TOPOLOGIES = ["standalone", "sentinel", "cluster"]
 
 
 def capped(prefix: str | None = None, **options: Any) -> SessionConfig:
     options.setdefault("max_sessions_per_user", LIMIT)
     return SessionConfig(key_prefix=prefix or f"cap{uuid.uuid4().hex[:8]}", **options)
-
-
-@pytest.fixture(params=TOPOLOGIES)
-def topology_url(request: pytest.FixtureRequest) -> str:
-    fixture = {
-        "standalone": "stickless_valkey",
-        "sentinel": "stickless_sentinel",
-        "cluster": "stickless_cluster",
-    }[request.param]
-    return str(request.getfixturevalue(fixture).url)
 
 
 @pytest.fixture(scope="module")

@@ -22,18 +22,6 @@ from stickless import (
     SessionTooLarge,
 )
 
-TOPOLOGIES = ["standalone", "sentinel", "cluster"]
-
-
-@pytest.fixture(params=TOPOLOGIES)
-def topology_url(request: pytest.FixtureRequest) -> str:
-    fixture = {
-        "standalone": "stickless_valkey",
-        "sentinel": "stickless_sentinel",
-        "cluster": "stickless_cluster",
-    }[request.param]
-    return str(request.getfixturevalue(fixture).url)
-
 
 def fresh_config(**options: Any) -> SessionConfig:
     """A config with a key prefix of its own, so tests never see each other's keys."""
