@@ -117,20 +117,8 @@ def test_login_save_updates_the_index_in_the_same_round_trip(
     s = warm(store)
     loaded = store.load(s.token)
     loaded.login("someone")
-    calls: list[Any] = []
-    target = getattr(store, "_store", store)  # the AsyncSessionStore behind the facade
-    original = target.send
-
-    def recording(batch: Any) -> Any:
-        calls.append(batch)
-        return original(batch)
-
-    target.send = recording
-    try:
-        with command_log.counting() as sent:
-            store.save(loaded)
-    finally:
-        target.send = original
+    with trips(store) as calls, command_log.counting() as sent:
+        store.save(loaded)
     assert len(calls) == 1  # one pipeline = one round trip
     assert sent == ["EVALSHA", "EVALSHA"]  # save + the new user's index (old entries: lazy)
 
