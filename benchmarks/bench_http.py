@@ -128,19 +128,15 @@ def _wait_ready(server: Server) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
         if server.process.poll() is not None:
-            raise core.BenchError(f"{server.variant} exited:\n{_tail(server.log)}")
+            raise core.BenchError(f"{server.variant} exited:\n{processes.log_tail(server.log, 30)}")
         with contextlib.suppress(OSError, http.client.HTTPException):
             if _request(server.port, "GET", "/untouched", timeout=2)[0] == 200:
                 return
         if time.monotonic() > deadline:
-            raise core.BenchError(f"{server.variant} not ready:\n{_tail(server.log)}")
+            raise core.BenchError(
+                f"{server.variant} not ready:\n{processes.log_tail(server.log, 30)}"
+            )
         time.sleep(0.2)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
 
 
 def _make_session(server: Server) -> str:
@@ -368,9 +364,10 @@ def run(
                     result["round_trips"] = (delta.reads - 1) / served if served else None
                     runs[variant.name].append(result)
                     progress.advance(task)
-                    if servers[variant.name].process.poll() is not None:
+                    server = servers[variant.name]
+                    if server.process.poll() is not None:
                         raise core.BenchError(
-                            f"{variant.name} died:\n{_tail(servers[variant.name].log)}"
+                            f"{variant.name} died:\n{processes.log_tail(server.log, 30)}"
                         )
     finally:
         processes.stop([server.process for server in servers.values()])

@@ -46,10 +46,7 @@ class App:
         return self.process.pid
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return processes.log_tail(self.log, lines)
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM the process group, SIGKILL after ``grace`` seconds; reaped. Idempotent."""

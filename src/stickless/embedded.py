@@ -63,7 +63,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from stickless.cluster_nodes import ClusterNode, parse_cluster_nodes
-from stickless.processes import LOOPBACK, free_ports, spawn
+from stickless.processes import LOOPBACK, free_ports, log_tail, spawn
 
 __all__ = [
     "ClusterSetup",
@@ -483,11 +483,7 @@ class Node:
 
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the node's log (empty if there is none)."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     # -- internals ---------------------------------------------------------------------------
 

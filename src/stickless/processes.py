@@ -59,6 +59,15 @@ def python_environment(
     return {**os.environ, **variables, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
+def log_tail(log: Path, lines: int) -> str:
+    """The last ``lines`` lines of a child's ``log`` (empty when it cannot be read)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def _parent_death_signal() -> Callable[[], None] | None:
     """A preexec function making the child get SIGKILL when its parent dies (Linux only)."""
     if not sys.platform.startswith("linux"):

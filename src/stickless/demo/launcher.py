@@ -127,10 +127,7 @@ class AppServer:
         self.process.wait()
 
     def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return processes.log_tail(self.log_path, lines)
 
 
 def _server_env(
