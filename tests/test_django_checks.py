@@ -82,37 +82,26 @@ def test_config_of_the_wrong_kind() -> None:
 def test_manage_py_check_reports_them(tmp_path: Path) -> None:
     """The real command, with "stickless.django" in INSTALLED_APPS (how the checks are
     registered before Django runs them)."""
-    (tmp_path / "check_settings.py").write_text(
-        "from django_project.settings import *  # noqa\n"
-        "INSTALLED_APPS = [*INSTALLED_APPS, 'stickless.django']\n"
-        f"MIDDLEWARE = [{DJANGOS!r}, {AUTH!r}]\n"
-        "STICKLESS_URL = 'redis://127.0.0.1:6379/0'\n"
-    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(APPS)]),
         "DJANGO_SETTINGS_MODULE": "check_settings",
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "django", "check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+
+    def check(middleware: str = "") -> subprocess.CompletedProcess[str]:
+        """``django check`` with the test project's settings, the checks and ``middleware``."""
+        (tmp_path / "check_settings.py").write_text(
+            "from django_project.settings import *  # noqa\n"
+            "INSTALLED_APPS = [*INSTALLED_APPS, 'stickless.django']\n"
+            f"{middleware}"
+            "STICKLESS_URL = 'redis://127.0.0.1:6379/0'\n"
+        )
+        command = [sys.executable, "-m", "django", "check"]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+    done = check(f"MIDDLEWARE = [{DJANGOS!r}, {AUTH!r}]\n")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "stickless.E001" in done.stderr and OURS in done.stderr
-    (tmp_path / "check_settings.py").write_text(
-        "from django_project.settings import *  # noqa\n"
-        "INSTALLED_APPS = [*INSTALLED_APPS, 'stickless.django']\n"
-        "STICKLESS_URL = 'redis://127.0.0.1:6379/0'\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-m", "django", "check"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    done = check()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
