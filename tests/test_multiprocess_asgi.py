@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -41,33 +40,26 @@ class Cluster:
         return self.urls[i % len(self.urls)]
 
 
-def start(port: int, redis_url: str) -> subprocess.Popen[bytes]:
+def start(port: int, redis_url: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "STICKLESS_URL": redis_url, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.Popen(
+    return processes.spawn(
         [
             *(sys.executable, "-m", "uvicorn", "asgi_app:app", "--app-dir", str(APP_DIR)),
             *("--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
         ],
+        log=log,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
     )
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture(scope="module")
-def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
+def servers(
+    stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
     ports = processes.free_ports(SERVERS)
-    procs = [start(port, stickless_valkey.url) for port in ports]  # all at once
+    log_dir = tmp_path_factory.mktemp("uvicorn")
+    logs = [log_dir / f"uvicorn-{port}.log" for port in ports]
+    procs = [start(port, stickless_valkey.url, log) for port, log in zip(ports, logs, strict=True)]
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         deadline = time.monotonic() + 30
@@ -75,9 +67,8 @@ def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
         while pending:
             for i in list(pending):
                 if procs[i].poll() is not None:
-                    stderr = procs[i].stderr
-                    err = stderr.read().decode() if stderr else ""
-                    raise RuntimeError(f"uvicorn on {urls[i]} exited: {err[-2000:]}")
+                    log = processes.log_tail(logs[i], 30)
+                    raise RuntimeError(f"uvicorn on {urls[i]} exited:\n{log}")
                 with contextlib.suppress(httpx.HTTPError):
                     if httpx.get(urls[i] + "/health", timeout=1).status_code == 200:
                         pending.discard(i)
@@ -86,8 +77,7 @@ def servers(stickless_valkey: Standalone) -> Iterator[Cluster]:
             time.sleep(0.05)
         yield Cluster(urls, stickless_valkey.url)
     finally:
-        for proc in procs:
-            stop(proc)
+        processes.stop(procs)
 
 
 def token_header(response: httpx.Response) -> dict[str, str]:

@@ -60,7 +60,7 @@ class Server:
             "STICKLESS_URL": valkey_url,
             "STICKLESS_TEST_DB": str(log_dir / "auth.sqlite3"),
         }
-        self.process = subprocess.Popen(
+        self.process = processes.spawn(
             [
                 sys.executable,
                 "-m",
@@ -73,14 +73,11 @@ class Server:
                 "gthread",
                 "--threads",
                 "40",
-                "--log-file",
-                str(self.log),
                 "django_project.wsgi:application",
             ],
+            log=self.log,
             cwd=APPS,
             env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
         )
 
     def wait_ready(self, timeout: float = 20) -> None:
@@ -94,17 +91,6 @@ class Server:
             except httpx.HTTPError:
                 time.sleep(0.05)
         raise RuntimeError(f"gunicorn did not answer: {self.log.read_text()[-2000:]}")
-
-    def terminate(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-
-    def wait_stopped(self) -> None:
-        try:
-            self.process.wait(5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +108,7 @@ def servers(
         yield started
     finally:
         HTTP.close()  # idle keep-alive connections would delay gunicorn's graceful exit
-        for server in started:
-            server.terminate()
-        for server in started:
-            server.wait_stopped()
+        processes.stop([server.process for server in started])
 
 
 # One shared client (a new one per request costs ~40 ms of TLS set-up, even for http), whose

@@ -86,16 +86,6 @@ def wait_until_up(server: Server, deadline: float) -> None:
     raise RuntimeError(f"gunicorn on {server.port} not up:\n{server.log.read_text()[-2000:]}")
 
 
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.terminate()  # the master stops its worker
-        try:
-            server.process.wait(5)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
-
-
 @pytest.fixture(scope="module")
 def farm(stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
     prefix = f"mpf{uuid.uuid4().hex[:8]}"
@@ -106,18 +96,11 @@ def farm(stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory)
         for index in range(SERVERS):  # all launched first, then awaited: parallel start
             port = processes.free_ports(1)[0]
             log = logs / f"server{index}.log"
-            with log.open("wb") as out:
-                command = [sys.executable, "-m", "gunicorn", "flask_app:app"]
-                command += ["--workers", "1", "--worker-class", "gthread", "--threads", "24"]
-                command += ["--bind", f"127.0.0.1:{port}", "--chdir", str(APPS)]
-                command += ["--graceful-timeout", "2", "--log-level", "warning"]
-                process = subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            command = [sys.executable, "-m", "gunicorn", "flask_app:app"]
+            command += ["--workers", "1", "--worker-class", "gthread", "--threads", "24"]
+            command += ["--bind", f"127.0.0.1:{port}", "--chdir", str(APPS)]
+            command += ["--graceful-timeout", "2", "--log-level", "warning"]
+            process = processes.spawn(command, log=log, env=env)
             servers.append(Server(port, process, log))
         deadline = time.monotonic() + START_TIMEOUT
         for server in servers:
@@ -125,8 +108,7 @@ def farm(stickless_valkey: Standalone, tmp_path_factory: pytest.TempPathFactory)
         with SessionStore.from_url(stickless_valkey.url, SessionConfig(key_prefix=prefix)) as store:
             yield Farm(servers, store)
     finally:
-        for server in servers:
-            stop(server)
+        processes.stop([server.process for server in servers])
 
 
 def new_session(farm: Farm, **data: str) -> str:
