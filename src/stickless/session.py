@@ -308,8 +308,7 @@ class Session(dict[str, Any]):
         """Note the request's device (the web adapters call this when a session is created
         and when it logs in; ``ip`` as ``SessionConfig.device_ip`` wants it stored): written
         with the next save that writes anything, never a save of its own."""
-        agent = devices.clean_user_agent(user_agent)
-        self._device = {"ua": agent or "", "ip": ip or ""}
+        self._device = _device_fields(user_agent, ip)
 
     def note_device(self, *, user_agent: object, ip: str | None) -> None:
         """The request's device, as the web adapters see it when they hand the session out
@@ -321,14 +320,14 @@ class Session(dict[str, Any]):
     def device_writes(self) -> dict[str, str]:
         """The device fields the next save writes (``"ua"``, ``"ip"``, ``"dn"``: the user
         agent, address and name; ``""`` clears one)."""
+        writes = dict(self._device)
         source = self._device_source
         if (
             source is not None
-            and not self._device
+            and not writes
             and (self.is_new or (self.user_changed and self._user_id is not None))
         ):
-            self.record_device(user_agent=source[0], ip=source[1])
-        writes = dict(self._device)
+            writes = _device_fields(*source)
         if self._device_name_changed:
             writes["dn"] = self._device_name or ""
         return writes
@@ -786,6 +785,11 @@ class Session(dict[str, Any]):
         self._renew = None
         self._status = SessionStatus.INVALIDATED
         self._meta = None
+
+
+def _device_fields(user_agent: object, ip: str | None) -> dict[str, str]:
+    """The device fields of :meth:`Session.device_writes` for a request's device."""
+    return {"ua": devices.clean_user_agent(user_agent) or "", "ip": ip or ""}
 
 
 def _milliseconds(name: str, value: float | timedelta | None, limit_ms: int) -> int | None:

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from itsdangerous import BadData, BadSignature, Signer
-from itsdangerous.encoding import base64_decode, want_bytes
+from itsdangerous import Signer
+from itsdangerous.encoding import want_bytes
 
 from stickless.errors import ConfigurationError
 
@@ -31,6 +31,7 @@ MAX_TOKEN_LENGTH = 256
 _B64 = r"[A-Za-z0-9_-]"
 _TOKEN_RE = re.compile(rf"({_B64}{{11}})\.({_B64}{{43}})")
 _SESSION_ID_RE = re.compile(rf"{_B64}{{11}}")
+_SIGNATURE_RE = re.compile(rf"{_B64}{{43}}")  # an HMAC-SHA256, unpadded base64url
 
 
 def _b64(raw: bytes) -> str:
@@ -88,7 +89,7 @@ class _Signer(Signer):
     """itsdangerous's Signer with each key derived once (it derives the key again at every
     sign and verify, which cost more than the HMAC itself). Same signatures."""
 
-    def __init__(self, secret_keys: list[str], **options: Any) -> None:
+    def __init__(self, secret_keys: list[Any], **options: Any) -> None:
         super().__init__(secret_keys, **options)
         self._derived: dict[bytes, bytes] = {}
 
@@ -99,24 +100,26 @@ class _Signer(Signer):
             derived = self._derived[raw] = super().derive_key(raw)
         return derived
 
-    def signed_with_newest(self, value: str, signature: str) -> bool:
-        """True when ``signature`` is ``value``'s signature with the newest key (the HMAC
-        itsdangerous computes, done here in one call)."""
-        try:
-            expected = hmac.digest(self.derive_key(), value.encode("ascii"), "sha256")
-            return hmac.compare_digest(expected, base64_decode(signature))
-        except (UnicodeError, BadData, ValueError):
-            return False
+    def signing_key(self, value: str, signature: str) -> int | None:
+        """Which key signed ``value`` with exactly ``signature`` (its one canonical form,
+        as :meth:`sign` writes it): 0 for the newest, 1 for the one before...; None for
+        none. Constant-time per key."""
+        message = value.encode("ascii")
+        for age, key in enumerate(reversed(self.secret_keys)):
+            expected = _b64(hmac.digest(self.derive_key(key), message, "sha256"))
+            if hmac.compare_digest(expected, signature):
+                return age
+        return None
 
 
 class TokenCodec:
     """Turns raw tokens into client-facing strings and back, signing when configured."""
 
-    def __init__(self, secret_key: str | Sequence[str] | None) -> None:
+    def __init__(self, secret_key: str | bytes | Sequence[str | bytes] | None) -> None:
         if secret_key is None:
             self._signer: _Signer | None = None
         else:
-            keys = [secret_key] if isinstance(secret_key, str) else list(secret_key)
+            keys = [secret_key] if isinstance(secret_key, str | bytes) else list(secret_key)
             self._signer = _Signer(
                 keys, salt="stickless.token", digest_method=hashlib.sha256, sep="."
             )
@@ -149,12 +152,9 @@ class TokenCodec:
         if self._signer is None:
             return (presented, presented) if _TOKEN_RE.fullmatch(presented) else None
         raw, _, signature = presented.rpartition(".")
-        if not _TOKEN_RE.fullmatch(raw):
+        if not (_TOKEN_RE.fullmatch(raw) and _SIGNATURE_RE.fullmatch(signature)):
+            return None  # only the one canonical form: the value is kept as the client's
+        age = self._signer.signing_key(raw, signature)
+        if age is None:
             return None
-        if self._signer.signed_with_newest(raw, signature):
-            return raw, presented
-        try:
-            self._signer.unsign(presented)  # an older key of the rotation
-        except (BadSignature, UnicodeError, ValueError):
-            return None
-        return raw, self.dump(raw)
+        return raw, presented if age == 0 else self.dump(raw)  # an older key: signed anew

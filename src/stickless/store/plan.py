@@ -440,11 +440,7 @@ class Planner:
             self._restart_as_new(session)
         changes = session.pending_changes()
         is_new = session.meta is None
-        renew_to = (
-            tokens.new_raw_token(session.token_id.family)
-            if session.renew_pending
-            else None
-        )
+        renew_to = tokens.new_raw_token(session.token_id.family) if session.renew_pending else None
         metadata = not is_new and "dn" in session.device_writes()  # a device name
         if not (changes or session.user_changed or renew_to or session.lifetime or metadata):
             return SaveResult(SaveOutcome.UNCHANGED)

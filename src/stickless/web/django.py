@@ -219,6 +219,8 @@ def _config() -> SessionConfig:
 def _on_setting_changed(*, setting: str, **_: Any) -> None:
     if setting in _SETTINGS:
         _stores.reset()
+    _header_transport.cache_clear()
+    _passive_prefixes.cache_clear()
 
 
 setting_changed.connect(_on_setting_changed, dispatch_uid="stickless.django")
@@ -629,6 +631,10 @@ class SessionStore(SessionBase):  # type: ignore[misc]
     def _adopt(self, sl: Session, *, keep_cache: bool) -> dict[str, Any]:
         """Take ``sl`` as this request's session; return the dict Django code works on."""
         self._sl = sl
+        if self._session_key is not None and sl.token != self._session_key:
+            # the cookie was signed with an older key of the rotation: Django sends the
+            # newest one only for a modified session (the save writes nothing)
+            self._modified = True
         self._session_key = sl.token
         data = {key: value for key, value in dict.items(sl) if not _hidden(key)}
         self._seen = _as_stored(sl, data)
@@ -742,9 +748,7 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         if isinstance(request.session, SessionStore):
             meta = request.META  # REMOTE_ADDR: as the server (or your proxy middleware) set it
             request.session.device_source = (meta.get("HTTP_USER_AGENT"), meta.get("REMOTE_ADDR"))
-        prefixes = passive_prefixes(
-            getattr(settings, "STICKLESS_PASSIVE_PATHS", None), "STICKLESS_PASSIVE_PATHS"
-        )
+        prefixes = _passive_prefixes()
         if prefixes and is_passive_path(request.path_info, prefixes):
             _make_passive(request)
 
@@ -810,11 +814,21 @@ def _make_passive(request: Any) -> None:
         session.passive = True
 
 
+# Read once, until a setting changes (override_settings): a missing setting costs Django's
+# LazySettings an exception at every read.
+@functools.cache
 def _header_transport() -> Transport | None:
     """``STICKLESS_HEADER`` from settings: the token's header transport (None: cookie only;
     the cookie is Django's)."""
     header = getattr(settings, "STICKLESS_HEADER", None)
     return Transport(cookie=None, header=str(header)) if header else None
+
+
+@functools.cache
+def _passive_prefixes() -> tuple[str, ...]:
+    """``STICKLESS_PASSIVE_PATHS`` from settings, checked."""
+    value = getattr(settings, "STICKLESS_PASSIVE_PATHS", None)
+    return passive_prefixes(value, "STICKLESS_PASSIVE_PATHS")
 
 
 def _unavailable_response(exc: StoreUnavailable, during: str) -> HttpResponse:
