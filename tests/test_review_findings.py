@@ -124,7 +124,7 @@ def test_f3_a_refused_login_leaves_no_device_for_the_next_plain_save(stickless_u
     session = store.load(anonymous.token)
     assert session is not None
     session.note_device(
-        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", ip="203.0.113.9"
+        user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", address="203.0.113.9"
     )
     session.user_id = "alice"
     with pytest.raises(TooManySessions):

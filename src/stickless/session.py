@@ -169,7 +169,7 @@ class Session(dict[str, Any]):
         super().__init__(data or {})
         self._tid = tid
         self._device: dict[str, str] = {}
-        self._device_source: tuple[object, str | None] | None = None
+        self._device_source: tuple[object, object] | None = None
         self._device_name = device_name
         self._device_name_changed = False
         self._config = config or _DEFAULT_CONFIG
@@ -310,12 +310,13 @@ class Session(dict[str, Any]):
         with the next save that writes anything, never a save of its own."""
         self._device = _device_fields(user_agent, ip)
 
-    def note_device(self, *, user_agent: object, ip: str | None) -> None:
-        """The request's device, as the web adapters see it when they hand the session out
-        (``ip`` as ``SessionConfig.device_ip`` wants it stored): recorded (as
-        :meth:`record_device`) by the save that creates the session or logs it in, whoever
-        calls that save (the adapter, or the app itself); any other save leaves it."""
-        self._device_source = (user_agent, ip)
+    def note_device(self, *, user_agent: object, address: object) -> None:
+        """The request's device, as the web adapters see it when they hand the session out:
+        its ``User-Agent`` and the client ``address`` the framework trusts. Recorded (as
+        :meth:`record_device`, the address as ``SessionConfig.device_ip`` says) by the save
+        that creates the session or logs it in, whoever calls that save (the adapter, or the
+        app itself); any other save leaves it."""
+        self._device_source = (user_agent, address)
 
     def device_writes(self) -> dict[str, str]:
         """The device fields the next save writes (``"ua"``, ``"ip"``, ``"dn"``: the user
@@ -327,7 +328,8 @@ class Session(dict[str, Any]):
             and not writes
             and (self.is_new or (self.user_changed and self._user_id is not None))
         ):
-            writes = _device_fields(*source)
+            user_agent, address = source
+            writes = _device_fields(user_agent, devices.client_ip(address, self._config.device_ip))
         if self._device_name_changed:
             writes["dn"] = self._device_name or ""
         return writes

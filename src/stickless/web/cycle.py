@@ -32,7 +32,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 
 from stickless.config import SessionConfig
-from stickless.devices import client_ip
 from stickless.errors import ConfigurationError, StoreMisconfigured, StoreUnavailable
 from stickless.session import Session, SessionMeta, SessionStatus
 from stickless.store.aio import AsyncSessionStore
@@ -149,19 +148,6 @@ def is_passive_path(path: str, prefixes: Sequence[str]) -> bool:
     string prefix, as ``exclude_paths``: ``"/api/ping"`` also matches ``"/api/pings"``; end it
     with ``/`` to match a folder only."""
     return any(path.startswith(prefix) for prefix in prefixes)
-
-
-# -------------------------------------------------------------------------- devices
-def record_device(
-    session: Session, config: SessionConfig, user_agent: str | None, address: str | None
-) -> None:
-    """Note the request's device on ``session`` (``SessionInfo.device``), recorded by the
-    save that creates it or logs it in (:meth:`Session.note_device`): its ``User-Agent``
-    and its client ``address`` as the framework trusts it (ASGI ``client``, WSGI
-    ``REMOTE_ADDR``, behind the app's own proxy middleware; never a raw
-    ``X-Forwarded-For``), kept as ``SessionConfig.device_ip`` says. Neither is ever
-    logged."""
-    session.note_device(user_agent=user_agent, ip=client_ip(address, config.device_ip))
 
 
 # ------------------------------------------------------------------------ lifetimes
@@ -298,7 +284,7 @@ class SessionCycle:
             )
         except StoreUnavailable as exc:
             return self._load_failed(exc, store)
-        return self._hand_out(store.new() if loaded is None else loaded, store.config)
+        return self._hand_out(store.new() if loaded is None else loaded)
 
     async def aopen(self, store: AsyncSessionStore) -> Session:
         """:meth:`open` for asyncio adapters."""
@@ -310,13 +296,15 @@ class SessionCycle:
             )
         except StoreUnavailable as exc:
             return self._load_failed(exc, store)
-        return self._hand_out(store.new() if loaded is None else loaded, store.config)
+        return self._hand_out(store.new() if loaded is None else loaded)
 
-    def _hand_out(self, session: Session, config: SessionConfig) -> Session:
+    def _hand_out(self, session: Session) -> Session:
         """The request's session from now on, knowing the request's device (whoever saves
         it, the save that creates it or logs it in records the device)."""
         self.session = session
-        record_device(session, config, self.user_agent, self.address)
+        # ASGI's client, WSGI's REMOTE_ADDR (behind the app's own proxy middleware): never
+        # a raw X-Forwarded-For; neither it nor the user agent is ever logged
+        session.note_device(user_agent=self.user_agent, address=self.address)
         return session
 
     def fail_load(self, exc: StoreUnavailable, store: SessionStore | AsyncSessionStore) -> Session:

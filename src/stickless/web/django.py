@@ -107,7 +107,6 @@ from stickless.web.cycle import (
     is_passive_path,
     passive,
     passive_prefixes,
-    record_device,
     session_age_ms,
 )
 from stickless.web.migrate.adopt import adopt
@@ -544,7 +543,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             data = self._adopt(sl, keep_cache=False)
         was_new = sl.is_new
         self._apply(sl, data)
-        record_device(sl, plan.config, *self.device_source)
+        user_agent, address = self.device_source
+        sl.note_device(user_agent=user_agent, address=address)
         if self._dropped:  # set_expiry() with a deadline already past: the session ends
             self._dropped = False
             if sl.meta is not None:
