@@ -24,12 +24,12 @@ from werkzeug.test import Client as WerkzeugClient
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
+from django_project import testing
 from django_project.testing import configure
 
 configure()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import Client, override_settings  # noqa: E402
 
 from stickless import SessionConfig, SessionStore  # noqa: E402
@@ -308,11 +308,7 @@ def test_a_login_the_app_saves_itself_records_the_device(stickless_url: str) -> 
 
 @pytest.fixture
 def alice() -> User:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    user, _ = User.objects.get_or_create(username="alice")
-    user.set_password("wonderland")
-    user.save()
-    return user
+    return testing.user("alice", "wonderland")
 
 
 def test_django_records_the_device_at_login(stickless_url: str, alice: User) -> None:

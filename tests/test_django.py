@@ -18,12 +18,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
+from django_project import testing
 from django_project.testing import configure
 
 configure()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import AsyncClient, Client, override_settings  # noqa: E402
 
 from stickless import SessionConfig, SessionStatus  # noqa: E402
@@ -36,11 +36,7 @@ COOKIE = "sessionid"
 
 @pytest.fixture(scope="module")
 def alice() -> User:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    user, _ = User.objects.get_or_create(username="alice")
-    user.set_password("wonderland")
-    user.save()
-    return user
+    return testing.user("alice", "wonderland")
 
 
 def warm_up_scripts() -> None:

@@ -27,12 +27,12 @@ from werkzeug.test import Client as WerkzeugClient
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
 
+from django_project import testing
 from django_project.testing import configure
 
 configure()
 
 from django.contrib.auth.models import User  # noqa: E402
-from django.core.management import call_command  # noqa: E402
 from django.test import Client as DjangoClient  # noqa: E402
 from django.test import override_settings  # noqa: E402
 
@@ -152,11 +152,7 @@ CREDENTIALS = {"username": "alice", "password": "wonderland"}
 
 @pytest.fixture(scope="module")
 def alice() -> User:
-    call_command("migrate", run_syncdb=True, verbosity=0)
-    user, _ = User.objects.get_or_create(username="alice")
-    user.set_password("wonderland")
-    user.save()
-    return user
+    return testing.user("alice", "wonderland")
 
 
 @pytest.fixture

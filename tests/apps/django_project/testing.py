@@ -1,9 +1,15 @@
-"""In-process use of the test project: configure Django once per pytest process."""
+"""In-process use of the test project: configure Django once per pytest process; a user to
+log in as."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import django
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 
 def configure() -> None:
@@ -16,3 +22,15 @@ def configure() -> None:
             **{name: getattr(project, name) for name in dir(project) if name.isupper()}
         )
     django.setup()
+
+
+def user(username: str = "alice", password: str = "wonderland") -> User:
+    """The project's database made (in memory) and ``username`` in it, with ``password``."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    call_command("migrate", run_syncdb=True, verbosity=0)
+    account, _ = User.objects.get_or_create(username=username)
+    account.set_password(password)
+    account.save()
+    return account
