@@ -262,7 +262,11 @@ class FlaskSession(LazySession, SessionMixin):
         if key in self._live:
             return self._live[key]
         value = self._values.decode(stored, key=key)
-        if value is stored or (isinstance(stored, Tagged) and value is stored.form):
+        core = self.cycle.session
+        if value is stored:  # plain JSON: as the core loaded it (no second encoding)
+            known = core.stored_json(key) if core is not None else None
+            self._as_stored[key] = known if known is not None else codec.encode(value)
+        elif isinstance(stored, Tagged) and value is stored.form:
             self._as_stored[key] = codec.encode(value)
         else:
             self._as_stored.pop(key, None)
