@@ -375,6 +375,57 @@ def tables(raw: dict[str, Any]) -> list[Table]:
     return out
 
 
+def _rps_ratios(runs: dict[str, list[dict[str, Any]]], fam: core.Family) -> list[float]:
+    """Per-round HTTP req/s of stickless over the family's peer."""
+    pairs = zip(runs.get(fam.stickless, []), runs.get(fam.peer, []), strict=False)
+    return [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+
+
+READ_TARGETS = {"flask": 0.8, "starlette": 0.8, "django": 1.0}
+"""Read time over the peer's that the project aims at, per family (write: 0.95 for all)."""
+
+
+def targets_table(raw: dict[str, Any]) -> Table | None:
+    """Each speed and memory target against this run's ratio: met or missed."""
+    res = Results(raw)
+    runs = raw.get("http", {}).get("runs", {})
+    mix = {"read": 0.9, "write": 0.1}
+    rows = []
+
+    def row(fam: core.Family, target: str, value: float | None, limit: float, low: bool) -> None:
+        met = value is not None and (value <= limit if low else value >= limit)
+        rows.append([fam.title, target, _f(value, 2), "met" if met else "**missed**"])
+
+    for fam in core.FAMILIES:
+        if fam.name not in READ_TARGETS or not (res.has(fam.stickless) and res.has(fam.peer)):
+            continue
+        limit = READ_TARGETS[fam.name]
+        row(fam, f"read time <= {limit}x", res.ratio(fam.stickless, fam.peer, "read"), limit, True)
+        row(fam, "write time <= 0.95x", res.ratio(fam.stickless, fam.peer, "write"), 0.95, True)
+        for label, kinds in (("read", {"read": 1.0}), ("write", {"write": 1.0}), ("90/10", mix)):
+            value = res.cpu_ratio(fam.stickless, fam.peer, kinds)
+            row(fam, f"Valkey CPU per request, {label}, <= 1.1x", value, 1.1, True)
+        rps = _rps_ratios(runs, fam)
+        if rps:
+            row(fam, "HTTP req/s >= 1.0x", statistics.median(rps), 1.0, False)
+        ours, peer = res.memory.get(fam.stickless), res.memory.get(fam.peer)
+        if ours and peer:
+            worst = max(
+                ours[shape]["session"] / peer[shape]["session"]
+                for shape in ours
+                if peer.get(shape, {}).get("session")
+            )
+            row(fam, "memory per session <= 1.2x (worst of the shapes)", worst, 1.2, True)
+    if not rows:
+        return None
+    return Table(
+        "Targets: stickless / peer in this run",
+        ["family", "target", "this run", "met?"],
+        rows,
+        ["The ratios of the tables below (medians of per-round ratios)."],
+    )
+
+
 def _memory_samples(raw: dict[str, Any]) -> int:
     memory = raw.get("inprocess", {}).get("memory", {})
     for per_shape in memory.values():
@@ -434,7 +485,7 @@ def _http_tables(http: dict[str, Any]) -> list[Table]:
         if fam.stickless in runs and fam.peer in runs:
             ours, theirs = runs[fam.stickless], runs[fam.peer]
             pairs = list(zip(ours, theirs, strict=False))
-            rps = [a["rps"] / b["rps"] for a, b in pairs if b["rps"]]
+            rps = _rps_ratios(runs, fam)
             p99 = [a["p99_ms"] / b["p99_ms"] for a, b in pairs if b["p99_ms"]]
             cpu = [a["cpu_us"] / b["cpu_us"] for a, b in pairs if b.get("cpu_us")]
             ratio_rows.append(
@@ -556,6 +607,9 @@ def write_docs(raw: dict[str, Any], docs: Path) -> Path:
     if raw.get("skipped"):
         parts += [f"- Skipped: {k} ({v})" for k, v in raw["skipped"].items()] + [""]
     parts.append("## Results\n")
+    targets = targets_table(raw)
+    if targets is not None:
+        parts.append(_markdown(targets))
     for t in all_tables:
         parts.append(_markdown(t))
     if charts:
