@@ -305,10 +305,10 @@ class Session(dict[str, Any]):
             self._device_name_changed = True
 
     def record_device(self, *, user_agent: object, ip: str | None) -> None:
-        """Note the request's device (the web adapters call this when a session is created
-        and when it logs in; ``ip`` as ``SessionConfig.device_ip`` wants it stored): written
-        with the next save that writes anything, never a save of its own."""
-        self._device = _device_fields(user_agent, ip)
+        """Set the device fields (``ip`` as ``SessionConfig.device_ip`` wants it stored),
+        whatever the save: written with the next save that writes anything, never a save of
+        its own. The web adapters use :meth:`note_device` instead."""
+        self._device = _device_entry(user_agent, ip)
 
     def note_device(self, *, user_agent: object, address: object) -> None:
         """The request's device, as the web adapters see it when they hand the session out:
@@ -329,7 +329,7 @@ class Session(dict[str, Any]):
             and (self.is_new or (self.user_changed and self._user_id is not None))
         ):
             user_agent, address = source
-            writes = _device_fields(user_agent, devices.client_ip(address, self._config.device_ip))
+            writes = _device_entry(user_agent, devices.client_ip(address, self._config.device_ip))
         if self._device_name_changed:
             writes["dn"] = self._device_name or ""
         return writes
@@ -736,7 +736,7 @@ class Session(dict[str, Any]):
     def restart(self, *, raw_token: str, token: str) -> None:
         """Turn into a brand-new session under a new token, keeping the current data
         (used when data is written after ``invalidate()``)."""
-        self._tid = None if raw_token != self._raw_token else self._tid
+        self._tid = None
         self._raw_token = raw_token
         self._token = token
         self._status = SessionStatus.NEW
@@ -789,7 +789,7 @@ class Session(dict[str, Any]):
         self._meta = None
 
 
-def _device_fields(user_agent: object, ip: str | None) -> dict[str, str]:
+def _device_entry(user_agent: object, ip: str | None) -> dict[str, str]:
     """The device fields of :meth:`Session.device_writes` for a request's device."""
     return {"ua": devices.clean_user_agent(user_agent) or "", "ip": ip or ""}
 

@@ -568,6 +568,8 @@ class Stickless(SessionInterface):
         )
         transport = self._transports.get(settings)
         if transport is None:
+            if len(self._transports) >= _TRANSPORTS_KEPT:  # settings made per request
+                self._transports.clear()
             transport = self._transports[settings] = _build_transport(settings)
         return transport
 
@@ -635,6 +637,9 @@ def _json_or_none(value: Any) -> bytes | None:
 
 
 _PASSED: Any = object()
+_TRANSPORTS_KEPT: Final = 64
+"""Distinct cookie settings whose transport is kept (an app computing the cookie domain per
+request would otherwise grow the cache without bound)."""
 
 
 def _same_url(app: Flask, configured: object) -> None:
