@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from stickless.session import Session
 from stickless.store import check as checks
-from stickless.store.base import StoreBase
+from stickless.store.base import StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
@@ -186,7 +186,7 @@ class AsyncSessionStore(StoreBase):
             async with asyncio.timeout(limit):  # TimeoutError (an OSError): unavailable
                 connection.socket_timeout = None
                 try:
-                    await connection.send_packed_command(connection.pack_commands(commands))
+                    await connection.send_packed_command([packed(commands)])
                     replies: list[Any] = []
                     for _ in commands:
                         try:

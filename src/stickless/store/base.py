@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, ClassVar, Self
 
+import hiredis
 from redis import exceptions as redis_errors
 
 from stickless.config import SessionConfig
@@ -68,7 +69,12 @@ class StoreBase:
         self._client_factory = client_factory
         self._endpoint = endpoint
         self._lock = threading.Lock()
-        self._plan = Planner(self.config, address or repr(client))
+        cluster = (
+            endpoint.kind == "cluster"
+            if endpoint is not None
+            else isinstance(client, self._flavour.cluster.RedisCluster)
+        )
+        self._plan = Planner(self.config, address or repr(client), probe_scripts=not cluster)
         self._node_clients: dict[str, Any] = {}
         self._refreshed_at = -REFRESH_GAP
         self._follower = follower
@@ -180,6 +186,13 @@ class StoreBase:
         if self._follower is not None:
             self._follower.failed(verdict)
         return verdict
+
+
+def packed(commands: list[tuple[str | bytes | int, ...]]) -> bytes:
+    """``commands`` in the wire format, as one buffer, by hiredis's C packer (the same bytes
+    redis-py writes; redis.asyncio packs in Python, at 30 µs for a save's script call)."""
+    pack: Callable[[tuple[str | bytes | int, ...]], bytes] = hiredis.pack_command  # type: ignore[assignment]
+    return b"".join(map(pack, commands))
 
 
 def _as_server_error(reply: Exception) -> ServerError:

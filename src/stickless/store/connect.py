@@ -26,6 +26,7 @@ from redis.backoff import NoBackoff
 
 from stickless.config import SessionConfig
 from stickless.errors import ConfigurationError
+from stickless.store import pools
 from stickless.store.sentinel import Follower, sentinel_client
 
 _STANDALONE = {"redis", "rediss", "unix"}
@@ -228,7 +229,7 @@ def create_client(
     sync and async clients alike)."""
     common = _client_options(endpoint, config, flavour)
     if endpoint.kind == "standalone":
-        pool = flavour.BlockingConnectionPool.from_url(
+        pool = pools.blocking_pool_class(flavour).from_url(
             endpoint.url,
             max_connections=config.max_connections,
             timeout=config.connect_timeout,

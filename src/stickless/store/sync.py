@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from stickless.session import Session
 from stickless.store import check as checks
-from stickless.store.base import StoreBase
+from stickless.store.base import StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
@@ -158,7 +158,7 @@ class SessionStore(StoreBase):
         pool = client.connection_pool
         connection = pool.get_connection()
         try:
-            connection.send_packed_command(connection.pack_commands(commands))
+            connection.send_packed_command([packed(commands)])
             replies: list[Any] = []
             for _ in commands:
                 try:
