@@ -10,6 +10,8 @@ from typing import Any
 
 from helpers import trips
 from stickless import SessionConfig
+from stickless.embedded import server_binary
+from stickless.store.plan import SAVE
 
 
 def config(**options: Any) -> SessionConfig:
@@ -142,7 +144,7 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(
     assert sent == ["EVALSHA"]
 
 
-def test_first_use_of_a_script_is_one_command_too(
+def test_first_use_of_a_script_is_one_round_trip_too(
     stickless_url: str, store_factory: Any, command_log: Any
 ) -> None:
     import redis
@@ -152,8 +154,19 @@ def test_first_use_of_a_script_is_one_command_too(
     store.sessions_for("nobody")  # opens the connection (HELLO etc.), runs no script
     s = store.new()
     s["a"] = 1
-    with command_log.counting() as sent:
+    with command_log.counting() as sent, trips(store) as batches:
         store.save(s)
         s.incr("n")
         store.save(s)
-    assert sent == ["EVAL", "EVALSHA"]
+    # the first script goes by source in the form every server parses, and its "#!lua" form
+    # is loaded in the same round trip: the answer says which form this server runs
+    assert sent == ["EVAL", "SCRIPT", "EVALSHA"]
+    assert len(batches) == 2
+    modern = server_binary().at_least(7)
+    assert batches[1].calls[0].command()[1] == (SAVE.sha if modern else SAVE.legacy.sha)
+    with command_log.counting() as sent:
+        other = store.new()
+        other["b"] = 2
+        store.save(other)
+        assert store.destroy(other.token)
+    assert sent == ["EVALSHA", "EVAL"]  # another script's first use: by source, that form

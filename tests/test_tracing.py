@@ -214,7 +214,8 @@ def test_spans_of_every_operation_under_the_apps_span(store: SessionStore, otel:
     assert [c.name for c in otel.children(load)] == ["HGETALL PTTL"]
     assert attrs(otel.children(load)[0])["db.operation.batch.size"] == 2
     (save_trip,) = otel.children(first_save)
-    assert save_trip.name == "EVAL"  # the first use of a script goes by source
+    # the first use of a script goes by source, with the load of its "#!lua" form
+    assert save_trip.name == "EVAL SCRIPT"
     assert attrs(save_trip)["stickless.scripts"] == ("save", "index")
     assert [c.name for c in otel.children(ours[6])] == ["EVAL", "EVALSHA"]  # destroy, index
 
@@ -392,7 +393,7 @@ def test_durability_and_replicas_acknowledged(
     assert attrs(ok)["stickless.durability"] == "replicated"
     assert attrs(ok)["stickless.replicas_acknowledged"] == 0
     assert attrs(ok)["stickless.outcome"] == "saved"
-    assert [c.name for c in otel.children(ok)] == ["EVAL WAIT"]
+    assert [c.name for c in otel.children(ok)] == ["EVAL WAIT SCRIPT"]
     assert attrs(timed_out)["stickless.outcome"] == "not_replicated"
     assert attrs(timed_out)["stickless.replicas_acknowledged"] == 0
     assert timed_out.status.status_code is StatusCode.ERROR
@@ -531,7 +532,7 @@ def test_otel_metrics_mirror_the_prometheus_ones(store: SessionStore, otel: Tele
             assert registry.get_sample_value(f"{histogram}_bucket", le) == cumulative
     # each round trip counted once: the store's send is wrapped once for both
     assert [attrs(s)["stickless.round_trips"] for s in otel.ours()][:2] == [1, 1]
-    assert [c.name for c in otel.children(otel.ours()[0])] == ["EVAL"]
+    assert [c.name for c in otel.children(otel.ours()[0])] == ["EVAL SCRIPT"]
 
 
 def test_own_metrics_or_none(store: SessionStore, otel: Telemetry) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from stickless import codec, crypto, tokens
 from stickless.config import SessionConfig
@@ -52,16 +52,30 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------- wire model
 @dataclass(frozen=True, slots=True)
 class Script:
-    """A Lua script of ``store/lua``, sent by SHA (EVALSHA), by source after NOSCRIPT."""
+    """A Lua script of ``store/lua``, sent by SHA (EVALSHA), by source after NOSCRIPT.
+
+    Its ``source`` starts with ``#!lua``: Redis >= 7 and Valkey then run it without the
+    per-command checks of the pre-7 EVAL mode (measured on Valkey 9: about 2 µs less per
+    ``redis.call``; the save makes four). ``legacy`` is the same script without that line,
+    for Redis 6.2, which cannot parse it (the planner switches on the first refusal)."""
 
     name: str
     source: str
     sha: str
+    legacy: Script | None = None
 
     @classmethod
     def bundled(cls, name: str) -> Script:
-        source = resources.files("stickless.store").joinpath(f"lua/{name}.lua").read_text()
-        return cls(name, source, hashlib.sha1(source.encode()).hexdigest())  # noqa: S324
+        body = resources.files("stickless.store").joinpath(f"lua/{name}.lua").read_text()
+        modern = SHEBANG + body
+        return cls(name, modern, _sha1(modern), cls(name, body, _sha1(body)))
+
+
+SHEBANG: Final = "#!lua\n"
+
+
+def _sha1(source: str) -> str:
+    return hashlib.sha1(source.encode()).hexdigest()  # noqa: S324
 
 
 TOUCH = Script.bundled("touch")
@@ -222,6 +236,10 @@ class Planner:
     config: SessionConfig
     address: str
     """Human-readable server address, for error messages."""
+    probe_scripts: bool = False
+    """Learn, in the first batch with a script, whether the server runs the scripts'
+    ``#!lua`` form (the stores do, except on a cluster, whose executor sends each call
+    apart). Without: that form, and the legacy one after a server refuses it."""
     layout: KeyLayout = field(init=False)
     codec: TokenCodec = field(init=False)
 
@@ -230,7 +248,9 @@ class Planner:
         self.codec = TokenCodec(self.config.secret_key)
         keys_ = self.config.encryption_keys
         self.cipher = crypto.ValueCipher(keys_) if keys_ else None
-        self._scripts_sent: set[str] = set()
+        self._scripts_sent: set[str] = set()  # by SHA
+        # the #!lua form: None until the probe answers
+        self._modern_scripts: bool | None = None if self.probe_scripts else True
 
     # ------------------------------------------------------------------ plumbing
     def run(self, batch: Batch) -> Generator[Step, Any, list[Any]]:
@@ -238,23 +258,25 @@ class Planner:
         server forgot (NOSCRIPT, e.g. after a failover), map failures to our errors.
 
         A script this planner never sent goes by source (EVAL) the first time, so the first
-        use costs one round trip too, not NOSCRIPT + EVAL."""
-        if any(
-            isinstance(c, ScriptCall) and c.script.name not in self._scripts_sent
-            for c in batch.calls
-        ):
-            fresh = tuple(
-                _by_source(c)
-                if isinstance(c, ScriptCall) and c.script.name not in self._scripts_sent
-                else c
-                for c in batch.calls
-            )
-            batch = Batch(fresh, batch.idempotent, batch.wait)
-            self._scripts_sent.update(c.script.name for c in fresh if isinstance(c, ScriptCall))
+        use costs one round trip too, not NOSCRIPT + EVAL. Until the planner knows whether
+        the server parses the ``#!lua`` line (:class:`Script`), scripts go in their legacy
+        form, and the first save also loads the ``#!lua`` form of its scripts (``SCRIPT LOAD``,
+        in the same round trip): the answers settle it."""
+        probes: tuple[Script, ...] = ()
+        if any(isinstance(c, ScriptCall) for c in batch.calls):
+            if self._modern_scripts is None and self.probe_scripts and not batch.idempotent:
+                # a save: only its first reply is judged, a refused probe fails nothing
+                scripts = (c.script for c in batch.calls if isinstance(c, ScriptCall))
+                probes = tuple(dict.fromkeys(scripts))
+            batch = Batch(tuple(map(self._sendable, batch.calls)), batch.idempotent, batch.wait)
+        sent = batch
+        if probes:
+            loads = (Command(("SCRIPT", "LOAD", script.source)) for script in probes)
+            sent = Batch((*batch.calls, *loads), batch.idempotent, batch.wait)
         attempt = redirects = 0
         while True:
             try:
-                replies: list[Any] = yield batch
+                replies: list[Any] = yield sent
             except Unavailable as exc:
                 yield Refresh()  # in a cluster, a node may have died: ask for the slot map
                 wrong = isinstance(exc, Misconfigured)  # credentials / ACL: no retry helps
@@ -269,10 +291,18 @@ class Planner:
                 redirects += 1  # the slot moved (failover): the script did not run
                 yield Refresh()
                 continue
-            missing = [i for i, r in enumerate(replies[: len(batch.calls)]) if _noscript(r)]
+            if probes:
+                n = len(batch.calls)
+                self._settle_form(probes, replies[n : n + len(probes)])
+                del replies[n : n + len(probes)]
+            missing = [
+                i
+                for i, r in enumerate(replies[: len(batch.calls)])
+                if _noscript(r) or self._refused_shebang(batch.calls[i], r)
+            ]
             if not missing:
                 return replies
-            # Only the calls that failed with NOSCRIPT did not run: resend just those.
+            # Only the calls refused that way did not run: resend just those, by source.
             retry = Batch(
                 tuple(_by_source(batch.calls[i]) for i in missing),
                 batch.idempotent,
@@ -284,6 +314,42 @@ class Planner:
             if batch.wait is not None and 0 in missing:
                 replies[len(batch.calls)] = again[len(retry.calls)]
             return replies
+
+    def _sendable(self, call: Call) -> Call:
+        """``call`` as this server takes it: a script in the form it parses (the legacy one
+        while that is not known), by source the first time this planner sends it."""
+        if not isinstance(call, ScriptCall):
+            return call
+        script = call.script
+        if not self._modern_scripts and script.legacy is not None:
+            script = script.legacy
+        first = script.sha not in self._scripts_sent
+        self._scripts_sent.add(script.sha)
+        if script is call.script and not first:
+            return call
+        return ScriptCall(script, call.keys, call.args, by_source=call.by_source or first)
+
+    def _settle_form(self, probes: tuple[Script, ...], replies: list[Any]) -> None:
+        """The answers to ``SCRIPT LOAD`` of the ``#!lua`` form of ``probes``: SHAs when the
+        server runs that form (then loaded: later calls go by SHA), errors when it cannot
+        parse it (Redis 6.2) or may not load scripts (an ACL): the legacy form then."""
+        self._modern_scripts = not any(isinstance(r, Exception) for r in replies)
+        if self._modern_scripts:
+            self._scripts_sent.update(script.sha for script in probes)
+
+    def _refused_shebang(self, call: Call, reply: object) -> bool:
+        """``reply`` is a server older than Redis 7 refusing to parse the ``#!lua`` line (a
+        failover to an older server than the one that answered the probe): from now on
+        this planner sends the legacy form of every script."""
+        refused = (
+            isinstance(call, ScriptCall)
+            and call.script.legacy is not None
+            and isinstance(reply, ServerError)
+            and "near '#'" in reply.message
+        )
+        if refused:
+            self._modern_scripts = False
+        return refused
 
     # --------------------------------------------------------------------- new
     def new(self) -> Session:
