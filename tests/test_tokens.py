@@ -88,3 +88,18 @@ def test_blank_token_header_falls_back_to_the_cookie() -> None:
     transport = Transport(header="X-Session-Token")
     assert transport.read_token("session=abc", "   ") == "abc"
     assert transport.read_token("session=abc", " tok ") == "tok"
+
+
+def test_opened_values_are_remembered_within_a_bound_and_forgeries_never() -> None:
+    codec = tokens.TokenCodec("a-secret-key-of-enough-length-0123")
+    raw = tokens.new_raw_token()
+    value = codec.dump(raw)
+    assert codec.open(value) == codec.open(value) == (raw, value)
+    forged = value[:-1] + ("A" if value[-1] != "A" else "B")
+    for _ in range(2):  # a forgery is checked in full each time, never remembered
+        assert codec.open(forged) is None
+    assert forged not in codec._opened
+    for _ in range(tokens.OPENED_KEPT + 10):
+        assert codec.open(codec.dump(tokens.new_raw_token())) is not None
+    assert len(codec._opened) <= tokens.OPENED_KEPT
+    assert codec.open(value) == (raw, value)  # forgotten, opened again: the same

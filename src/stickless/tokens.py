@@ -12,6 +12,7 @@ Redis cannot present a stolen key as a cookie.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -78,8 +79,10 @@ DIGEST_BYTES = 16
 costs 2**128 tries (the secret has 256 bits), and it keeps small sessions small."""
 
 
+@functools.lru_cache(maxsize=4096)
 def token_id(raw_token: str) -> TokenId:
-    """The storage identity of a well-formed raw token (see :func:`parse`)."""
+    """The storage identity of a well-formed raw token (see :func:`parse`). The last 4096
+    are kept: a session's requests compute it again for every load and save."""
     family = raw_token.partition(".")[0]
     digest = _b64(hashlib.sha256(raw_token.encode("ascii")).digest()[:DIGEST_BYTES])
     return TokenId(family, digest)
@@ -112,10 +115,15 @@ class _Signer(Signer):
         return None
 
 
+OPENED_KEPT = 4096
+"""How many opened client values a :class:`TokenCodec` remembers."""
+
+
 class TokenCodec:
     """Turns raw tokens into client-facing strings and back, signing when configured."""
 
     def __init__(self, secret_key: str | bytes | Sequence[str | bytes] | None) -> None:
+        self._opened: dict[str, tuple[str, str]] = {}
         if secret_key is None:
             self._signer: _Signer | None = None
         else:
@@ -141,7 +149,22 @@ class TokenCodec:
     def open(self, presented: object) -> tuple[str, str] | None:
         """``(raw token, value the client should keep)`` of a client-presented value, or None
         as :meth:`parse`. The value is the presented one itself, unless it was signed with
-        an older key (then it is signed again with the newest)."""
+        an older key (then it is signed again with the newest).
+
+        Values that opened are remembered (at most :data:`OPENED_KEPT`, then forgotten all
+        at once): a session's next requests present the same value, and opening it costs
+        two regular expressions and an HMAC. Only a value that opened is kept, so a forged
+        one is checked in full every time."""
+        if type(presented) is str and (known := self._opened.get(presented)) is not None:
+            return known
+        opened = self._open(presented)
+        if opened is not None and type(presented) is str:
+            if len(self._opened) >= OPENED_KEPT:
+                self._opened.clear()
+            self._opened[presented] = opened
+        return opened
+
+    def _open(self, presented: object) -> tuple[str, str] | None:
         if isinstance(presented, bytes):
             try:
                 presented = presented.decode("ascii")

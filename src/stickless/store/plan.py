@@ -425,34 +425,10 @@ class Planner:
             device_name = self._opened_meta(tid.family, keys.META_DEVICE_NAME, named)
         except ValueError:  # not UTF-8: not ours, no name
             device_name = None
-        data: dict[str, Any] = {}
-        stored: dict[str, bytes] = {}
         reseal: list[str] = []
-        prefix, skip, sealed = _DATA_PREFIX, len(_DATA_PREFIX), self.cipher is not None
-        for name, raw_value in fields.items():
-            if not name.startswith(prefix):
-                continue
-            try:
-                key = name[skip:].decode()
-            except UnicodeDecodeError:
-                log.warning("session %s: a field name is not UTF-8, ignored", tid.family)
-                continue
-            value = self._opened(tid.family, key, raw_value, reseal) if sealed else raw_value
-            if value is None:
-                continue
-            try:
-                data[key] = codec.decode(value)
-            except ValueError:
-                # Never unpickle, never guess: a non-JSON value is dropped (and logged
-                # without its content); the rest of the session survives.
-                log.warning(
-                    "session %s: field %r is not JSON (%d bytes), ignored",
-                    tid.family,
-                    key,
-                    len(value),
-                )
-                continue
-            stored[key] = value
+        plain = self._plain_data(fields) if self.cipher is None else None
+        # None: encryption on, or a field stickless did not write: one by one
+        data, stored = plain or self._data_fields(tid.family, fields, reseal)
         session = Session(
             raw_token=raw,
             token=client_token,
@@ -467,6 +443,57 @@ class Planner:
         )
         session.rewrite_at_save(reseal)  # sealed with an older key, or not yet sealed
         return session
+
+    @staticmethod
+    def _plain_data(
+        fields: dict[bytes, bytes],
+    ) -> tuple[dict[str, Any], dict[str, bytes]] | None:
+        """The data fields decoded all at once; None when one does not decode (then
+        :meth:`_data_fields` takes them one by one, dropping and logging that one)."""
+        skip = len(_DATA_PREFIX)
+        try:
+            stored = {
+                name[skip:].decode(): value
+                for name, value in fields.items()
+                if name.startswith(_DATA_PREFIX)
+            }
+            return {key: codec.decode(value) for key, value in stored.items()}, stored
+        except ValueError:  # UnicodeDecodeError is one
+            return None
+
+    def _data_fields(
+        self, family: str, fields: dict[bytes, bytes], reseal: list[str]
+    ) -> tuple[dict[str, Any], dict[str, bytes]]:
+        """The data fields one by one: opened when sealed (see :meth:`_opened`); a field
+        whose name is not UTF-8 or whose value is not JSON is dropped, and logged."""
+        data: dict[str, Any] = {}
+        stored: dict[str, bytes] = {}
+        prefix, skip, sealed = _DATA_PREFIX, len(_DATA_PREFIX), self.cipher is not None
+        for name, raw_value in fields.items():
+            if not name.startswith(prefix):
+                continue
+            try:
+                key = name[skip:].decode()
+            except UnicodeDecodeError:
+                log.warning("session %s: a field name is not UTF-8, ignored", family)
+                continue
+            value = self._opened(family, key, raw_value, reseal) if sealed else raw_value
+            if value is None:
+                continue
+            try:
+                data[key] = codec.decode(value)
+            except ValueError:
+                # Never unpickle, never guess: a non-JSON value is dropped (and logged
+                # without its content); the rest of the session survives.
+                log.warning(
+                    "session %s: field %r is not JSON (%d bytes), ignored",
+                    family,
+                    key,
+                    len(value),
+                )
+                continue
+            stored[key] = value
+        return data, stored
 
     def _opened(self, family: str, key: str, value: bytes, reseal: list[str]) -> bytes | None:
         """A stored value's JSON: opened when sealed (None, logged, when it does not open);
