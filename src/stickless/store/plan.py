@@ -26,7 +26,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import resources
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 from stickless import codec, crypto, tokens
 from stickless.config import SessionConfig
@@ -54,10 +54,13 @@ T = TypeVar("T")
 class Script:
     """A Lua script of ``store/lua``, sent by SHA (EVALSHA), by source after NOSCRIPT.
 
-    Its ``source`` starts with ``#!lua``: Redis >= 7 and Valkey then run it without the
-    per-command checks of the pre-7 EVAL mode (measured on Valkey 9: about 2 µs less per
-    ``redis.call``; the save makes four). ``legacy`` is the same script without that line,
-    for Redis 6.2, which cannot parse it (the planner switches on the first refusal)."""
+    Each file starts with a ``#!lua`` line: Redis >= 7 and Valkey then run the script
+    without the per-command checks of the pre-7 EVAL mode (measured on Valkey 9: about 2 µs
+    less per ``redis.call``; the save makes four), and refuse it as a whole, before it runs,
+    when out of memory (a logout, ``pop_once`` and the user index upkeep say
+    ``flags=allow-oom``: they free memory, as in the old mode, where only a first write that
+    adds memory was refused). ``legacy`` is the same script without that line, for Redis
+    6.2, which cannot parse it (see :meth:`Planner.run`)."""
 
     name: str
     source: str
@@ -66,12 +69,11 @@ class Script:
 
     @classmethod
     def bundled(cls, name: str) -> Script:
-        body = resources.files("stickless.store").joinpath(f"lua/{name}.lua").read_text()
-        modern = SHEBANG + body
-        return cls(name, modern, _sha1(modern), cls(name, body, _sha1(body)))
-
-
-SHEBANG: Final = "#!lua\n"
+        source = resources.files("stickless.store").joinpath(f"lua/{name}.lua").read_text()
+        shebang, _, body = source.partition("\n")
+        if not shebang.startswith("#!lua"):
+            raise RuntimeError(f"lua/{name}.lua must start with a #!lua line")
+        return cls(name, source, _sha1(source), cls(name, body, _sha1(body)))
 
 
 def _sha1(source: str) -> str:

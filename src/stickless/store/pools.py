@@ -22,22 +22,39 @@ from typing import Any
 
 import redis
 import redis.asyncio
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, TimeoutError
 
 
-def _ready(pool: Any, connection: Any) -> None:
-    """Connect ``connection`` if needed and make sure it holds no stale data (the server
-    closed it, or a reply was left unread): reconnect once then, as redis-py does."""
-    strict = pool.cache is None and not pool.maint_notifications_enabled()
+def _ready(connection: Any) -> None:
+    """Connect ``connection`` if needed (once: a refused connect or a wrong password is not
+    tried again), then make sure it holds no stale data (the server closed it, or a reply
+    was left unread): reconnect once then, as redis-py does. redis-py skips that check when
+    maintenance notifications may arrive (its default, "auto"): they never do here (the
+    store speaks RESP2), so it is always made."""
+    connection.connect()
     try:
-        connection.connect()
-        if connection.can_read() and strict:
-            raise ConnectionError("Connection has data")
+        stale = connection.can_read()
     except (ConnectionError, TimeoutError, OSError):
+        stale = True
+    if stale:
         connection.disconnect()
         connection.connect()
-        if connection.can_read() and strict:
-            raise ConnectionError("Connection not ready") from None
+        if connection.can_read():
+            raise ConnectionError("Connection not ready")
+
+
+async def _aready(connection: Any) -> None:
+    """:func:`_ready` for an asyncio connection."""
+    await connection.connect()
+    try:
+        stale = await connection.can_read()
+    except (ConnectionError, TimeoutError, OSError):
+        stale = True
+    if stale:
+        await connection.disconnect()
+        await connection.connect()
+        if await connection.can_read():
+            raise ConnectionError("Connection not ready")
 
 
 class LeanBlockingConnectionPool(redis.BlockingConnectionPool):
@@ -54,7 +71,7 @@ class LeanBlockingConnectionPool(redis.BlockingConnectionPool):
         if connection is None:
             connection = self.make_connection()  # type: ignore[no-untyped-call]
         try:
-            _ready(self, connection)
+            _ready(connection)
         except BaseException:
             self.release(connection)
             raise
@@ -82,11 +99,13 @@ class AsyncLeanBlockingConnectionPool(redis.asyncio.BlockingConnectionPool):
 
     async def get_connection(self, command_name: Any = None, *keys: Any, **options: Any) -> Any:
         if self._in_maintenance or not self._available_connections:
-            return await super().get_connection()  # type: ignore[no-untyped-call]
-        connection = self._available_connections.pop()
-        self._in_use_connections.add(connection)
+            # redis-py's wait; its own check of the connection may be skipped (see _ready)
+            connection = await super().get_connection()  # type: ignore[no-untyped-call]
+        else:
+            connection = self._available_connections.pop()
+            self._in_use_connections.add(connection)
         try:
-            await self.ensure_connection(connection)
+            await _aready(connection)
         except BaseException:
             await self.release(connection)
             raise

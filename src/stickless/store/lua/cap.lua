@@ -1,3 +1,4 @@
+#!lua
 -- A login's place among its user's sessions (SessionConfig.max_sessions_per_user).
 -- KEYS[1]  the user index zset   KEYS[2]  the user's logins zset (both in the user's slot)
 -- ARGV[1]  session id (family) reserving its login now, or '' (only forget)

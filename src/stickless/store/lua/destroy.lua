@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Destroy a session now and leave a tombstone.
 -- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone
 -- ARGV[1]  digest of the presented token, or '' to destroy by session id (operators)

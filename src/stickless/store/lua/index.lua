@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Maintain a user's session index (a hint: readers check every entry).
 -- KEYS[1]  the user index zset
 -- ARGV[1]  member to add or ''   ARGV[2]  its absolute deadline (ms), 0 = now + ARGV[3]

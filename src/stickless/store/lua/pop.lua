@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Take one value out of a session, exactly once across requests (pop_once).
 -- KEYS[1]  the session hash   ARGV[1]  digest of the presented token   ARGV[2]  the field
 -- Reply: the value, or nil when it is gone (another request took it), the session is gone,

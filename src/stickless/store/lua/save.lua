@@ -1,3 +1,4 @@
+#!lua
 -- Apply a session's change log atomically (a delta, never the whole blob).
 -- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone (one family)
 -- ARGV[1]  mode: 'new' (must not exist yet) or 'old' (must exist, and the presented token

@@ -1,3 +1,4 @@
+#!lua
 -- Refresh a session's idle TTL and last access: sent by a load that found the last refresh
 -- older than the touch interval (loads themselves are a plain HGETALL + PTTL, no script).
 -- KEYS[1]  the session hash   ARGV[1]  digest of the presented token   ARGV[2]  idle (ms)
