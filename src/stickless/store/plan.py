@@ -564,8 +564,11 @@ class Planner:
         reply = replies[0]
         if crowd is not None and (isinstance(reply, Exception) or int(reply[0]) <= 0):
             yield from self._forget(crowd.user_id, [crowd.family])  # nothing written
-        _raise_server_error(reply)
-        status = SaveStatus(int(reply[0]))
+        if _wrong_type(reply):  # the script's HMGET met a key that is not a hash
+            status = SaveStatus.NOT_A_HASH
+        else:
+            _raise_server_error(reply)
+            status = SaveStatus(int(reply[0]))
         if status is SaveStatus.NOT_INTEGER:
             field_name = _text(reply[1])[len(keys.DATA_PREFIX) :]
             raise SessionConflict(
@@ -1152,7 +1155,11 @@ def _device_fields(writes: dict[str, str]) -> tuple[list[tuple[str, str]], list[
 
 
 def _wrong_type(reply: object) -> bool:
-    return isinstance(reply, ServerError) and reply.code == "WRONGTYPE"
+    """A command, or a command of a script, met a key of another type (Redis 6.2 wraps a
+    script's error: "Error running script (...): @user_script:42: WRONGTYPE ...")."""
+    return isinstance(reply, ServerError) and (
+        reply.code == "WRONGTYPE" or ": WRONGTYPE " in reply.message
+    )
 
 
 def _raise_server_error(reply: object) -> None:

@@ -22,7 +22,7 @@
 --   | -1 destroyed (tombstone; for a new session: evicted by a newer login in flight)
 --   | -2 exists (new token taken)
 --   | -3 the field at reply[2] is not an integer or would overflow (nothing written)
---   | -4 the key is not a session hash (nothing written)
+--   | -4 the key is not a session hash (nothing written), or HMGET's WRONGTYPE error
 -- Everything that can refuse is checked before the first write; writes go in chunks of at
 -- most 1000 arguments (Lua's unpack limit), and the hash gets its TTL in the same script.
 local data, fwd, tomb = KEYS[1], KEYS[2], KEYS[3]
@@ -39,8 +39,8 @@ if mode == 'new' then
   if redis.call('EXISTS', tomb) == 1 then return {-1} end
   created, deadline = now, now + tonumber(own_absolute ~= '' and own_absolute or ARGV[4])
 else
-  local meta = redis.pcall('HMGET', data, 'm:k', 'm:c', 'm:x')
-  if meta.err then return {-4} end
+  -- a key that is not a hash: WRONGTYPE, which the planner reads as -4 (nothing written)
+  local meta = redis.call('HMGET', data, 'm:k', 'm:c', 'm:x')
   if not meta[1] then
     if redis.call('EXISTS', tomb) == 1 then return {-1} end
     return {0}
@@ -156,7 +156,9 @@ if string.sub(user, 1, 1) == '=' then
 elseif user == '-' then
   redis.call('HDEL', data, 'm:u')
 end
-if nsets > 0 then
+if #head == 2 and nsets < 500 then  -- the usual save: one HSET, no table built
+  redis.call('HSET', data, head[1], head[2], unpack(ARGV, sets_at, sets_at + 2 * nsets - 1))
+elseif nsets > 0 then
   each_chunk(sets_at, sets_at + 2 * nsets - 1, 'HSET', head)
 else
   redis.call('HSET', data, unpack(head))
