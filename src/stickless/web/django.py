@@ -77,7 +77,7 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from django.conf import settings
 from django.contrib.sessions.backends.base import CreateError, SessionBase, UpdateError
@@ -658,6 +658,8 @@ class SessionStore(SessionBase):  # type: ignore[misc]
                     f"session key {key!r}: keys starting with {HIDDEN_PREFIX!r} "
                     "are reserved by stickless"
                 )
+            if type(value) in _IMMUTABLE and key in seen and value is dict.get(sl, key):
+                continue  # the very value handed out, and it cannot change in place
             if seen.get(key) != _encode(key, value):
                 sl[key] = value
                 if key == AUTH_USER_KEY:
@@ -711,6 +713,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
 
 _MISSING: Any = object()
+_IMMUTABLE: Final = frozenset({str, int, float, bool, type(None)})
 
 
 # ---------------------------------------------------------------------- the middleware
