@@ -157,8 +157,14 @@ def test_resubscribes_after_losing_the_connection(
     admin = stickless_valkey.node.client()
     try:
         with EventSubscriber(stickless_valkey.url, config) as sub:
+            before = {c["id"] for c in admin.client_list(_type="pubsub")}
             assert admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+            # the server may free a killed client later (NUMPAT still counting it): wait
+            # for a subscriber that is not one of those killed, then for its pattern
             deadline = time.monotonic() + 10
+            while not {c["id"] for c in admin.client_list(_type="pubsub")} - before:
+                assert time.monotonic() < deadline, "never reconnected"
+                time.sleep(0.05)
             while int(admin.execute_command("PUBSUB", "NUMPAT")) < 1:
                 assert time.monotonic() < deadline, "never resubscribed"
                 time.sleep(0.05)
