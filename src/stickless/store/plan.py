@@ -239,9 +239,9 @@ class Planner:
     address: str
     """Human-readable server address, for error messages."""
     probe_scripts: bool = False
-    """Learn, in the first batch with a script, whether the server runs the scripts'
-    ``#!lua`` form (the stores do, except on a cluster, whose executor sends each call
-    apart). Without: that form, and the legacy one after a server refuses it."""
+    """Learn, with the first save, whether the server runs the scripts' ``#!lua`` form (the
+    stores do, except on a cluster, whose executor sends each call apart). Without: that
+    form from the start, and the legacy one after a server refuses it."""
     layout: KeyLayout = field(init=False)
     codec: TokenCodec = field(init=False)
 
