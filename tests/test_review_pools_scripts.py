@@ -21,6 +21,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -51,7 +52,7 @@ def url(server: Standalone) -> Iterator[str]:
 
 
 def _kill_clients(url: str) -> None:
-    admin = redis.Redis.from_url(url)
+    admin: Any = redis.Redis.from_url(url)
     admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
     admin.close()
 
@@ -128,7 +129,7 @@ def test_p3_a_refused_connect_is_tried_once_per_checkout(server: Standalone) -> 
     """redis-py's pool connects once per checkout (it reconnects only a connection that
     has unread data); the lean pool retries a failed connect too: a wrong password is sent
     twice per request (twice the ACL LOG entries / brute-force alarms, twice the time)."""
-    admin = server.node.client()
+    admin: Any = server.node.client()
     admin.execute_command("ACL", "SETUSER", "review", "on", ">right", "~*", "+@all")
     admin.execute_command("ACL", "LOG", "RESET")
     host, port = server.node.host, server.node.port
@@ -231,7 +232,7 @@ def test_async_pool_waiters_and_cancellation_leave_no_dirty_connection(url: str)
         await asyncio.sleep(0)
         for task in tasks[::2]:
             task.cancel()
-        done = await asyncio.gather(*tasks, return_exceptions=True)
+        done: list[Any] = await asyncio.gather(*tasks, return_exceptions=True)
         assert all(isinstance(r, asyncio.CancelledError) or r is not None for r in done[::2])
         assert [r["i"] for r in done[1::2]] == [s["i"] for s in sessions[1::2]]
         assert not pool._in_use_connections and not pool._condition._waiters
@@ -276,7 +277,7 @@ def test_probe_with_wait_and_a_noscript_resend() -> None:
     """durability="replicated": WAIT goes at index 1, the SCRIPT LOAD replies after the
     calls; a first save whose script the server forgot is resent with its WAIT."""
     with start_standalone() as primary, start_standalone() as replica:
-        rc = replica.node.client()
+        rc: Any = replica.node.client()
         rc.execute_command("REPLICAOF", primary.node.host, primary.node.port)
         pc = primary.node.client()
         deadline = time.monotonic() + 10
@@ -292,7 +293,7 @@ def test_probe_with_wait_and_a_noscript_resend() -> None:
             assert store.save(s).replicas == 1
             assert store.plan._modern_scripts is server_binary().at_least(7)
         with SessionStore.from_url(primary.url, config) as store:
-            store.plan._scripts_sent.add(SAVE.legacy.sha)  # as after a failed first save
+            store.plan._scripts_sent.add(_legacy_sha())  # as after a failed first save
             pc.script_flush()
             s = store.new()
             s["b"] = 2
@@ -338,3 +339,8 @@ def test_redis6_then_valkey_then_redis6_on_one_address(monkeypatch: pytest.Monke
         with start_standalone(port=port):
             life(store)
             assert store.plan._modern_scripts is False
+
+
+def _legacy_sha() -> str:
+    assert SAVE.legacy is not None
+    return SAVE.legacy.sha

@@ -162,6 +162,7 @@ def test_first_use_of_a_script_is_one_round_trip_too(
     # is loaded in the same round trip: the answer says which form this server runs
     assert sent == ["EVAL", "SCRIPT", "EVALSHA"]
     assert len(batches) == 2
+    assert SAVE.legacy is not None
     modern = server_binary().at_least(7)
     assert batches[1].calls[0].command()[1] == (SAVE.sha if modern else SAVE.legacy.sha)
     with command_log.counting() as sent:

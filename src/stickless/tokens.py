@@ -172,6 +172,7 @@ class TokenCodec:
                 return None
         if not isinstance(presented, str) or len(presented) > MAX_TOKEN_LENGTH:
             return None
+        presented = str.__str__(presented)  # a plain str (a subclass may override methods)
         if self._signer is None:
             return (presented, presented) if _TOKEN_RE.fullmatch(presented) else None
         raw, _, signature = presented.rpartition(".")
