@@ -585,7 +585,8 @@ def write_docs(raw: dict[str, Any], docs: Path) -> Path:
         "server, `--quick` for a smoke run). Every variant runs the same app "
         "(`benchmarks/bench_apps.py`) in the same process against the same server, "
         "interleaved round by round, so machine noise hits all alike: read the ratios, "
-        "not the absolute numbers.",
+        "not the absolute numbers. [performance.md](performance.md) says what bounds the "
+        "ratios a target misses, and how far they move between runs on a shared machine.",
         "",
         f"- Date: {meta['started']}; run took {meta.get('seconds', '?')} s"
         + (" (quick mode: numbers are not meaningful)" if meta.get("quick") else ""),

@@ -119,3 +119,30 @@ def test_tables_and_docs(bench: dict[str, Any]) -> None:
     assert memory["stickless-store"]["small5"]["session"] > 0
     if importlib.util.find_spec("matplotlib") is not None:
         assert (bench["docs"] / "benchmarks" / "inprocess.png").stat().st_size > 1000
+
+
+def test_script_floor_reports_each_variant() -> None:
+    """``benchmarks/script_floor.py`` (docs/performance.md) runs on its own embedded Valkey
+    and reports a positive server time for each of its four variants."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "script_floor.py"),
+        "--rounds",
+        "1",
+        "--calls",
+        "50",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    figures = {
+        line.rsplit(maxsplit=2)[0].strip(): float(line.rsplit(maxsplit=2)[1])
+        for line in done.stdout.splitlines()
+        if line.endswith(" µs")
+    }
+    assert list(figures) == [
+        "SET (the peers' write)",
+        "EVALSHA return 1",
+        "EVALSHA 4 calls (a guarded save's minimum)",
+        "save.lua (stickless's save)",
+    ]
+    assert all(value > 0 for value in figures.values()), figures
