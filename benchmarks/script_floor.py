@@ -16,8 +16,9 @@ it (a pipeline of thousands would warm the server's caches and understate every 
   ``SessionStore`` (load, change, save).
 
 Medians over ``--rounds`` interleaved rounds of ``--calls`` calls each. Without ``--url`` it
-starts an embedded Valkey; with it, use a quiet server (the counters are server-wide) and
-database 0 is written under ``slfloor.*`` (deleted at the end).
+starts an embedded Valkey; with it, use a quiet server (the counters are server-wide): the
+URL's database gets the keys ``slfloor:*``, ``slfloor.copy`` and ``slfloor.blob``, deleted at
+the end.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                     command, run = variants[name]
                     results[name].append(_per_call(client, command, run, args.calls))
         finally:
-            for stale in client.scan_iter(match=PREFIX + "*"):
+            for stale in client.scan_iter(match=PREFIX + ":*"):
                 client.delete(stale)
+            client.delete(PREFIX + ".copy", PREFIX + ".blob")
             store.close()
             client.close()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -46,8 +46,9 @@ class SessionConfig:
     Default 24 h. Must be >= ``idle_timeout``."""
 
     touch_interval: float = 60.0
-    """A read refreshes the idle TTL at most this often (one write per interval, folded into
-    the load command, so still one round trip). 0 refreshes on every load. Default 60 s."""
+    """A read refreshes the idle TTL at most this often: a load that finds the last refresh
+    older than this sends one more round trip (a small script) to refresh it; other loads
+    are one round trip and write nothing. 0 refreshes on every load. Default 60 s."""
 
     key_prefix: str = "stickless"
     """Prefix of every Redis key. Default ``"stickless"``; see docs/key-layout.md."""
