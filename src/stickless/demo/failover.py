@@ -346,6 +346,7 @@ PANEL_JS: Final = """
   const csrf = panel.dataset.csrf, headers = {"X-CSRF-Token": csrf};
   const $ = (id) => document.getElementById(id);
   let run = null, seq = 0, running = false, firstPrimary = panel.dataset.primary || null;
+  let notice = "";  // the failover's answer: shown beside "Writing..." until the writer stops
   const acked = new Set(), failed = new Set();
   const say = (text) => { $("w-status").textContent = text; };
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -354,7 +355,7 @@ PANEL_JS: Final = """
     const r = await fetch("/api/watch/start", {method: "POST", headers});
     if (!r.ok) { say(`Could not start (HTTP ${r.status}).`); return; }
     run = (await r.json()).run; seq = 0; acked.clear(); failed.clear(); running = true;
-    say("Writing..."); write();
+    notice = ""; say("Writing..."); write();
   }
   async function write() {
     while (running && seq < %(max)d) {
@@ -392,7 +393,7 @@ PANEL_JS: Final = """
             $("w-primary").textContent = state.primary === firstPrimary
               ? state.primary : `${state.primary} (was ${firstPrimary})`;
           }
-          if (running) say("Writing...");
+          if (running) say(notice ? `Writing... ${notice}` : "Writing...");
         } else { say(`Store unavailable right now (HTTP ${r.status}); retrying.`); }
       } catch (e) { say("This server does not answer."); }
     }
@@ -405,7 +406,7 @@ PANEL_JS: Final = """
     try {
       const r = await fetch("/failover", {method: "POST", body: new URLSearchParams({csrf}),
         headers: {"Accept": "application/json"}});
-      say((await r.json()).message);
+      notice = (await r.json()).message; say(running ? `Writing... ${notice}` : notice);
     } catch (e) { say("The failover request failed."); }
   });
   poll();
