@@ -195,6 +195,18 @@ def prefix_for(run_id: str, variant: str) -> str:
     return f"slb{run_id}.{variant}"
 
 
+@contextmanager
+def valkey(url: str | None) -> Iterator[tuple[str, int | None]]:
+    """The server to use: ``url``, or an embedded Valkey (then its PID too)."""
+    if url:
+        yield url, None
+        return
+    from stickless.embedded import start_standalone
+
+    with start_standalone() as server:
+        yield server.url, server.node.pid
+
+
 # ----------------------------------------------------------------------------- drivers
 def _cookie_from(header: str, name: str) -> tuple[bool, str | None]:
     """(is this our cookie, its new value or None when deleted) for one Set-Cookie."""

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,18 +76,6 @@ class PhaseProgress(Progress):
                 self._phase = phase
                 self.console.print(f"{time.strftime('%H:%M:%S')} {phase}", highlight=False)
         super().update(task_id, **fields)
-
-
-@contextlib.contextmanager
-def valkey(url: str | None) -> Iterator[tuple[str, int | None]]:
-    """The server to use: ``url``, or an embedded Valkey (then its PID too)."""
-    if url:
-        yield url, None
-        return
-    from stickless.embedded import start_standalone
-
-    with start_standalone() as server:
-        yield server.url, server.node.pid
 
 
 def run_inprocess(
@@ -252,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     results: dict[str, Any] = {"meta": meta, "skipped": skipped}
     started = time.monotonic()
-    with valkey(args.url) as (url, server_pid):
+    with core.valkey(args.url) as (url, server_pid):
         meta["embedded"] = server_pid is not None
         probe = core.Probe(url)
         meta["server"] = probe.server_info()

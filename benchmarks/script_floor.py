@@ -27,8 +27,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -38,6 +37,7 @@ if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
 import bench_apps as apps  # noqa: E402
+import bench_core as core  # noqa: E402
 
 from stickless import SessionConfig, SessionStore  # noqa: E402
 
@@ -50,17 +50,6 @@ redis.call('HSET', KEYS[1], 'm:a', t[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], 1800000)
 return 1
 """
-
-
-@contextmanager
-def _server(url: str | None) -> Iterator[str]:
-    if url:
-        yield url
-        return
-    from stickless.embedded import start_standalone
-
-    with start_standalone() as valkey:
-        yield valkey.url
 
 
 def _per_call(client: redis.Redis, command: str, run: Callable[[], None], calls: int) -> float:
@@ -78,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args(argv)
-    with _server(args.url) as url:
+    with core.valkey(args.url) as (url, _):
         client = redis.Redis.from_url(url)
         store = SessionStore.from_url(url, SessionConfig(key_prefix=PREFIX))
         try:
