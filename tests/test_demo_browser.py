@@ -116,17 +116,24 @@ def _text(driver: Any, css: str) -> str:
 def _submit(driver: Any, form: str, field: str | None = None, value: str = "") -> None:
     """Fill ``field`` of the form posting to ``/form`` and press its button; waits for the
     page that the POST-redirect-GET lands on."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old_page = driver.find_element(By.TAG_NAME, "html")
+    # A flag in the old page's window: a new document starts without it. (Selenium's
+    # staleness_of asks the old element, and Chrome can answer that with a plain
+    # WebDriverException while the page is swapped, which staleness_of does not expect.)
+    driver.execute_script("window.__old_page = true")
     if field is not None:
         box = driver.find_element(By.ID, f"{form}-{field}")
         box.clear()
         box.send_keys(value)
     driver.find_element(By.ID, f"{form}-button").click()
-    WebDriverWait(driver, 15).until(expected_conditions.staleness_of(old_page))
+    WebDriverWait(driver, 15, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return !window.__old_page && document.readyState === 'complete'"
+        )
+    )
 
 
 def _cart(driver: Any) -> dict[str, str]:
