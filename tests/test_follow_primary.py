@@ -173,7 +173,9 @@ def test_admit_and_settle() -> None:
         assert info.value.applied is False
         ticket = follower.admit(load)  # reads go on
         follower.tracker.on_event("+promoted-slave", slave("slave", NEW))
-        follower.settle(ticket, load)  # a read that straddled the switch is fine
+        with pytest.raises(Unavailable) as info:
+            follower.settle(ticket, load)  # the old primary may have answered: read again
+        assert info.value.applied is False
         with pytest.raises(Unavailable) as info:
             follower.settle(ticket, save)  # a save is not known to have survived
         assert info.value.applied is None

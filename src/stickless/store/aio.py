@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from stickless.session import Session
 from stickless.store import check as checks
-from stickless.store.base import StoreBase, packed
+from stickless.store.base import Sent, StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
@@ -160,6 +160,7 @@ class AsyncSessionStore(StoreBase):
         """Send one planned batch; replies in order, server errors as values. Raises
         :class:`~stickless.store.failures.Unavailable` when the store cannot serve it now
         (the verdicts are :class:`StoreBase`'s, shared with the other store)."""
+        ticket: int | Sent | None = None
         try:
             ticket = self._admit(batch)
             if self.is_cluster:
@@ -168,7 +169,7 @@ class AsyncSessionStore(StoreBase):
                 replies = await self._pipeline(self.client, batch)
             return self._check(batch, replies, ticket)
         except Exception as exc:
-            verdict = self._verdict(exc)
+            verdict = self._verdict(exc, ticket)
             if verdict is exc:
                 raise
             raise verdict from exc

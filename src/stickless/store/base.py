@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, NamedTuple, Self
 
 import hiredis
 from redis import exceptions as redis_errors
@@ -22,6 +22,7 @@ from stickless.store.check import ensure_no_retries
 from stickless.store.failures import Unavailable, classify_error, error_code, screen_replies
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
+from stickless.store.stalls import StallGuard
 
 REFRESH_GAP = 0.5
 """Seconds between two reloads of a cluster's slot map asked for by failing requests."""
@@ -38,6 +39,15 @@ UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
 )
 """redis-py's exception types meaning "not available right now" (error replies are
 judged by their code, see :func:`stickless.store.failures.classify_error`)."""
+
+
+class Sent(NamedTuple):
+    """A cluster batch in flight: the node owning its first key, when it was sent, and how
+    long it may block on purpose (its ``WAIT``'s timeout)."""
+
+    node: str
+    at: float
+    waits: float
 
 
 class StoreBase:
@@ -78,6 +88,7 @@ class StoreBase:
         self._node_clients: dict[str, Any] = {}
         self._refreshed_at = -REFRESH_GAP
         self._follower = follower
+        self._stalls = StallGuard(self.config.stall_limit) if cluster else None
 
     @classmethod
     def from_url(cls, url: str, config: SessionConfig | None = None) -> Self:
@@ -154,16 +165,33 @@ class StoreBase:
         return self._node_clients
 
     # ------------------------------------------------- executors' verdicts (no I/O)
-    def _admit(self, batch: Batch) -> int | None:
+    def _admit(self, batch: Batch) -> int | Sent | None:
         """Before sending ``batch``: raises ``Unavailable`` for a write while the Sentinel
-        primary is being moved; the primary's generation to :meth:`_check` against."""
-        return self._follower.admit(batch) if self._follower is not None else None
+        primary is being moved. The ticket :meth:`_check` judges the answer by: the Sentinel
+        primary's generation, or (in a cluster) the node and the time it is sent to."""
+        if self._follower is not None:
+            return self._follower.admit(batch)
+        if self._stalls is not None and self._stalls.limit:
+            try:
+                node = self.client.get_node_from_key(batch.calls[0].routing_key)
+            except Exception:  # no slot map yet: redis-py loads it and routes the batch
+                return None
+            if node is not None:
+                waits = batch.wait[1] / 1000 if batch.wait is not None else 0.0
+                return Sent(node.name, time.monotonic(), waits)
+        return None
 
-    def _check(self, batch: Batch, replies: list[Any], ticket: int | None) -> list[Any]:
+    def _check(self, batch: Batch, replies: list[Any], ticket: int | Sent | None) -> list[Any]:
         """``replies`` when they mean the batch was served; raises ``Unavailable`` when one
-        says "not available right now", or when a save straddled a primary switch."""
+        says "not available right now", when a save straddled a primary switch, or when the
+        cluster node that answered stalled (:mod:`stickless.store.stalls`)."""
         screen_replies(replies, batch.idempotent)
-        if ticket is not None and self._follower is not None:
+        if isinstance(ticket, Sent):
+            assert self._stalls is not None
+            self._stalls.settle(
+                ticket.node, ticket.at, writes=not batch.idempotent, waits=ticket.waits
+            )
+        elif ticket is not None and self._follower is not None:
             self._follower.settle(ticket, batch)
         checked: list[Any] = []
         for i, reply in enumerate(replies):
@@ -178,10 +206,13 @@ class StoreBase:
             checked.append(_as_server_error(reply))
         return checked
 
-    def _verdict(self, error: BaseException) -> BaseException:
+    def _verdict(self, error: BaseException, ticket: int | Sent | None = None) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
         ``Unavailable`` when the store cannot serve right now, else ``error`` itself. Any
-        error makes a Sentinel store re-check the primary."""
+        error makes a Sentinel store re-check the primary; a cluster node that took over
+        ``stall_limit`` to fail (a timeout) is suspect as if it had answered that late."""
+        if isinstance(ticket, Sent) and self._stalls is not None:
+            self._stalls.note(ticket.node, ticket.at, ticket.waits)
         verdict = classify_error(error, UNAVAILABLE_TYPES)
         if self._follower is not None:
             self._follower.failed(verdict)

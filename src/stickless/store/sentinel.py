@@ -513,15 +513,25 @@ class Follower:
     def settle(self, ticket: int, batch: Batch) -> None:
         """After ``batch`` was answered: a save that was in flight while the named primary
         changed may have been applied on the old primary, and be lost: raise
-        :class:`Unavailable` (outcome unknown) instead of reporting it saved."""
-        if ticket != self.tracker.generation and not batch.idempotent:
-            self.watch.check_soon()
+        :class:`Unavailable` (outcome unknown) instead of reporting it saved. A read in
+        flight then may have been answered by the old primary, with data the new one has
+        moved past: :class:`Unavailable` too, so the planner reads again (from the new
+        primary)."""
+        if ticket == self.tracker.generation:
+            return
+        self.watch.check_soon()
+        if batch.idempotent:
             raise Unavailable(
                 None,
-                f"the primary of {self.service!r} changed while the save was in flight; it "
-                "may have been applied on the old primary and be lost",
-                applied=None,
+                f"the primary of {self.service!r} changed while the read was in flight",
+                applied=False,
             )
+        raise Unavailable(
+            None,
+            f"the primary of {self.service!r} changed while the save was in flight; it may "
+            "have been applied on the old primary and be lost",
+            applied=None,
+        )
 
     def failed(self, verdict: BaseException) -> None:
         """After any error: re-check the named primary now."""

@@ -1,0 +1,134 @@
+"""A cluster node that stalled (SIGSTOP) is not trusted for ``stall_limit`` afterwards: the
+save it answered late is not reported saved, its next answers are refused for a moment,
+other nodes carry on, and then it is used again (``stickless.store.stalls``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from stickless import AsyncSessionStore, SessionConfig, SessionStore, StoreUnavailable
+from stickless.embedded import ClusterSetup, Node, start_cluster
+from stickless.session import Session
+from stickless.store.keys import KeyLayout
+from stickless.tokens import token_id
+
+LIMIT = 0.3
+FREEZE = 0.8
+"""Longer than LIMIT, far shorter than the cluster's node timeout: no failover."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ClusterSetup]:
+    with start_cluster(primaries=2, replicas_per_primary=0, node_timeout_ms=15000) as setup:
+        yield setup
+
+
+def _config() -> SessionConfig:
+    # retries=0: a refused load raises at once, well within the LIMIT the node is suspect
+    return SessionConfig(key_prefix=f"st{uuid.uuid4().hex[:6]}", stall_limit=LIMIT, retries=0)
+
+
+def _primary(cluster: ClusterSetup, config: SessionConfig, session: Session) -> Node:
+    key = KeyLayout(config.key_prefix).data(token_id(session.token).family)
+    return cluster.primary_for_key(key)
+
+
+def _two_nodes(cluster: ClusterSetup, config: SessionConfig, store: SessionStore) -> list[Session]:
+    """Saved sessions on two different primaries: [on the one to freeze, on another]."""
+    by_node: dict[int, Session] = {}
+    while len(by_node) < 2:
+        s = store.new()
+        s["v"] = 1
+        store.save(s)
+        by_node.setdefault(_primary(cluster, config, s).port, s)
+    return list(by_node.values())
+
+
+def _frozen(node: Node, seconds: float) -> threading.Timer:
+    node.pause()
+    timer = threading.Timer(seconds, node.resume)
+    timer.start()
+    return timer
+
+
+def test_a_save_answered_after_a_stall_is_not_reported_saved(cluster: ClusterSetup) -> None:
+    config = _config()
+    store = SessionStore.from_url(cluster.url, config)
+    frozen_one, other = _two_nodes(cluster, config, store)
+    node = _primary(cluster, config, frozen_one)
+    loaded = store.load(frozen_one.token)
+    assert loaded is not None
+    loaded["v"] = 2
+    timer = _frozen(node, FREEZE)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as saved:
+            store.save(loaded)  # answered once the node wakes up
+        assert time.monotonic() - started >= FREEZE - 0.05
+        assert saved.value.applied is None  # may have been applied: not "saved"
+        assert "stall_limit" in str(saved.value)
+        # for a moment, the woken node's quick answers are refused too...
+        with pytest.raises(StoreUnavailable) as read:
+            store.load(frozen_one.token)
+        assert read.value.applied is False
+        # ...but not another node's
+        assert store.load(other.token) is not None
+        time.sleep(LIMIT + 0.1)
+        again = store.load(frozen_one.token)
+        assert again is not None and again["v"] == 2  # no failover: the late save stood
+    finally:
+        timer.cancel()
+        node.resume()
+        store.close()
+
+
+def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:
+    config = _config().with_options(stall_limit=0)
+    store = SessionStore.from_url(cluster.url, config)
+    frozen_one, _ = _two_nodes(cluster, config, store)
+    node = _primary(cluster, config, frozen_one)
+    loaded = store.load(frozen_one.token)
+    assert loaded is not None
+    loaded["v"] = 3
+    timer = _frozen(node, FREEZE)
+    try:
+        assert store.save(loaded).outcome == "saved"
+        again = store.load(frozen_one.token)
+        assert again is not None and again["v"] == 3
+    finally:
+        timer.cancel()
+        node.resume()
+        store.close()
+
+
+async def test_async_store_refuses_a_stalled_node_too(cluster: ClusterSetup) -> None:
+    config = _config()
+    sync_store = SessionStore.from_url(cluster.url, config)
+    frozen_one, other = _two_nodes(cluster, config, sync_store)
+    sync_store.close()
+    node = _primary(cluster, config, frozen_one)
+    store = AsyncSessionStore.from_url(cluster.url, config)
+    try:
+        assert await store.load(other.token) is not None  # slot map loaded
+        timer = _frozen(node, FREEZE)
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.load(frozen_one.token)  # late answer of a stalled node
+            assert await store.load(other.token) is not None
+            time.sleep(LIMIT + 0.1)
+            assert await store.load(frozen_one.token) is not None
+        finally:
+            timer.cancel()
+            node.resume()
+    finally:
+        await store.aclose()
+
+
+def test_stall_limit_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="stall_limit"):
+        SessionConfig(stall_limit=-1)
