@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -81,6 +82,34 @@ def test_a_save_answered_after_a_stall_is_not_reported_saved(cluster: ClusterSet
         time.sleep(LIMIT + 0.1)
         again = store.load(frozen_one.token)
         assert again is not None and again["v"] == 2  # no failover: the late save stood
+    finally:
+        timer.cancel()
+        node.resume()
+        store.close()
+
+
+def test_a_quick_answer_at_the_wake_up_is_refused_too(cluster: ClusterSetup) -> None:
+    """The woken node answers everything at once: a read sent just before the wake-up
+    (its own wait well under LIMIT) is refused, whether it is checked before or after the
+    answer to the read that waited the whole freeze."""
+    config = _config()
+    store = SessionStore.from_url(cluster.url, config)
+    frozen_one, other = _two_nodes(cluster, config, store)
+    node = _primary(cluster, config, frozen_one)
+    timer = _frozen(node, FREEZE)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(store.load, frozen_one.token)  # waits the whole freeze
+            time.sleep(FREEZE - LIMIT / 2)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                store.load(frozen_one.token)
+            assert time.monotonic() - started < LIMIT + 0.2  # answered at the wake-up
+            with pytest.raises(StoreUnavailable):
+                slow.result()
+        assert store.load(other.token) is not None
+        time.sleep(LIMIT + 0.1)
+        assert store.load(frozen_one.token) is not None
     finally:
         timer.cancel()
         node.resume()

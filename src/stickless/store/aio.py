@@ -14,7 +14,7 @@ from redis.exceptions import ResponseError
 
 from stickless.session import Session
 from stickless.store import check as checks
-from stickless.store.base import Sent, StoreBase, packed
+from stickless.store.base import StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
@@ -26,6 +26,7 @@ from stickless.store.plan import (
     order_replies,
     pipeline_commands,
 )
+from stickless.store.stalls import InFlight
 from stickless.tokens import parse_session_id
 
 T = TypeVar("T")
@@ -160,8 +161,10 @@ class AsyncSessionStore(StoreBase):
         """Send one planned batch; replies in order, server errors as values. Raises
         :class:`~stickless.store.failures.Unavailable` when the store cannot serve it now
         (the verdicts are :class:`StoreBase`'s, shared with the other store)."""
-        ticket: int | Sent | None = None
+        ticket: int | InFlight | None = None
         try:
+            if self._stalls is not None:  # the slot map, to know the nodes (once loaded: no-op)
+                await self.client.initialize()
             ticket = self._admit(batch)
             if self.is_cluster:
                 replies = await self._send_cluster(batch)

@@ -5,11 +5,12 @@ Sentinel primary (in :mod:`stickless.store.sentinel`)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any, ClassVar, NamedTuple, Self
+from typing import Any, ClassVar, Self
 
 import hiredis
 from redis import exceptions as redis_errors
@@ -22,7 +23,7 @@ from stickless.store.check import ensure_no_retries
 from stickless.store.failures import Unavailable, classify_error, error_code, screen_replies
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
-from stickless.store.stalls import StallGuard
+from stickless.store.stalls import InFlight, StallGuard
 
 REFRESH_GAP = 0.5
 """Seconds between two reloads of a cluster's slot map asked for by failing requests."""
@@ -39,15 +40,6 @@ UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
 )
 """redis-py's exception types meaning "not available right now" (error replies are
 judged by their code, see :func:`stickless.store.failures.classify_error`)."""
-
-
-class Sent(NamedTuple):
-    """A cluster batch in flight: the node owning its first key, when it was sent, and how
-    long it may block on purpose (its ``WAIT``'s timeout)."""
-
-    node: str
-    at: float
-    waits: float
 
 
 class StoreBase:
@@ -88,7 +80,9 @@ class StoreBase:
         self._node_clients: dict[str, Any] = {}
         self._refreshed_at = -REFRESH_GAP
         self._follower = follower
-        self._stalls = StallGuard(self.config.stall_limit) if cluster else None
+        limit = self.config.stall_limit
+        horizon = self.config.socket_timeout + limit
+        self._stalls = StallGuard(limit, horizon) if cluster and limit else None
 
     @classmethod
     def from_url(cls, url: str, config: SessionConfig | None = None) -> Self:
@@ -165,33 +159,30 @@ class StoreBase:
         return self._node_clients
 
     # ------------------------------------------------- executors' verdicts (no I/O)
-    def _admit(self, batch: Batch) -> int | Sent | None:
+    def _admit(self, batch: Batch) -> int | InFlight | None:
         """Before sending ``batch``: raises ``Unavailable`` for a write while the Sentinel
         primary is being moved. The ticket :meth:`_check` judges the answer by: the Sentinel
-        primary's generation, or (in a cluster) the node and the time it is sent to."""
+        primary's generation, or (in a cluster) the batch in flight, for the stall guard."""
         if self._follower is not None:
             return self._follower.admit(batch)
-        if self._stalls is not None and self._stalls.limit:
-            try:
-                node = self.client.get_node_from_key(batch.calls[0].routing_key)
-            except Exception:  # no slot map yet: redis-py loads it and routes the batch
-                return None
-            if node is not None:
-                waits = batch.wait[1] / 1000 if batch.wait is not None else 0.0
-                return Sent(node.name, time.monotonic(), waits)
-        return None
+        if self._stalls is None:
+            return None
+        nodes: dict[str, None] = {}
+        for call in batch.calls:
+            with contextlib.suppress(Exception):  # no slot yet: redis-py finds it on sending
+                nodes[self.client.get_node_from_key(call.routing_key).name] = None
+        waits = batch.wait[1] / 1000 if batch.wait is not None else 0.0
+        return self._stalls.sent(tuple(nodes), waits) if nodes else None
 
-    def _check(self, batch: Batch, replies: list[Any], ticket: int | Sent | None) -> list[Any]:
+    def _check(self, batch: Batch, replies: list[Any], ticket: int | InFlight | None) -> list[Any]:
         """``replies`` when they mean the batch was served; raises ``Unavailable`` when one
-        says "not available right now", when a save straddled a primary switch, or when the
-        cluster node that answered stalled (:mod:`stickless.store.stalls`)."""
-        screen_replies(replies, batch.idempotent)
-        if isinstance(ticket, Sent):
+        says "not available right now", when a save straddled a primary switch, or when a
+        cluster node that answered is suspect of a stall (:mod:`stickless.store.stalls`)."""
+        if isinstance(ticket, InFlight):
             assert self._stalls is not None
-            self._stalls.settle(
-                ticket.node, ticket.at, writes=not batch.idempotent, waits=ticket.waits
-            )
-        elif ticket is not None and self._follower is not None:
+            self._stalls.settle(ticket, writes=not batch.idempotent)
+        screen_replies(replies, batch.idempotent)
+        if isinstance(ticket, int) and self._follower is not None:
             self._follower.settle(ticket, batch)
         checked: list[Any] = []
         for i, reply in enumerate(replies):
@@ -206,13 +197,13 @@ class StoreBase:
             checked.append(_as_server_error(reply))
         return checked
 
-    def _verdict(self, error: BaseException, ticket: int | Sent | None = None) -> BaseException:
+    def _verdict(self, error: BaseException, ticket: int | InFlight | None = None) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
         ``Unavailable`` when the store cannot serve right now, else ``error`` itself. Any
         error makes a Sentinel store re-check the primary; a cluster node that took over
         ``stall_limit`` to fail (a timeout) is suspect as if it had answered that late."""
-        if isinstance(ticket, Sent) and self._stalls is not None:
-            self._stalls.note(ticket.node, ticket.at, ticket.waits)
+        if isinstance(ticket, InFlight) and self._stalls is not None:
+            self._stalls.ended(ticket)
         verdict = classify_error(error, UNAVAILABLE_TYPES)
         if self._follower is not None:
             self._follower.failed(verdict)

@@ -515,16 +515,16 @@ class Follower:
         changed may have been applied on the old primary, and be lost: raise
         :class:`Unavailable` (outcome unknown) instead of reporting it saved. A read in
         flight then may have been answered by the old primary, with data the new one has
-        moved past: :class:`Unavailable` too, so the planner reads again (from the new
-        primary)."""
+        moved past: :class:`Unavailable` too, so the planner sends it again (to the new
+        primary), as any idempotent batch (a destroy, a touch) that straddled the switch."""
         if ticket == self.tracker.generation:
             return
         self.watch.check_soon()
-        if batch.idempotent:
+        if batch.idempotent:  # sent again, to the new primary (a retry)
             raise Unavailable(
                 None,
-                f"the primary of {self.service!r} changed while the read was in flight",
-                applied=False,
+                f"the primary of {self.service!r} changed while this request was in flight",
+                applied=None,
             )
         raise Unavailable(
             None,
