@@ -157,17 +157,18 @@ class SessionConfig:
     notice a failover under way; also re-checked after every error. Default 0.5 s."""
 
     stall_limit: float = 1.0
-    """Cluster only: a node that took longer than this (seconds) to answer or to time out
-    (a replicated save's ``wait_timeout`` not counted) may have been frozen (SIGSTOP, a VM
-    pause) while the cluster promoted one of its replicas; woken up,
-    it answers and takes writes as a primary for a moment before it learns it was replaced,
-    and what it takes then is lost. So its answers are not trusted for ``stall_limit``
-    seconds from then on: a save answered in that time raises
-    :class:`~stickless.errors.StoreUnavailable` with ``applied=None`` (a 503: the client is
-    not told "saved"), a load is retried on a fresh slot map (and raises the same once its
-    ``retries`` are used up). Other nodes are not affected. Keep it below the servers'
-    ``cluster-node-timeout`` (a shorter freeze cannot end in a failover). 0 turns it off.
-    Default 1 s."""
+    """Cluster only: a node may have been frozen (SIGSTOP, a VM pause) while the cluster
+    promoted one of its replicas; woken up, it answers and takes writes as a primary for a
+    moment before it learns it was replaced: those writes are lost, those reads may be
+    stale. So a node is not trusted while a batch sent to it more than ``stall_limit``
+    seconds ago is unanswered, nor for ``stall_limit`` seconds after one took it longer
+    than that to answer or to time out (a replicated save's ``wait_timeout`` not counted):
+    a save answered then raises :class:`~stickless.errors.StoreUnavailable` with
+    ``applied=None`` (a 503: the client is not told "saved"), a load is sent again on a
+    reloaded slot map (and raises the same once its ``retries`` are used up). Other nodes
+    are not affected. Slowness on the app's side (a blocked event loop) counts too. Keep it
+    below the servers' ``cluster-node-timeout`` (a shorter freeze cannot end in a
+    failover) and below ``socket_timeout``. 0 turns it off. Default 1 s."""
 
     client_options: dict[str, object] = field(default_factory=dict)
     """Extra keyword arguments passed to the redis-py client (e.g. ``{"protocol": 2}``)."""
