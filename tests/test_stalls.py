@@ -4,6 +4,7 @@ other nodes carry on, and then it is used again (``stickless.store.stalls``)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -114,6 +115,60 @@ def test_a_quick_answer_at_the_wake_up_is_refused_too(cluster: ClusterSetup) -> 
         timer.cancel()
         node.resume()
         store.close()
+
+
+def test_a_login_spread_over_two_nodes_that_stalled_is_not_reported_saved(
+    cluster: ClusterSetup,
+) -> None:
+    """A login saves the session on its node and the user index on the user's: a stall of
+    that batch is not trusted although it went to two nodes."""
+    config = _config()
+    store = SessionStore.from_url(cluster.url, config)
+    layout = KeyLayout(config.key_prefix)
+    frozen_one, _ = _two_nodes(cluster, config, store)
+    node = _primary(cluster, config, frozen_one)
+    user = next(
+        f"u{i}" for i in range(1000) if cluster.primary_for_key(layout.user_index(f"u{i}")) != node
+    )
+    loaded = store.load(frozen_one.token)
+    assert loaded is not None
+    loaded.login(user)
+    timer = _frozen(node, FREEZE)
+    try:
+        with pytest.raises(StoreUnavailable) as saved:
+            store.save(loaded)
+        assert saved.value.applied is None
+    finally:
+        timer.cancel()
+        node.resume()
+        store.close()
+
+
+async def test_a_cancelled_request_leaves_no_suspicion(cluster: ClusterSetup) -> None:
+    """A load cancelled while the node is frozen (a client that went away) is not waited
+    for: once the node is back, its answers are taken at once."""
+    config = _config()
+    sync_store = SessionStore.from_url(cluster.url, config)
+    frozen_one, other = _two_nodes(cluster, config, sync_store)
+    sync_store.close()
+    node = _primary(cluster, config, frozen_one)
+    store = AsyncSessionStore.from_url(cluster.url, config)
+    try:
+        assert await store.load(other.token) is not None  # slot map loaded
+        node.pause()
+        try:
+            pending = asyncio.ensure_future(store.load(frozen_one.token))
+            await asyncio.sleep(0.1)
+            pending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await pending
+        finally:
+            node.resume()
+        await asyncio.sleep(LIMIT + 0.1)  # the cancelled load would be "waiting" by now
+        assert await store.load(frozen_one.token) is not None
+    finally:
+        node.resume()
+        await store.aclose()
 
 
 def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:

@@ -166,9 +166,10 @@ class SessionConfig:
     a save answered then raises :class:`~stickless.errors.StoreUnavailable` with
     ``applied=None`` (a 503: the client is not told "saved"), a load is sent again on a
     reloaded slot map (and raises the same once its ``retries`` are used up). Other nodes
-    are not affected. Slowness on the app's side (a blocked event loop) counts too. Keep it
-    below the servers' ``cluster-node-timeout`` (a shorter freeze cannot end in a
-    failover) and below ``socket_timeout``. 0 turns it off. Default 1 s."""
+    are not affected, except that a stalled batch spread over several nodes (a login's save
+    and user index) makes each of them suspect. Slowness on the app's side (a blocked event
+    loop) counts too. Keep it below the servers' ``cluster-node-timeout`` (a shorter freeze
+    cannot end in a failover) and below ``socket_timeout``. 0 turns it off. Default 1 s."""
 
     client_options: dict[str, object] = field(default_factory=dict)
     """Extra keyword arguments passed to the redis-py client (e.g. ``{"protocol": 2}``)."""

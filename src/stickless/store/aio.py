@@ -176,6 +176,9 @@ class AsyncSessionStore(StoreBase):
             if verdict is exc:
                 raise
             raise verdict from exc
+        except BaseException:
+            self._abandoned(ticket)
+            raise
 
     @staticmethod
     async def _pipeline(client: Any, batch: Batch) -> list[Any]:

@@ -197,6 +197,12 @@ class StoreBase:
             checked.append(_as_server_error(reply))
         return checked
 
+    def _abandoned(self, ticket: int | InFlight | None) -> None:
+        """The send of a batch was interrupted (a cancelled task, ``KeyboardInterrupt``):
+        the stall guard stops waiting for it."""
+        if isinstance(ticket, InFlight) and self._stalls is not None:
+            self._stalls.forget(ticket)
+
     def _verdict(self, error: BaseException, ticket: int | InFlight | None = None) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
         ``Unavailable`` when the store cannot serve right now, else ``error`` itself. Any

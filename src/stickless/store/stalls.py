@@ -62,29 +62,40 @@ class StallGuard:
         self._numbers = itertools.count()
 
     def sent(self, nodes: tuple[str, ...], waits: float) -> InFlight:
-        """A batch is about to be sent to ``nodes``."""
+        """A batch is about to be sent to ``nodes``. Only a batch to one node counts as that
+        node's request in flight: which node holds up a batch spread over several (a
+        login's save and user index) is not known, and a healthy one is not to be blamed
+        while it waits."""
         now = time.monotonic()
         with self._lock:
             number = next(self._numbers)
-            for node in nodes:
-                self._nodes.setdefault(node, _Node()).in_flight[number] = now + waits
+            if len(nodes) == 1:
+                self._nodes.setdefault(nodes[0], _Node()).in_flight[number] = now + waits
         return InFlight(nodes, now, waits, number)
 
     def ended(self, batch: InFlight) -> float:
-        """The batch was answered, or failed (a timeout is a stall too). A batch to one node
-        that took over ``limit`` longer than it may block on purpose makes that node
-        suspect (a batch spread over several nodes blames none: which one stalled is not
-        known). Returns now."""
+        """The batch was answered, or failed (a timeout is a stall too). One that took over
+        ``limit`` longer than it may block on purpose makes each of its nodes suspect (of
+        a batch spread over several, the one that stalled is not known). Returns now."""
         now = time.monotonic()
         stalled = now - batch.at - batch.waits
         with self._lock:
             for name in batch.nodes:
-                node = self._nodes[name]
+                node = self._nodes.setdefault(name, _Node())
                 node.in_flight.pop(batch.number, None)
-                if len(batch.nodes) == 1 and stalled > self.limit:
+                if stalled > self.limit:
                     node.until = max(node.until, now + self.limit)
                     node.lasted = stalled
         return now
+
+    def forget(self, batch: InFlight) -> None:
+        """The batch was abandoned (a cancelled task, an interrupt): it waits no more, and
+        blames nobody."""
+        with self._lock:
+            for name in batch.nodes:
+                node = self._nodes.get(name)
+                if node is not None:
+                    node.in_flight.pop(batch.number, None)
 
     def settle(self, batch: InFlight, *, writes: bool) -> None:
         """After the batch was answered: raises :class:`Unavailable` if one of its nodes is
@@ -93,7 +104,7 @@ class StallGuard:
         now = self.ended(batch)
         with self._lock:
             for name in batch.nodes:
-                node = self._nodes[name]
+                node = self._nodes.setdefault(name, _Node())
                 for number in [n for n, at in node.in_flight.items() if now - at > self.horizon]:
                     del node.in_flight[number]
                 oldest = min(node.in_flight.values(), default=now)

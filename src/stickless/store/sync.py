@@ -149,6 +149,9 @@ class SessionStore(StoreBase):
             if verdict is exc:
                 raise
             raise verdict from exc
+        except BaseException:
+            self._abandoned(ticket)
+            raise
 
     @staticmethod
     def _pipeline(client: Any, batch: Batch) -> list[Any]:
