@@ -51,6 +51,15 @@ def _two_nodes(cluster: ClusterSetup, config: SessionConfig, store: SessionStore
     return list(by_node.values())
 
 
+def _placed(
+    cluster: ClusterSetup, config: SessionConfig
+) -> tuple[SessionStore, Session, Session, Node]:
+    """A store, a session on the node to freeze, one on another node, and that node."""
+    store = SessionStore.from_url(cluster.url, config)
+    frozen_one, other = _two_nodes(cluster, config, store)
+    return store, frozen_one, other, _primary(cluster, config, frozen_one)
+
+
 def _frozen(node: Node, seconds: float) -> threading.Timer:
     node.pause()
     timer = threading.Timer(seconds, node.resume)
@@ -60,9 +69,7 @@ def _frozen(node: Node, seconds: float) -> threading.Timer:
 
 def test_a_save_answered_after_a_stall_is_not_reported_saved(cluster: ClusterSetup) -> None:
     config = _config()
-    store = SessionStore.from_url(cluster.url, config)
-    frozen_one, other = _two_nodes(cluster, config, store)
-    node = _primary(cluster, config, frozen_one)
+    store, frozen_one, other, node = _placed(cluster, config)
     loaded = store.load(frozen_one.token)
     assert loaded is not None
     loaded["v"] = 2
@@ -94,9 +101,7 @@ def test_a_quick_answer_at_the_wake_up_is_refused_too(cluster: ClusterSetup) -> 
     (its own wait well under LIMIT) is refused, whether it is checked before or after the
     answer to the read that waited the whole freeze."""
     config = _config()
-    store = SessionStore.from_url(cluster.url, config)
-    frozen_one, other = _two_nodes(cluster, config, store)
-    node = _primary(cluster, config, frozen_one)
+    store, frozen_one, other, node = _placed(cluster, config)
     timer = _frozen(node, FREEZE)
     try:
         with ThreadPoolExecutor(1) as pool:
@@ -148,10 +153,8 @@ async def test_a_cancelled_request_leaves_no_suspicion(cluster: ClusterSetup) ->
     """A load cancelled while the node is frozen (a client that went away) is not waited
     for: once the node is back, its answers are taken at once."""
     config = _config()
-    sync_store = SessionStore.from_url(cluster.url, config)
-    frozen_one, other = _two_nodes(cluster, config, sync_store)
+    sync_store, frozen_one, other, node = _placed(cluster, config)
     sync_store.close()
-    node = _primary(cluster, config, frozen_one)
     store = AsyncSessionStore.from_url(cluster.url, config)
     try:
         assert await store.load(other.token) is not None  # slot map loaded
@@ -173,9 +176,7 @@ async def test_a_cancelled_request_leaves_no_suspicion(cluster: ClusterSetup) ->
 
 def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:
     config = _config().with_options(stall_limit=0)
-    store = SessionStore.from_url(cluster.url, config)
-    frozen_one, _ = _two_nodes(cluster, config, store)
-    node = _primary(cluster, config, frozen_one)
+    store, frozen_one, _, node = _placed(cluster, config)
     loaded = store.load(frozen_one.token)
     assert loaded is not None
     loaded["v"] = 3
@@ -192,10 +193,8 @@ def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:
 
 async def test_async_store_refuses_a_stalled_node_too(cluster: ClusterSetup) -> None:
     config = _config()
-    sync_store = SessionStore.from_url(cluster.url, config)
-    frozen_one, other = _two_nodes(cluster, config, sync_store)
+    sync_store, frozen_one, other, node = _placed(cluster, config)
     sync_store.close()
-    node = _primary(cluster, config, frozen_one)
     store = AsyncSessionStore.from_url(cluster.url, config)
     try:
         assert await store.load(other.token) is not None  # slot map loaded
