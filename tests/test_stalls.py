@@ -16,7 +16,9 @@ import pytest
 from stickless import AsyncSessionStore, SessionConfig, SessionStore, StoreUnavailable
 from stickless.embedded import ClusterSetup, Node, start_cluster
 from stickless.session import Session
+from stickless.store.failures import Unavailable
 from stickless.store.keys import KeyLayout
+from stickless.store.stalls import StallGuard
 from stickless.tokens import token_id
 
 LIMIT = 0.3
@@ -215,3 +217,14 @@ async def test_async_store_refuses_a_stalled_node_too(cluster: ClusterSetup) -> 
 def test_stall_limit_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="stall_limit"):
         SessionConfig(stall_limit=-1)
+
+
+def test_a_timeout_shorter_than_the_limit_still_makes_the_node_suspect() -> None:
+    """With ``socket_timeout`` below ``stall_limit`` no batch waits that long: a timeout
+    counts as a stall by itself (the guard's own bookkeeping, no server needed)."""
+    guard = StallGuard(limit=5.0, horizon=6.0)
+    timed_out = guard.sent(("127.0.0.1:7000",), 0.0)
+    guard.ended(timed_out, timed_out=True)
+    with pytest.raises(Unavailable):
+        guard.settle(guard.sent(("127.0.0.1:7000",), 0.0), writes=True)
+    guard.settle(guard.sent(("127.0.0.1:7001",), 0.0), writes=True)  # another node: fine

@@ -162,7 +162,7 @@ class SessionConfig:
     moment before it learns it was replaced: those writes are lost, those reads may be
     stale. So a node is not trusted while a batch sent to it more than ``stall_limit``
     seconds ago is unanswered, nor for ``stall_limit`` seconds after one took it longer
-    than that to answer or to time out (a replicated save's ``wait_timeout`` not counted):
+    than that to answer, or timed out (a replicated save's ``wait_timeout`` not counted):
     a save answered then raises :class:`~stickless.errors.StoreUnavailable` with
     ``applied=None`` (a 503: the client is not told "saved"), a load is sent again on a
     reloaded slot map (and raises the same once its ``retries`` are used up). Other nodes

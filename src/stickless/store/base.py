@@ -41,6 +41,9 @@ UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
 """redis-py's exception types meaning "not available right now" (error replies are
 judged by their code, see :func:`stickless.store.failures.classify_error`)."""
 
+TIMEOUT_TYPES: tuple[type[BaseException], ...] = (redis_errors.TimeoutError, TimeoutError)
+"""A node that did not answer in time (the builtin one: asyncio's, and ``socket.timeout``)."""
+
 
 class StoreBase:
     """Base of :class:`~stickless.SessionStore` and :class:`~stickless.AsyncSessionStore`."""
@@ -206,10 +209,10 @@ class StoreBase:
     def _verdict(self, error: BaseException, ticket: int | InFlight | None = None) -> BaseException:
         """``error`` (raised while sending a batch) as the planner must see it: an
         ``Unavailable`` when the store cannot serve right now, else ``error`` itself. Any
-        error makes a Sentinel store re-check the primary; a cluster node that took over
-        ``stall_limit`` to fail (a timeout) is suspect as if it had answered that late."""
+        error makes a Sentinel store re-check the primary; a cluster node that timed out, or
+        took over ``stall_limit`` to fail, is suspect as if it had answered that late."""
         if isinstance(ticket, InFlight) and self._stalls is not None:
-            self._stalls.ended(ticket)
+            self._stalls.ended(ticket, timed_out=isinstance(error, TIMEOUT_TYPES))
         verdict = classify_error(error, UNAVAILABLE_TYPES)
         if self._follower is not None:
             self._follower.failed(verdict)

@@ -73,17 +73,18 @@ class StallGuard:
                 self._nodes.setdefault(nodes[0], _Node()).in_flight[number] = now + waits
         return InFlight(nodes, now, waits, number)
 
-    def ended(self, batch: InFlight) -> float:
-        """The batch was answered, or failed (a timeout is a stall too). One that took over
-        ``limit`` longer than it may block on purpose makes each of its nodes suspect (of
-        a batch spread over several, the one that stalled is not known). Returns now."""
+    def ended(self, batch: InFlight, *, timed_out: bool = False) -> float:
+        """The batch was answered, or failed. One that took over ``limit`` longer than it
+        may block on purpose, or ``timed_out`` (even with a socket timeout shorter than the
+        limit), makes each of its nodes suspect (of a batch spread over several, the one
+        that stalled is not known). Returns now."""
         now = time.monotonic()
         stalled = now - batch.at - batch.waits
         with self._lock:
             for name in batch.nodes:
                 node = self._nodes.setdefault(name, _Node())
                 node.in_flight.pop(batch.number, None)
-                if stalled > self.limit:
+                if timed_out or stalled > self.limit:
                     node.until = max(node.until, now + self.limit)
                     node.lasted = stalled
         return now
