@@ -8,8 +8,9 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -62,6 +63,30 @@ def _placed(
     return store, frozen_one, other, _primary(cluster, config, frozen_one)
 
 
+def _loaded(store: SessionStore, session: Session) -> Session:
+    loaded = store.load(session.token)
+    assert loaded is not None
+    return loaded
+
+
+@asynccontextmanager
+async def _async_placed(
+    cluster: ClusterSetup,
+) -> AsyncIterator[tuple[AsyncSessionStore, Session, Session, Node]]:
+    """:func:`_placed` for the asyncio store, its slot map loaded; the node resumed and the
+    store closed at the end."""
+    config = _config()
+    sync_store, frozen_one, other, node = _placed(cluster, config)
+    sync_store.close()
+    store = AsyncSessionStore.from_url(cluster.url, config)
+    try:
+        assert await store.load(other.token) is not None  # slot map loaded
+        yield store, frozen_one, other, node
+    finally:
+        node.resume()
+        await store.aclose()
+
+
 def _frozen(node: Node, seconds: float) -> threading.Timer:
     node.pause()
     timer = threading.Timer(seconds, node.resume)
@@ -72,8 +97,7 @@ def _frozen(node: Node, seconds: float) -> threading.Timer:
 def test_a_save_answered_after_a_stall_is_not_reported_saved(cluster: ClusterSetup) -> None:
     config = _config()
     store, frozen_one, other, node = _placed(cluster, config)
-    loaded = store.load(frozen_one.token)
-    assert loaded is not None
+    loaded = _loaded(store, frozen_one)
     loaded["v"] = 2
     timer = _frozen(node, FREEZE)
     try:
@@ -137,8 +161,7 @@ def test_a_login_spread_over_two_nodes_that_stalled_is_not_reported_saved(
     user = next(
         f"u{i}" for i in range(1000) if cluster.primary_for_key(layout.user_index(f"u{i}")) != node
     )
-    loaded = store.load(frozen_one.token)
-    assert loaded is not None
+    loaded = _loaded(store, frozen_one)
     loaded.login(user)
     timer = _frozen(node, FREEZE)
     try:
@@ -154,12 +177,7 @@ def test_a_login_spread_over_two_nodes_that_stalled_is_not_reported_saved(
 async def test_a_cancelled_request_leaves_no_suspicion(cluster: ClusterSetup) -> None:
     """A load cancelled while the node is frozen (a client that went away) is not waited
     for: once the node is back, its answers are taken at once."""
-    config = _config()
-    sync_store, frozen_one, other, node = _placed(cluster, config)
-    sync_store.close()
-    store = AsyncSessionStore.from_url(cluster.url, config)
-    try:
-        assert await store.load(other.token) is not None  # slot map loaded
+    async with _async_placed(cluster) as (store, frozen_one, _, node):
         node.pause()
         try:
             pending = asyncio.ensure_future(store.load(frozen_one.token))
@@ -171,16 +189,12 @@ async def test_a_cancelled_request_leaves_no_suspicion(cluster: ClusterSetup) ->
             node.resume()
         await asyncio.sleep(LIMIT + 0.1)  # the cancelled load would be "waiting" by now
         assert await store.load(frozen_one.token) is not None
-    finally:
-        node.resume()
-        await store.aclose()
 
 
 def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:
     config = _config().with_options(stall_limit=0)
     store, frozen_one, _, node = _placed(cluster, config)
-    loaded = store.load(frozen_one.token)
-    assert loaded is not None
+    loaded = _loaded(store, frozen_one)
     loaded["v"] = 3
     timer = _frozen(node, FREEZE)
     try:
@@ -194,24 +208,17 @@ def test_stall_limit_zero_trusts_a_late_answer(cluster: ClusterSetup) -> None:
 
 
 async def test_async_store_refuses_a_stalled_node_too(cluster: ClusterSetup) -> None:
-    config = _config()
-    sync_store, frozen_one, other, node = _placed(cluster, config)
-    sync_store.close()
-    store = AsyncSessionStore.from_url(cluster.url, config)
-    try:
-        assert await store.load(other.token) is not None  # slot map loaded
+    async with _async_placed(cluster) as (store, frozen_one, other, node):
         timer = _frozen(node, FREEZE)
         try:
             with pytest.raises(StoreUnavailable):
                 await store.load(frozen_one.token)  # late answer of a stalled node
             assert await store.load(other.token) is not None
-            time.sleep(LIMIT + 0.1)
+            await asyncio.sleep(LIMIT + 0.1)
             assert await store.load(frozen_one.token) is not None
         finally:
             timer.cancel()
             node.resume()
-    finally:
-        await store.aclose()
 
 
 def test_stall_limit_must_not_be_negative() -> None:
