@@ -520,16 +520,10 @@ class Follower:
         if ticket == self.tracker.generation:
             return
         self.watch.check_soon()
-        if batch.idempotent:  # sent again, to the new primary (a retry)
-            raise Unavailable(
-                None,
-                f"the primary of {self.service!r} changed while this request was in flight",
-                applied=None,
-            )
-        raise Unavailable(
+        lost = "" if batch.idempotent else "; it may have been applied there and be lost"
+        raise Unavailable(  # an idempotent batch is sent again, to the new primary
             None,
-            f"the primary of {self.service!r} changed while the save was in flight; it may "
-            "have been applied on the old primary and be lost",
+            f"the primary of {self.service!r} changed while this request was in flight{lost}",
             applied=None,
         )
 

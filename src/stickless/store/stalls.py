@@ -7,10 +7,11 @@ its reads may miss what the new primary took meanwhile (a save built on such a r
 overwrites newer values). Nothing in its answers tells them apart, so the executors judge
 by time. A node is *suspect*:
 
-* while a batch sent to it more than ``limit`` ago is still unanswered (the answers of a
-  wake-up arrive all at once, in no particular order: a quick one must not pass just
+* while a batch sent to it alone more than ``limit`` ago is still unanswered (the answers
+  of a wake-up arrive all at once, in no particular order: a quick one must not pass just
   because it is checked before the slow ones), and
-* for ``limit`` seconds after a batch took it longer than ``limit`` to answer or to fail.
+* for ``limit`` seconds after a batch took it longer than ``limit`` to answer or to fail,
+  or timed out (a batch spread over several nodes makes each of them suspect).
 
 Every answer a suspect node gives is treated as "not available right now". What this
 process never sent to the frozen node it cannot know about: a process whose first request
