@@ -30,7 +30,7 @@ from stickless import (
 from stickless.cli import app
 from stickless.embedded import ClusterSetup, SentinelSetup, Standalone, start_standalone
 from stickless.store import check as checks
-from stickless.store.plan import SAVE
+from stickless.store.plan import UPDATE
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cr#t/p@ss:w?rd%"
@@ -434,7 +434,7 @@ def test_a_user_without_script_load_runs_the_legacy_scripts(
         loaded = store.load(s.token)
         assert loaded is not None and loaded["a"] == 2
     assert len(batches) == 3
-    assert batches[1].calls[0].script is SAVE.legacy
+    assert batches[1].calls[0].script is UPDATE.legacy  # the usual save's script
 
 
 def test_every_command_has_a_probe() -> None:

@@ -27,11 +27,13 @@ from stickless.store.failures import Unavailable
 from stickless.store.plan import (
     SAVE,
     TOUCH,
+    UPDATE,
     Batch,
     Command,
     Op,
     Planner,
     Refresh,
+    Script,
     ScriptCall,
 )
 from stickless.tokens import token_id
@@ -53,6 +55,11 @@ def run(op: Op[Any], replies: Iterable[Any]) -> tuple[Any, list[Any]]:
 
 def batches(steps: list[Any]) -> list[Batch]:
     return [s for s in steps if isinstance(s, Batch)]
+
+
+def scripts_sent(steps: list[Any]) -> list[Script]:
+    """The script of each call of each batch in ``steps``."""
+    return [c.script for b in batches(steps) for c in b.calls if isinstance(c, ScriptCall)]
 
 
 def stored_hash(session: Session, fields: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
@@ -153,9 +160,12 @@ def test_first_use_of_a_script_goes_by_source_then_by_sha() -> None:
     s["a"] = 1
     _, steps = run(p.save(s), [[[1, NOW, NOW, NOW + 1]]])
     assert batches(steps)[0].calls[0].command()[0] == "EVAL"
-    s["a"] = 2
-    _, steps = run(p.save(s), [[[1, NOW, NOW, NOW + 1]]])
-    assert batches(steps)[0].calls[0].command()[0] == "EVALSHA"
+    s["a"] = 2  # the usual save: update.lua, whose first use this is
+    _, steps = run(p.save(s), [[[NOW, NOW + 1]]])
+    assert batches(steps)[0].calls[0].command()[:2] == ("EVAL", UPDATE.source)
+    s["a"] = 3
+    _, steps = run(p.save(s), [[[NOW, NOW + 1]]])
+    assert batches(steps)[0].calls[0].command()[:2] == ("EVALSHA", UPDATE.sha)
 
 
 def test_noscript_resends_only_that_call_by_source() -> None:
@@ -175,8 +185,10 @@ def test_gone_invalidates_and_writes_nothing(status: int) -> None:
     p = planner()
     s = saved(p, a=1)
     s["b"] = 2
-    result, _ = run(p.save(s), [[[status]]])
+    # update.lua writes nothing and cannot tell why: save.lua, sent next, says
+    result, steps = run(p.save(s), [[0], [[status]]])
     assert result.outcome is SaveOutcome.GONE and s.status is SessionStatus.INVALIDATED
+    assert scripts_sent(steps) == [UPDATE, SAVE]
 
 
 def test_forwarded_save_keeps_the_old_token() -> None:
@@ -189,11 +201,25 @@ def test_forwarded_save_keeps_the_old_token() -> None:
     assert result.outcome is SaveOutcome.SAVED and s.token == token
 
 
+def test_a_token_a_renew_replaced_saves_data_through_save_lua() -> None:
+    p = planner()
+    s = saved(p, a=1)  # another request renewed the session since this one loaded it
+    token = s.token
+    s["b"] = 2
+    result, steps = run(p.save(s), [[0], [[2, NOW, NOW, NOW + 1]]])
+    assert result.outcome is SaveOutcome.SAVED and s.token == token
+    assert scripts_sent(steps) == [UPDATE, SAVE]
+
+
 @pytest.mark.parametrize(
     ("reply", "match"),
-    [([-3, b"d:n"], "'n'"), ([-2], "already exists"), ([-4], "not a session hash")],
+    [
+        ([-3, b"d:n"], "'n'"),
+        ([-2], "already exists"),
+        (ServerError("WRONGTYPE", "WRONGTYPE Operation against a key"), "not a session hash"),
+    ],
 )
-def test_conflicts_raise_and_name_the_cause(reply: list[Any], match: str) -> None:
+def test_conflicts_raise_and_name_the_cause(reply: Any, match: str) -> None:
     p = planner()
     s = saved(p, n=1)
     s.incr("n")

@@ -104,9 +104,9 @@ def test_a_save_that_does_not_log_in_is_not_capped() -> None:
     p = planner(1)
     s = login(p)
     run(p.save(s), [reserved(), [SAVED, 1]])
-    s["more"] = 2  # the same user: no login
-    result, sent = run(p.save(s), [[SAVED]])
-    assert result.outcome is SaveOutcome.SAVED and [scripts(b) for b in sent] == [["save"]]
+    s["more"] = 2  # the same user: no login, the usual save
+    result, sent = run(p.save(s), [[[NOW, NOW + DAY]]])
+    assert result.outcome is SaveOutcome.SAVED and [scripts(b) for b in sent] == [["update"]]
 
 
 @pytest.mark.parametrize("mode", ["evict_oldest", "refuse"])

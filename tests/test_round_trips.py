@@ -11,7 +11,7 @@ from typing import Any
 from helpers import trips
 from stickless import SessionConfig
 from stickless.embedded import server_binary
-from stickless.store.plan import SAVE
+from stickless.store.plan import SAVE, ScriptCall
 
 
 def config(**options: Any) -> SessionConfig:
@@ -19,10 +19,13 @@ def config(**options: Any) -> SessionConfig:
 
 
 def warm(store: Any) -> Any:
-    """Create a session and load it once, so scripts are cached and touch is recent."""
+    """Create a session, change it once (``save.lua``, then ``update.lua``) and load it, so
+    scripts are cached and touch is recent."""
     s = store.new()
     s["a"] = 1
     s.user_id = "u"
+    store.save(s)
+    s["a"] = 2
     store.save(s)
     store.load(s.token)
     return s
@@ -74,6 +77,40 @@ def test_save_of_a_change_is_one_command(
     with command_log.counting() as sent:
         store.save(loaded)
     assert sent == ["EVALSHA"]
+
+
+def test_the_usual_save_is_one_lean_script(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    """Sets and deletes of a loaded session: ``update.lua``, in one round trip."""
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    loaded = store.load(s.token)
+    loaded["b"] = 2
+    del loaded["a"]
+    with command_log.counting() as sent, trips(store) as batches:
+        assert store.save(loaded).outcome == "saved"
+    assert sent == ["EVALSHA"] and len(batches) == 1
+    assert isinstance(call := batches[0].calls[0], ScriptCall) and call.script.name == "update"
+    assert dict(store.load(s.token)) == {"b": 2}
+
+
+def test_a_usual_save_of_a_token_a_renew_replaced_takes_save_lua(
+    stickless_url: str, store_factory: Any, command_log: Any
+) -> None:
+    """``update.lua`` writes nothing for a token that is not the current one; ``save.lua``
+    then saves the data through the renew's forward, in a second round trip."""
+    store = store_factory(stickless_url, config())
+    s = warm(store)
+    late = store.load(s.token)
+    s.renew()
+    store.save(s)
+    late["b"] = 3
+    with command_log.counting() as sent, trips(store) as batches:
+        assert store.save(late).outcome == "saved"
+    assert sent == ["EVALSHA", "EVALSHA"] and len(batches) == 2
+    assert [b.calls[0].script.name for b in batches] == ["update", "save"]
+    assert store.load(late.token) is None and store.load(s.token)["b"] == 3
 
 
 def test_new_session_save_is_one_command(

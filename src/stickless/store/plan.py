@@ -82,6 +82,9 @@ def _sha1(source: str) -> str:
 
 TOUCH = Script.bundled("touch")
 SAVE = Script.bundled("save")
+UPDATE = Script.bundled("update")
+_UPDATE_FIELDS = 990
+"""The most fields ``update.lua`` takes at once (device metadata adds up to 6)."""
 DESTROY = Script.bundled("destroy")
 INDEX = Script.bundled("index")
 POP = Script.bundled("pop")
@@ -206,7 +209,6 @@ class SaveStatus(enum.IntEnum):
     """A new session's key is taken."""
     NOT_INTEGER = -3
     """An ``incr`` met a non-integer or would overflow (the field is in ``reply[1]``)."""
-    NOT_A_HASH = -4
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +548,11 @@ class Planner:
             raise SessionTooLarge(size, self.config.max_size)
 
         tid = session.token_id
+        wait = self._wait()
+        if renew_to is None and not is_new and _usual(session, changes):
+            updated = yield from self._update(session, changes, wait)
+            if updated is not None:
+                return updated
         new_tid = tokens.token_id(renew_to) if renew_to else None
         call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
         crowd = None
@@ -556,19 +563,13 @@ class Planner:
             probes = yield from self._admit(crowd)
         dead = crowd.dead if crowd is not None else ()
         calls: list[Call] = [call, *self._index_calls(session, tid, remove=dead)]
-        wait = None
-        if self.config.durability == "replicated":
-            wait = (self.config.min_replicas, int(self.config.wait_timeout * 1000))
         batch = Batch((*calls, *probes), idempotent=False, wait=wait)
         replies = yield from self.run(batch)
         reply = replies[0]
         if crowd is not None and (isinstance(reply, Exception) or int(reply[0]) <= 0):
             yield from self._forget(crowd.user_id, [crowd.family])  # nothing written
-        if _wrong_type(reply):  # the script's HMGET met a key that is not a hash
-            status = SaveStatus.NOT_A_HASH
-        else:
-            _raise_server_error(reply)
-            status = SaveStatus(int(reply[0]))
+        _raise_refusal(reply)
+        status = SaveStatus(int(reply[0]))
         if status is SaveStatus.NOT_INTEGER:
             field_name = _text(reply[1])[len(keys.DATA_PREFIX) :]
             raise SessionConflict(
@@ -577,8 +578,6 @@ class Planner:
             )
         if status is SaveStatus.EXISTS:
             raise SessionConflict("new session token already exists; nothing was saved")
-        if status is SaveStatus.NOT_A_HASH:
-            raise SessionConflict("the key is not a session hash (written by another program?)")
         if status in (SaveStatus.GONE, SaveStatus.DESTROYED):
             session.mark_gone()
             return SaveResult(SaveOutcome.GONE)
@@ -619,14 +618,45 @@ class Planner:
         if crowd is not None and probes:  # evict_oldest: the others beyond the cap end now
             self._judge(crowd, replies[len(calls) : len(calls) + len(probes)])
             evicted = yield from self._evict(crowd)
-        acked = None
-        if wait is not None:
-            # WAIT refused (UNBLOCKED: the node was demoted under it): applied, replication
-            # unknown, so reported as not replicated
-            acked = 0 if isinstance(replies[-1], Exception) else int(replies[-1])
-            if acked < wait[0]:
-                raise ReplicationTimeout(acked, wait[0], wait[1])
-        return SaveResult(SaveOutcome.SAVED, acked, evicted)
+        return SaveResult(SaveOutcome.SAVED, _acked(wait, replies), evicted)
+
+    def _wait(self) -> tuple[int, int] | None:
+        """The ``WAIT`` a save sends (``durability="replicated"``): replicas, timeout (ms)."""
+        if self.config.durability != "replicated":
+            return None
+        return self.config.min_replicas, int(self.config.wait_timeout * 1000)
+
+    def _update(
+        self, session: Session, changes: Changes, wait: tuple[int, int] | None
+    ) -> Op[SaveResult | None]:
+        """The usual save (see :func:`_usual`) in ``update.lua``: None when it wrote nothing
+        (the token is not the session's current one, or the session is past its deadline),
+        and then :meth:`save` sends ``save.lua``, which says why, or saves through a renew
+        forward: one round trip in the usual case, a second one in those."""
+        assert session.meta is not None
+        tid = session.token_id
+        sets, deletes = self._writes(session, changes)
+        idle = _idle_ms(session, self.config)
+        call = ScriptCall(
+            UPDATE,
+            (self.layout.data(tid.family),),
+            (tid.digest, idle, len(sets) // 2, *sets, *deletes),
+        )
+        replies = yield from self.run(Batch((call,), idempotent=False, wait=wait))
+        reply = replies[0]
+        _raise_refusal(reply)
+        if not isinstance(reply, list):
+            return None
+        now, deadline = int(reply[0]), int(reply[1])
+        meta = SessionMeta(session.meta.created_ms, now, deadline, idle)
+        session.mark_saved(
+            changes=changes,
+            meta=meta,
+            counters={},
+            raw_token=session.raw_token,
+            token=session.token,
+        )
+        return SaveResult(SaveOutcome.SAVED, _acked(wait, replies))
 
     def _restart_as_new(self, session: Session) -> None:
         """Data written after ``invalidate()`` goes into a brand-new session (new token)."""
@@ -660,17 +690,8 @@ class Planner:
             lifetime.idle_ms if lifetime and lifetime.idle_ms else "",
             lifetime.absolute_ms if lifetime and lifetime.absolute_ms else "",
         ]
-        device, cleared = _device_fields(session.device_writes())
-        args.append(len(changes.sets) + len(device))
-        for name, value in changes.sets.items():
-            field_name = keys.DATA_PREFIX + name
-            args += [field_name, self._sealed(tid.family, field_name, value)]
-        for field_name, text in device:  # metadata: written as the data is
-            args += [field_name, self._sealed(tid.family, field_name, text.encode())]
-        args.append(len(changes.deletes) + len(cleared))
-        args += [keys.DATA_PREFIX + name for name in changes.deletes]
-        args += cleared
-        args.append(len(changes.incrs))
+        sets, deletes = self._writes(session, changes)
+        args += [len(sets) // 2, *sets, len(deletes), *deletes, len(changes.incrs)]
         for name, amount in changes.incrs.items():
             args += [keys.DATA_PREFIX + name, amount]
         args.append(len(changes.defaults))
@@ -678,6 +699,19 @@ class Planner:
             field_name = keys.DATA_PREFIX + name
             args += [field_name, self._sealed(tid.family, field_name, value)]
         return ScriptCall(SAVE, self.layout.session_keys(tid.family), tuple(args))
+
+    def _writes(self, session: Session, changes: Changes) -> tuple[list[str | bytes], list[str]]:
+        """The hash fields a save sets (as field, value, field, value...) and deletes: the
+        changed data (sealed when encryption is on) and the device's metadata."""
+        family = session.token_id.family
+        device, cleared = _device_fields(session.device_writes())
+        sets: list[str | bytes] = []
+        for name, value in changes.sets.items():
+            field_name = keys.DATA_PREFIX + name
+            sets += [field_name, self._sealed(family, field_name, value)]
+        for field_name, text in device:  # metadata: written as the data is
+            sets += [field_name, self._sealed(family, field_name, text.encode())]
+        return sets, [*(keys.DATA_PREFIX + name for name in changes.deletes), *cleared]
 
     def _index_calls(
         self, session: Session, tid: TokenId, *, remove: Sequence[str] = ()
@@ -1138,6 +1172,40 @@ def _idle_ms(session: Session, config: SessionConfig) -> int:
     if lifetime is not None and lifetime.idle_ms is not None:
         return lifetime.idle_ms
     return session.meta.idle_ms if session.meta is not None else config.idle_ms
+
+
+def _usual(session: Session, changes: Changes) -> bool:
+    """A save ``update.lua`` can make (with the session loaded and no renew pending): plain
+    sets and deletes, no login or logout, lifetime, increment or default, and few enough
+    fields for one ``HSET`` (Lua's ``unpack`` limit; ``save.lua`` writes in chunks)."""
+    return not (
+        session.user_changed
+        or session.lifetime
+        or changes.incrs
+        or changes.defaults
+        or len(changes.sets) + len(changes.deletes) > _UPDATE_FIELDS
+    )
+
+
+def _acked(wait: tuple[int, int] | None, replies: list[Any]) -> int | None:
+    """How many replicas acknowledged the save whose ``WAIT`` replied last in ``replies``
+    (None without one); :class:`ReplicationTimeout` when fewer than asked. A refused WAIT
+    (UNBLOCKED: the node was demoted under it): applied, replication unknown, so reported
+    as not replicated."""
+    if wait is None:
+        return None
+    acked = 0 if isinstance(replies[-1], Exception) else int(replies[-1])
+    if acked < wait[0]:
+        raise ReplicationTimeout(acked, wait[0], wait[1])
+    return acked
+
+
+def _raise_refusal(reply: object) -> None:
+    """Raise what a save script's reply says went wrong: a key that is not a session hash
+    (the script's HMGET met WRONGTYPE), or any other error."""
+    if _wrong_type(reply):
+        raise SessionConflict("the key is not a session hash (written by another program?)")
+    _raise_server_error(reply)
 
 
 def _device_fields(writes: dict[str, str]) -> tuple[list[tuple[str, str]], list[str]]:

@@ -22,7 +22,7 @@
 --   | -1 destroyed (tombstone; for a new session: evicted by a newer login in flight)
 --   | -2 exists (new token taken)
 --   | -3 the field at reply[2] is not an integer or would overflow (nothing written)
---   | -4 the key is not a session hash (nothing written), or HMGET's WRONGTYPE error
+--   A key that is not a hash: HMGET's WRONGTYPE error (nothing written).
 -- Everything that can refuse is checked before the first write; writes go in chunks of at
 -- most 1000 arguments (Lua's unpack limit), and the hash gets its TTL in the same script.
 local data, fwd, tomb = KEYS[1], KEYS[2], KEYS[3]
@@ -39,7 +39,7 @@ if mode == 'new' then
   if redis.call('EXISTS', tomb) == 1 then return {-1} end
   created, deadline = now, now + tonumber(own_absolute ~= '' and own_absolute or ARGV[4])
 else
-  -- a key that is not a hash: WRONGTYPE, which the planner reads as -4 (nothing written)
+  -- a key that is not a hash: WRONGTYPE, the script's error (nothing written)
   local meta = redis.call('HMGET', data, 'm:k', 'm:c', 'm:x')
   if not meta[1] then
     if redis.call('EXISTS', tomb) == 1 then return {-1} end
