@@ -12,8 +12,9 @@ it (a pipeline of thousands would warm the server's caches and understate every 
 * ``EVALSHA return 1``: a script that does nothing, the price of running one at all;
 * ``EVALSHA 4 calls``: the fewest commands a guarded save can run (``TIME``, ``HMGET`` of
   the token digest and deadline, ``HSET`` of the change and last access, ``PEXPIRE``);
-* ``save.lua``: stickless's save of one changed key of a 10-key session, through
-  ``SessionStore`` (load, change, save).
+* ``update.lua``: stickless's usual save (one changed key of a loaded 10-key session), through
+  ``SessionStore`` (load, change, save); a save that renews, logs in or sets a lifetime
+  goes through ``save.lua`` instead.
 
 Medians over ``--rounds`` interleaved rounds of ``--calls`` calls each. Without ``--url`` it
 starts an embedded Valkey; with it, use a quiet server (the counters are server-wide): the
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                 "SET (the peers' write)": ("set", peer),
                 "EVALSHA return 1": ("evalsha", script(nothing)),
                 "EVALSHA 4 calls (a guarded save's minimum)": ("evalsha", script(four)),
-                "save.lua (stickless's save)": ("evalsha", save),
+                "update.lua (stickless's usual save)": ("evalsha", save),
             }
             results: dict[str, list[float]] = {name: [] for name in variants}
             for r in range(args.rounds):
