@@ -143,6 +143,6 @@ def test_script_floor_reports_each_variant() -> None:
         "SET (the peers' write)",
         "EVALSHA return 1",
         "EVALSHA 4 calls (a guarded save's minimum)",
-        "save.lua (stickless's save)",
+        "update.lua (stickless's usual save)",
     ]
     assert all(value > 0 for value in figures.values()), figures

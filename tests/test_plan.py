@@ -257,6 +257,31 @@ def test_wait_short_raises_replication_timeout_after_applying() -> None:
     assert info.value.acknowledged == 0 and s["a"] == 2 and s.status is SessionStatus.LOADED
 
 
+def test_a_save_after_an_update_that_wrote_nothing_waits_only_for_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """update.lua wrote nothing but its WAIT blocked (too few replicas): save.lua's WAIT
+    gets what is left of wait_timeout, so the save stays bounded by it (never 0: WAIT 0
+    blocks for ever)."""
+    p = planner(durability="replicated", min_replicas=1, wait_timeout=0.5)
+    s = saved_replicated(p)
+    clock = [100.0]
+    monkeypatch.setattr("stickless.store.plan.time.monotonic", lambda: clock[0])
+    for blocked, left in ((0.3, 200), (0.7, 1)):
+        s["a"] = s["a"] + 1
+        op = p.save(s)
+        first = next(op)
+        assert isinstance(first, Batch) and first.wait == (1, 500)
+        assert scripts_sent([first]) == [UPDATE]
+        clock[0] += blocked
+        second = op.send([0, 0])  # the update wrote nothing; its WAIT timed out
+        assert isinstance(second, Batch) and second.wait == (1, left)
+        assert scripts_sent([second]) == [SAVE]
+        with pytest.raises(StopIteration) as done:
+            op.send([[1, NOW, NOW, NOW + 1], 1])
+        assert done.value.value.outcome is SaveOutcome.SAVED and done.value.value.replicas == 1
+
+
 def test_moved_refreshes_the_slot_map_and_resends() -> None:
     p = planner(durability="replicated", min_replicas=1)
     s = saved_replicated(p)

@@ -16,6 +16,7 @@ import redis
 from stickless import (
     AsyncSessionStore,
     ConfigurationError,
+    SaveOutcome,
     SessionConfig,
     SessionConflict,
     SessionStatus,
@@ -458,6 +459,26 @@ def test_corrupt_data_is_never_unpickled(
     assert "pickled" in caplog.text and "not json" not in caplog.text
     r.hset(key, "m:x", "garbage")
     assert store.load(s.token) is None  # unreadable metadata: treated as missing
+
+
+@pytest.mark.parametrize("deadline", [None, b"garbage"])
+def test_a_hash_whose_deadline_broke_after_the_load_is_gone_at_the_save(
+    stickless_url: str, store_factory: Any, deadline: bytes | None
+) -> None:
+    """Another program removed or garbled ``m:x`` between this request's load and save:
+    the usual save writes nothing (no script error), and the hash is dropped as expired."""
+    config = fresh_config()
+    store = store_factory(stickless_url, config)
+    s, r, key = saved_with_key(store, stickless_url, config, good=1)
+    loaded = store.load(s.token)
+    assert loaded is not None
+    if deadline is None:
+        r.hdel(key, "m:x")
+    else:
+        r.hset(key, "m:x", deadline)
+    loaded["good"] = 2
+    assert store.save(loaded).outcome is SaveOutcome.GONE
+    assert r.exists(key) == 0
 
 
 # ---------------------------------------------------------------- user index

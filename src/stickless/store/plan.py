@@ -550,9 +550,13 @@ class Planner:
         tid = session.token_id
         wait = self._wait()
         if renew_to is None and not is_new and _usual(session, changes):
+            started = time.monotonic()
             updated = yield from self._update(session, changes, wait)
             if updated is not None:
                 return updated
+            # update.lua wrote nothing, but its WAIT may have blocked (too few replicas):
+            # save.lua's gets the rest of wait_timeout, so the save stays bounded by it
+            wait = self._wait(spent=time.monotonic() - started)
         new_tid = tokens.token_id(renew_to) if renew_to else None
         call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
         crowd = None
@@ -620,11 +624,13 @@ class Planner:
             evicted = yield from self._evict(crowd)
         return SaveResult(SaveOutcome.SAVED, _acked(wait, replies), evicted)
 
-    def _wait(self) -> tuple[int, int] | None:
-        """The ``WAIT`` a save sends (``durability="replicated"``): replicas, timeout (ms)."""
+    def _wait(self, spent: float = 0.0) -> tuple[int, int] | None:
+        """The ``WAIT`` a save sends (``durability="replicated"``): replicas, timeout (ms),
+        the ``spent`` seconds taken off (at least 1 ms: ``WAIT`` with 0 would block for
+        ever)."""
         if self.config.durability != "replicated":
             return None
-        return self.config.min_replicas, int(self.config.wait_timeout * 1000)
+        return self.config.min_replicas, max(1, int((self.config.wait_timeout - spent) * 1000))
 
     def _update(
         self, session: Session, changes: Changes, wait: tuple[int, int] | None
@@ -1177,7 +1183,8 @@ def _idle_ms(session: Session, config: SessionConfig) -> int:
 def _usual(session: Session, changes: Changes) -> bool:
     """A save ``update.lua`` can make (with the session loaded and no renew pending): plain
     sets and deletes, no login or logout, lifetime, increment or default, and few enough
-    fields for one ``HSET`` (Lua's ``unpack`` limit; ``save.lua`` writes in chunks)."""
+    fields for one ``HSET`` (far below the 8000 values Lua's ``unpack`` takes; ``save.lua``
+    writes in chunks)."""
     return not (
         session.user_changed
         or session.lifetime

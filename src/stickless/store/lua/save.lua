@@ -24,7 +24,8 @@
 --   | -3 the field at reply[2] is not an integer or would overflow (nothing written)
 --   A key that is not a hash: HMGET's WRONGTYPE error (nothing written).
 -- Everything that can refuse is checked before the first write; writes go in chunks of at
--- most 1000 arguments (Lua's unpack limit), and the hash gets its TTL in the same script.
+-- most 1000 arguments (unpack takes at most 8000 values), and the hash gets its TTL in the
+-- same script.
 local data, fwd, tomb = KEYS[1], KEYS[2], KEYS[3]
 local mode, digest = ARGV[1], ARGV[2]
 local t = redis.call('TIME')
