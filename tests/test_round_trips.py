@@ -8,6 +8,8 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+
 from helpers import trips
 from stickless import SessionConfig
 from stickless.embedded import server_binary
@@ -65,34 +67,24 @@ def test_load_of_unknown_token_is_one_round_trip(
     assert sent == ["HGETALL", "PTTL"] and len(batches) == 1
 
 
-def test_save_of_a_change_is_one_command(
-    stickless_url: str, store_factory: Any, command_log: Any
+@pytest.mark.parametrize(("incr", "script"), [(False, "update"), (True, "save")])
+def test_a_save_of_a_change_is_one_script_call(
+    stickless_url: str, store_factory: Any, command_log: Any, incr: bool, script: str
 ) -> None:
+    """Sets and deletes of a loaded session take the lean ``update.lua``; an increment
+    takes ``save.lua``: one command in one round trip either way."""
     store = store_factory(stickless_url, config())
     s = warm(store)
     loaded = store.load(s.token)
     loaded["b"] = 2
-    loaded.incr("n")
-    del loaded["a"]
-    with command_log.counting() as sent:
-        store.save(loaded)
-    assert sent == ["EVALSHA"]
-
-
-def test_the_usual_save_is_one_lean_script(
-    stickless_url: str, store_factory: Any, command_log: Any
-) -> None:
-    """Sets and deletes of a loaded session: ``update.lua``, in one round trip."""
-    store = store_factory(stickless_url, config())
-    s = warm(store)
-    loaded = store.load(s.token)
-    loaded["b"] = 2
+    if incr:
+        loaded.incr("n")
     del loaded["a"]
     with command_log.counting() as sent, trips(store) as batches:
         assert store.save(loaded).outcome == "saved"
     assert sent == ["EVALSHA"] and len(batches) == 1
-    assert isinstance(call := batches[0].calls[0], ScriptCall) and call.script.name == "update"
-    assert dict(store.load(s.token)) == {"b": 2}
+    assert isinstance(call := batches[0].calls[0], ScriptCall) and call.script.name == script
+    assert dict(store.load(s.token)) == ({"b": 2, "n": 1} if incr else {"b": 2})
 
 
 def test_a_usual_save_of_a_token_a_renew_replaced_takes_save_lua(
