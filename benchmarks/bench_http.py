@@ -296,6 +296,21 @@ async def _aio_load(port: int, cookies: list[str], seconds: float) -> dict[str, 
 
 
 # ---------------------------------------------------------------------------- run
+def http_variants(families: Iterable[str]) -> list[core.Variant]:
+    """The variants the HTTP part serves, each once (two Starlette families share the
+    cookie session and starsessions), in family order; those whose modules are missing are
+    left out."""
+    wanted = set(families) & set(HTTP_FAMILIES)
+    names = (
+        n
+        for f in core.FAMILIES
+        if f.name in wanted
+        for n in (f.base, f.peer, f.stickless)
+        if n is not None
+    )
+    return [v for v in map(core.BY_NAME.__getitem__, dict.fromkeys(names)) if v.available()]
+
+
 def run(
     url: str,
     run_id: str,
@@ -308,9 +323,7 @@ def run(
     console: Any,
     sessions: int | None = None,
 ) -> dict[str, Any]:
-    wanted = [f for f in core.FAMILIES if f.name in HTTP_FAMILIES and f.name in set(families)]
-    variants = [core.BY_NAME[n] for f in wanted for n in (f.base, f.peer, f.stickless) if n]
-    variants = [v for v in variants if v.available()]
+    variants = http_variants(families)
     wrk = ensure_wrk(lambda m: console.print(f"[yellow]{m}[/yellow]"))
     sessions = sessions or (20 if seconds < 5 else 200)
     steps = len(variants) * (2 + rounds)
@@ -347,9 +360,12 @@ def run(
             progress.update(task, description=f"http: warming {variant.name}")
             load(servers[variant.name], min(2.0, seconds))
             progress.advance(task)
+        groups = [
+            [v for v in variants if v.family == name]
+            for name in dict.fromkeys(v.family for v in variants)
+        ]
         for r in range(rounds):
-            for fam in wanted:
-                members = [v for v in variants if v.family == fam.name]
+            for members in groups:
                 shift = r % len(members)
                 for variant in members[shift:] + members[:shift]:
                     progress.update(

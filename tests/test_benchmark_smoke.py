@@ -146,3 +146,21 @@ def test_script_floor_reports_each_variant() -> None:
         "update.lua (stickless's usual save)",
     ]
     assert all(value > 0 for value in figures.values()), figures
+
+
+def test_the_http_part_starts_each_variant_once() -> None:
+    """The two Starlette families share the cookie session and starsessions: one server
+    each (a second one was started and never stopped), measured once per round."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_http
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    names = [v.name for v in bench_http.http_variants(["flask", "starlette", "django"])]
+    assert len(names) == len(set(names))
+    assert [n for n in names if "starlette" in n or "asgi" in n or "starsessions" in n] == [
+        "starlette-cookie",
+        "starsessions",
+        "stickless-asgi",
+        "stickless-asgi-lazy",
+    ]
