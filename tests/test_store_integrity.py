@@ -282,6 +282,30 @@ def test_a_non_hash_key_is_refused_and_nothing_is_left_behind(
 
 
 # ------------------------------------------------------------ corrupt data
+@pytest.mark.parametrize(
+    "foreign",
+    [b"not json", b"1,2", b"[1", b"", b'"\\u0000"'],
+    ids=["text", "two-values", "unclosed", "empty", "escaped-nul"],
+)
+def test_a_value_that_is_not_json_is_dropped_alone(
+    store: SessionStore, raw: redis.Redis, config: SessionConfig, foreign: bytes
+) -> None:
+    """The load decodes the values at once; one another program garbled (or one that would
+    make the joined values parse as a different count) sends it through the one-by-one
+    path: that field is dropped, the others stay."""
+    s = store.new()
+    s.update({"a": 1, "b": [2, 3], "c": "x"})
+    store.save(s)
+    key = KeyLayout(config.key_prefix).data(token_id(s.raw_token).family)
+    raw.hset(key, "d:bad", foreign)
+    loaded = store.load(s.token)
+    assert loaded is not None
+    expected = {"a": 1, "b": [2, 3], "c": "x"}
+    if foreign == b'"\\u0000"':
+        expected["bad"] = "\x00"  # valid JSON: a string holding NUL, which is allowed
+    assert dict(loaded) == expected
+
+
 def test_non_utf8_field_names_and_user_ids_read_as_missing(
     store: SessionStore, raw: redis.Redis, config: SessionConfig
 ) -> None:

@@ -27,6 +27,7 @@ core API) always comes back as the plain data it is.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any, Final
 
 import orjson
@@ -140,3 +141,20 @@ def decode(data: bytes) -> Any:
         except TypeError as exc:
             raise ValueError(str(exc)) from None
     return value
+
+
+def decode_many(values: Collection[bytes]) -> list[Any] | None:
+    """The values of several stored JSON values, parsed as one JSON array (one call into
+    orjson instead of one per value); None when that is not a plain reading of each: a value
+    holds :data:`TAGGED_KEY` (escaped NUL), or the array does not parse or does not hold one
+    item per value (a value that is not JSON). The caller then decodes them one by one with
+    :func:`decode`, which names the culprit. Only stickless's own values are expected here:
+    each is JSON by itself, so the array is exactly the values."""
+    joined = b",".join(values)
+    if _NUL in joined:
+        return None
+    try:
+        decoded = orjson.loads(b"[%b]" % joined)
+    except orjson.JSONDecodeError:
+        return None
+    return decoded if len(decoded) == len(values) else None

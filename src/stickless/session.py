@@ -392,14 +392,12 @@ class Session(dict[str, Any]):
 
     @property
     def seconds_left(self) -> float | None:
-        """Seconds until the session expires unless used again, as the server's TTL said at
-        load (less the time since; no clock is compared), or from the metadata after a save.
-        None while new."""
-        if self._ttl_ms is not None:
-            return max(0.0, self._ttl_ms / 1000 - (time.monotonic() - self._loaded_at))
-        if self._meta is None:
+        """Seconds until the session expires unless used again: from its metadata (the
+        server's timestamps) and the server's clock as the store estimates it at load (see
+        :mod:`stickless.store.clock`), less the time since. None while new."""
+        if self._ttl_ms is None:
             return None
-        return max(0.0, self._meta.expires_ms / 1000 - time.time())
+        return max(0.0, self._ttl_ms / 1000 - (time.monotonic() - self._loaded_at))
 
     def renew(self, *, forward: bool = True) -> None:
         """Give the session a new token at the next save, keeping its data. The old token
@@ -724,8 +722,8 @@ class Session(dict[str, Any]):
         self._lifetime = None
         self._device = {}
         self._device_name_changed = False
-        self._ttl_ms = None  # seconds_left from the new metadata now
         self._meta = meta
+        self._count_down_from(meta)
         self._status = SessionStatus.LOADED
         self._renew = None
         self._stored_user_id = self._user_id
@@ -741,6 +739,7 @@ class Session(dict[str, Any]):
         self._token = token
         self._status = SessionStatus.NEW
         self._meta = None
+        self._ttl_ms = None
         self._stored.clear()
         self._stored_user_id = None
         self._renew = None
@@ -776,8 +775,13 @@ class Session(dict[str, Any]):
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""
         if self._meta is not None:
             self._meta = replace(self._meta, access_ms=access_ms)
-            self._ttl_ms = min(self._meta.idle_ms, self._meta.deadline_ms - access_ms)
-            self._loaded_at = time.monotonic()
+            self._count_down_from(self._meta)
+
+    def _count_down_from(self, meta: SessionMeta) -> None:
+        """The TTL the server just set (at ``meta.access_ms``, by its clock): what
+        :attr:`seconds_left` counts down from."""
+        self._ttl_ms = min(meta.idle_ms, meta.deadline_ms - meta.access_ms)
+        self._loaded_at = time.monotonic()
 
     def mark_gone(self) -> None:
         """Record that the session no longer exists in Redis (destroyed or expired)."""
@@ -787,6 +791,7 @@ class Session(dict[str, Any]):
         self._renew = None
         self._status = SessionStatus.INVALIDATED
         self._meta = None
+        self._ttl_ms = None
 
 
 def _device_entry(user_agent: object, ip: str | None) -> dict[str, str]:
