@@ -288,8 +288,8 @@ def test_round_trips_seen_by_the_server(
             client.get("/set", params={"b": "2"})
         client.portal.call(store.aclose)  # type: ignore[union-attr]
     assert untouched_cmds == []
-    assert read_cmds == ["HGETALL"]  # one round trip, no script (see test_round_trips)
-    assert write_cmds == ["HGETALL", "EVALSHA"]
+    assert read_cmds == ["HGETALL", "PTTL"]  # one round trip, no script (see test_round_trips)
+    assert write_cmds == ["HGETALL", "PTTL", "EVALSHA"]
 
 
 def test_dict_operations_like_starlette(client: TestClient) -> None:

@@ -817,10 +817,10 @@ def test_round_trips_seen_by_the_server(make_app: AppFactory, command_log: Any) 
     assert sent == []
     with command_log.counting() as sent:
         client.get("/read/a")
-    assert sent == ["HGETALL"]  # one round trip, no script (see test_round_trips)
+    assert sent == ["HGETALL", "PTTL"]  # one round trip, no script (see test_round_trips)
     with command_log.counting() as sent:
         client.post("/write/a/2")
-    assert sent == ["HGETALL", "EVALSHA"]
+    assert sent == ["HGETALL", "PTTL", "EVALSHA"]
 
 
 def test_permanent_every_request_costs_no_write(make_app: AppFactory) -> None:

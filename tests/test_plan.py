@@ -23,7 +23,6 @@ from stickless import (
 )
 from stickless.errors import ServerError
 from stickless.session import Session
-from stickless.store.clock import ServerClock
 from stickless.store.failures import Unavailable
 from stickless.store.plan import (
     SAVE,
@@ -45,27 +44,6 @@ IDLE = 30 * 60 * 1000
 
 def planner(**options: Any) -> Planner:
     return Planner(SessionConfig(retry_backoff=0.01, **options), "memory")
-
-
-class Wall:
-    """The host's wall clock, moved by the test: ``skew`` seconds off the server's, whose
-    time is NOW at the start (what the scripted save replies say)."""
-
-    def __init__(self, skew: float = 0.0) -> None:
-        self.now = NOW / 1000 + skew
-
-    def __call__(self) -> float:
-        return self.now
-
-    def ahead(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def planner_on(wall: Wall, **options: Any) -> Planner:
-    """A planner whose estimate of the server's clock runs on ``wall``."""
-    p = planner(**options)
-    p.clock = ServerClock(wall)
-    return p
 
 
 def run(op: Op[Any], replies: Iterable[Any]) -> tuple[Any, list[Any]]:
@@ -105,22 +83,22 @@ def saved(p: Planner, **data: Any) -> Session:
 
 
 # --------------------------------------------------------------------------- load
-def test_load_is_one_batch_of_one_hgetall() -> None:
+def test_load_is_one_batch_of_hgetall_and_pttl() -> None:
     p = planner()
     s = saved(p, cart=["apple"])
-    loaded, steps = run(p.load(s.token), [[stored_hash(s, {b"d:cart": b'["apple"]'})]])
+    loaded, steps = run(p.load(s.token), [[stored_hash(s, {b"d:cart": b'["apple"]'}), IDLE]])
     assert isinstance(loaded, Session) and loaded["cart"] == ["apple"]
     (batch,) = batches(steps)
-    assert [c.args[0] for c in batch.calls if isinstance(c, Command)] == ["HGETALL"]
+    assert [c.args[0] for c in batch.calls if isinstance(c, Command)] == ["HGETALL", "PTTL"]
     assert batch.idempotent
 
 
 @pytest.mark.parametrize(
     "reply",
     [
-        [{}],  # unknown or expired
-        [{b"m:k": b"another-digest", b"m:c": b"1", b"m:a": b"1", b"m:x": b"9"}],  # renewed
-        [ServerError("WRONGTYPE", "WRONGTYPE Operation against a key")],  # not a hash
+        [{}, -2],  # unknown or expired
+        [{b"m:k": b"another-digest", b"m:c": b"1", b"m:a": b"1", b"m:x": b"9"}, IDLE],  # renewed
+        [ServerError("WRONGTYPE", "WRONGTYPE Operation against a key"), IDLE],  # not a hash
     ],
     ids=["unknown", "not-the-current-token", "wrong-type"],
 )
@@ -135,61 +113,30 @@ def test_a_malformed_token_costs_no_batch() -> None:
 
 
 def test_load_touches_once_the_interval_passed() -> None:
-    wall = Wall()
-    p = planner_on(wall, touch_interval=60)
-    s = saved(p, a=1)  # the save's reply says the server's time is NOW
-    wall.ahead(59.0)
-    fresh, steps = run(p.load(s.token), [[stored_hash(s)]])
+    p = planner(touch_interval=60)
+    s = saved(p, a=1)
+    fresh, steps = run(p.load(s.token), [[stored_hash(s), IDLE - 59_000]])
     assert fresh is not None and len(batches(steps)) == 1
-    assert fresh.seconds_left == pytest.approx(IDLE / 1000 - 59, abs=0.1)
-    wall.ahead(1.0)
-    due, steps = run(p.load(s.token), [[stored_hash(s)], [NOW + 60_000]])
+    due, steps = run(p.load(s.token), [[stored_hash(s), IDLE - 60_000], [NOW + 60_000]])
     touch = batches(steps)[1].calls[0]
     assert isinstance(touch, ScriptCall) and touch.script is TOUCH
     assert due is not None and due.meta is not None and due.meta.access_ms == NOW + 60_000
-    assert due.seconds_left == pytest.approx(IDLE / 1000, abs=0.1)
-    gone, _ = run(p.load(s.token), [[stored_hash(s)], [0]])
+    gone, _ = run(p.load(s.token), [[stored_hash(s), IDLE - 60_000], [0]])
     assert gone is None  # destroyed or renewed between the two round trips
 
 
-@pytest.mark.parametrize("skew", [-3600.0, 3600.0], ids=["host-behind", "host-ahead"])
-def test_the_touch_follows_the_servers_clock_not_the_hosts(skew: float) -> None:
-    """The host's clock is an hour off: the save's reply gave the server's time, so the
-    touch is due after touch_interval by the server's clock all the same."""
-    wall = Wall(skew)
-    p = planner_on(wall, touch_interval=60)
-    s = saved(p, a=1)
-    wall.ahead(59.0)
-    _, steps = run(p.load(s.token), [[stored_hash(s)]])
-    assert len(batches(steps)) == 1
-    wall.ahead(1.0)
-    _, steps = run(p.load(s.token), [[stored_hash(s)], [NOW + 60_000]])
-    assert len(batches(steps)) == 2
-
-
-def test_a_host_clock_behind_with_no_stamp_seen_yet_touches_and_learns() -> None:
-    """A fresh process whose clock is behind the server's sees the last refresh in the
-    future: it touches (the safe side), and the reply sets its estimate right."""
-    s = saved(planner(touch_interval=60), a=1)  # by another process
-    p = planner_on(Wall(-3600.0), touch_interval=60)
-    _, steps = run(p.load(s.token), [[stored_hash(s)], [NOW + 1]])
-    assert len(batches(steps)) == 2
-    _, steps = run(p.load(s.token), [[stored_hash(s, {b"m:a": str(NOW + 1).encode()})]])
-    assert len(batches(steps)) == 1
-
-
-def test_touch_interval_zero_touches_every_load() -> None:
-    p = planner_on(Wall(), touch_interval=0)
-    s = saved(p, a=1)
-    _, steps = run(p.load(s.token), [[stored_hash(s)], [NOW]])
-    assert len(batches(steps)) == 2
+def test_seconds_left_after_a_save_counts_down_from_the_ttl_it_set() -> None:
+    """The save's reply is the server's clock (NOW, years ago here): this host's clock is
+    never compared with it."""
+    s = saved(planner(), a=1)
+    assert s.seconds_left == pytest.approx(IDLE / 1000, abs=1)
 
 
 def test_no_touch_near_the_absolute_deadline() -> None:
     p = planner(touch_interval=0)
     s = saved(p, a=1)
     near = stored_hash(s, {b"m:x": str(NOW + IDLE - 1).encode()})
-    loaded, steps = run(p.load(s.token), [[near]])
+    loaded, steps = run(p.load(s.token), [[near, 1000]])
     assert loaded is not None and len(batches(steps)) == 1
 
 
@@ -197,7 +144,7 @@ def test_idempotent_batches_are_retried_with_backoff_then_give_up() -> None:
     p = planner(retries=2)
     s = saved(p, a=1)
     down = Unavailable(ConnectionError("refused"))
-    loaded, steps = run(p.load(s.token), [down, down, [stored_hash(s)]])
+    loaded, steps = run(p.load(s.token), [down, down, [stored_hash(s), IDLE]])
     assert loaded is not None
     kinds = [type(x).__name__ for x in steps]
     assert kinds == ["Batch", "Refresh", "Pause", "Batch", "Refresh", "Pause", "Batch"]

@@ -290,9 +290,9 @@ def test_a_non_hash_key_is_refused_and_nothing_is_left_behind(
 def test_a_value_that_is_not_json_is_dropped_alone(
     store: SessionStore, raw: redis.Redis, config: SessionConfig, foreign: bytes
 ) -> None:
-    """The load decodes the values at once; one another program garbled (or one that would
-    make the joined values parse as a different count) sends it through the one-by-one
-    path: that field is dropped, the others stay."""
+    """The load decodes the values at once; a value another program garbled makes that
+    fail (or miscount), and the values go one by one: that field is dropped, the others
+    stay. A string holding NUL (escaped in JSON) goes one by one too, and is kept."""
     s = store.new()
     s.update({"a": 1, "b": [2, 3], "c": "x"})
     store.save(s)

@@ -211,8 +211,8 @@ def test_spans_of_every_operation_under_the_apps_span(store: SessionStore, otel:
             assert child.kind is SpanKind.CLIENT
             assert attrs(child)["db.system.name"] == "redis"
     first_save, load = ours[0], ours[1]
-    assert [c.name for c in otel.children(load)] == ["HGETALL"]
-    assert "db.operation.batch.size" not in attrs(otel.children(load)[0])  # one command
+    assert [c.name for c in otel.children(load)] == ["HGETALL PTTL"]
+    assert attrs(otel.children(load)[0])["db.operation.batch.size"] == 2
     (save_trip,) = otel.children(first_save)
     # the first use of a script goes by source, with the load of its "#!lua" form
     assert save_trip.name == "EVAL SCRIPT"
@@ -622,10 +622,10 @@ def test_redis_py_spans_nest_under_ours_in_a_cluster(
     assert attrs(save)["stickless.topology"] == "cluster"
     assert attrs(save)["stickless.replicas_acknowledged"] == 1
     (trip,) = otel.children(load)
-    assert trip.name == "HGETALL"
+    assert trip.name == "HGETALL PTTL"
     (redis_span,) = otel.children(trip)  # redis-py's pipeline span, a child of ours
     assert redis_span.kind is SpanKind.CLIENT
-    assert attrs(redis_span)["db.statement"] == "HGETALL ?"  # arguments masked
+    assert attrs(redis_span)["db.statement"] == "HGETALL ?\nPTTL ?"  # arguments masked
     (save_trip,) = otel.children(save)
     assert save_trip.name == "EVAL WAIT"
     # the script and its WAIT go on one connection of the slot's owner, past redis-py

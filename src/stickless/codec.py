@@ -148,8 +148,10 @@ def decode_many(values: Collection[bytes]) -> list[Any] | None:
     orjson instead of one per value); None when that is not a plain reading of each: a value
     holds :data:`TAGGED_KEY` (escaped NUL), or the array does not parse or does not hold one
     item per value (a value that is not JSON). The caller then decodes them one by one with
-    :func:`decode`, which names the culprit. Only stickless's own values are expected here:
-    each is JSON by itself, so the array is exactly the values."""
+    :func:`decode`, which names the culprit. Each value stickless writes is JSON by itself,
+    so the array is exactly its values. Values another program garbled so that they happen
+    to parse together into as many items (``1,2``, ``[3``, ``4]``) are read as the array
+    says: only a writer with access to Redis can do that, and it could store any JSON."""
     joined = b",".join(values)
     if _NUL in joined:
         return None

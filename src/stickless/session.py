@@ -392,9 +392,9 @@ class Session(dict[str, Any]):
 
     @property
     def seconds_left(self) -> float | None:
-        """Seconds until the session expires unless used again: from its metadata (the
-        server's timestamps) and the server's clock as the store estimates it at load (see
-        :mod:`stickless.store.clock`), less the time since. None while new."""
+        """Seconds until the session expires unless used again: the server's TTL as the load
+        read it, or as the last save or touch set it, less the time since (no clock is
+        compared). None while new."""
         if self._ttl_ms is None:
             return None
         return max(0.0, self._ttl_ms / 1000 - (time.monotonic() - self._loaded_at))
@@ -613,7 +613,7 @@ class Session(dict[str, Any]):
             elif isinstance(op, int) and op:
                 incrs[key] = op
         for key, value in dict.items(self):
-            if key not in self._ops and isinstance(value, dict | list):
+            if key not in self._ops and isinstance(value, _CONTAINERS):
                 encoded = _encode_for(key, value)
                 if encoded != self._stored.get(key):
                     sets[key] = encoded

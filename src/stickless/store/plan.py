@@ -41,7 +41,6 @@ from stickless.errors import (
 )
 from stickless.session import Changes, Session, SessionMeta, SessionStatus, ms_to_datetime
 from stickless.store import keys
-from stickless.store.clock import SKEW_TOLERANCE_MS, ServerClock
 from stickless.store.failures import Misconfigured, Unavailable
 from stickless.store.keys import KeyLayout
 from stickless.tokens import TokenCodec, TokenId
@@ -253,9 +252,6 @@ class Planner:
         self.codec = TokenCodec(self.config.secret_key)
         keys_ = self.config.encryption_keys
         self.cipher = crypto.ValueCipher(keys_) if keys_ else None
-        self.clock = ServerClock()
-        """The server's time as this process estimates it (the touch decision, the
-        ``seconds_left`` of a load); every script reply carrying the server's time feeds it."""
         self._scripts_sent: set[str] = set()  # by SHA
         # the #!lua form: None until the probe answers
         self._modern_scripts: bool | None = None if self.probe_scripts else True
@@ -366,54 +362,54 @@ class Planner:
 
     # -------------------------------------------------------------------- load
     def load(self, presented: object, *, touch: bool = True) -> Op[Session | None]:
-        """One round trip, no script: ``HGETALL`` of the family's hash; the token must be the
-        session's current one (``m:k``). When the idle TTL was last refreshed (``m:a``) more
-        than ``touch_interval`` ago, by the server's clock as :attr:`clock` estimates it, a
-        second round trip refreshes it (``touch.lua``): at most once per interval per
-        session; never with ``touch=False`` (a passive read: it does not keep the session
-        alive). The server's TTL enforces both expiries (it never outlives the absolute
-        deadline), so a hash that exists is a live session."""
+        """One round trip, no script: ``HGETALL`` + ``PTTL`` of the family's hash; the token
+        must be the session's current one (``m:k``). When the idle TTL was last refreshed
+        more than ``touch_interval`` ago, a second round trip refreshes it (``touch.lua``):
+        at most once per interval per session; never with ``touch=False`` (a passive read:
+        it does not keep the session alive). The server's TTL enforces both expiries (it
+        never outlives the absolute deadline), so a hash that exists is a live session."""
         opened = self.codec.open(presented)
         if opened is None:
             return None
         raw, client_token = opened
         tid = tokens.token_id(raw)
         key = self.layout.data(tid.family)
-        (fields,) = yield from self.run(Batch((Command(("HGETALL", key)),), idempotent=True))
+        read = Batch((Command(("HGETALL", key)), Command(("PTTL", key))), idempotent=True)
+        fields, ttl = yield from self.run(read)
         if _wrong_type(fields):
             log.warning("session %s: the key is not a session hash, ignored", tid.family)
             return None
         _raise_server_error(fields)
+        _raise_server_error(ttl)
         if isinstance(fields, list):  # RESP2: a flat field, value, ... list
             fields = dict(zip(fields[::2], fields[1::2], strict=True))
         if not fields or fields.get(_DIGEST_FIELD) != tid.digest.encode():
             return None  # unknown, expired, destroyed, or a token a renew replaced
-        session = self._session_from_hash(raw, client_token, tid, fields)
+        if int(ttl) < 0:  # no TTL: not written by stickless (it would never expire)
+            log.warning("session %s: the key has no TTL, treated as missing", tid.family)
+            return None
+        session = self._session_from_hash(raw, client_token, tid, fields, int(ttl))
         if session is None or session.meta is None:
             return None
-        if touch and self._touch_due(session.meta):
+        if touch and self._touch_due(session.meta, int(ttl)):
             refresh = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
             (stamp,) = yield from self.run(Batch((refresh,), idempotent=True))
             _raise_server_error(stamp)
             if not int(stamp):
                 return None  # gone or renewed between the two round trips
-            self.clock.observe(int(stamp))
             session.mark_touched(int(stamp))
         return session
 
-    def _touch_due(self, meta: SessionMeta) -> bool:
-        """The last refresh (``m:a``, the server's time then) is ``touch_interval`` old, or
-        the clock estimate puts it in the future (see :mod:`stickless.store.clock`: the
-        touch's reply corrects the estimate). Near the absolute deadline the TTL is capped
-        by it and a touch could not extend it: none is sent."""
+    def _touch_due(self, meta: SessionMeta, ttl_ms: int) -> bool:
+        """The idle TTL was last set ``idle - ttl`` ms ago (it counts down from ``idle``), so
+        this needs no clock. Near the absolute deadline the TTL is capped by it and a touch
+        could not extend it: none is sent."""
         if meta.deadline_ms - meta.access_ms <= meta.idle_ms:
             return False
-        interval = int(self.config.touch_interval * 1000)
-        since = self.clock.now_ms() - meta.access_ms
-        return not interval or since >= interval or since < -SKEW_TOLERANCE_MS
+        return meta.idle_ms - ttl_ms >= int(self.config.touch_interval * 1000)
 
     def _session_from_hash(
-        self, raw: str, client_token: str, tid: TokenId, fields: dict[bytes, bytes]
+        self, raw: str, client_token: str, tid: TokenId, fields: dict[bytes, bytes], ttl_ms: int
     ) -> Session | None:
         try:
             own_idle = fields.get(_IDLE_FIELD)
@@ -446,7 +442,7 @@ class Planner:
             meta=meta,
             user_id=user_id,
             config=self.config,
-            ttl_ms=max(0, meta.expires_ms - self.clock.now_ms()),
+            ttl_ms=ttl_ms,
             device_name=device_name,
         )
         session.rewrite_at_save(reseal)  # sealed with an older key, or not yet sealed
@@ -456,9 +452,9 @@ class Planner:
     def _plain_data(
         fields: dict[bytes, bytes],
     ) -> tuple[dict[str, Any], dict[str, bytes]] | None:
-        """The data fields decoded all at once; None when they do not (a name that is not
-        UTF-8, a value that is not JSON: then :meth:`_data_fields` takes them one by one,
-        dropping and logging that one)."""
+        """The data fields decoded all at once (see :func:`stickless.codec.decode_many`);
+        None when they do not (a name that is not UTF-8, a value that is not JSON: then
+        :meth:`_data_fields` takes them one by one, dropping and logging that one)."""
         prefix, skip = _DATA_PREFIX, len(_DATA_PREFIX)
         try:
             stored = {
@@ -596,7 +592,6 @@ class Planner:
         for extra in replies[1 : len(calls)]:
             if isinstance(extra, Exception):
                 log.warning("user index update failed (repaired lazily): %s", extra)
-        self.clock.observe(int(reply[1]))
         meta = SessionMeta(
             created_ms=int(reply[2]),
             access_ms=int(reply[1]),
@@ -663,7 +658,6 @@ class Planner:
         if not isinstance(reply, list):
             return None
         now, deadline = int(reply[0]), int(reply[1])
-        self.clock.observe(now)
         meta = SessionMeta(session.meta.created_ms, now, deadline, idle)
         session.mark_saved(
             changes=changes,

@@ -1,6 +1,6 @@
 #!lua
 -- Refresh a session's idle TTL and last access: sent by a load that found the last refresh
--- older than the touch interval (loads themselves are a plain HGETALL, no script).
+-- older than the touch interval (loads themselves are a plain HGETALL + PTTL, no script).
 -- KEYS[1]  the session hash   ARGV[1]  digest of the presented token   ARGV[2]  idle (ms)
 -- Reply: the new last access (ms since the epoch), or 0 when the session is gone meanwhile,
 -- past its deadline, or the token is not its current one (nothing written then).
