@@ -178,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         description="stickless vs its peers, side by side (see docs/benchmarks.md)"
     )
     parser.add_argument("--url", help="a standalone Redis/Valkey (default: embedded Valkey)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 9; --quick 3)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 15; --quick 3)")
     parser.add_argument("--quick", action="store_true", help="a few seconds: smoke run")
     parser.add_argument("--http", action="store_true", help="also over real HTTP (wrk)")
-    parser.add_argument("--http-seconds", type=float, help="seconds per variant per round")
-    parser.add_argument("--http-rounds", type=int, help="interleaved HTTP rounds (default 3)")
+    parser.add_argument(
+        "--http-seconds", type=float, help="seconds per variant per round (default 6)"
+    )
+    parser.add_argument("--http-rounds", type=int, help="interleaved HTTP rounds (default 5)")
     parser.add_argument(
         "--only",
         help="comma-separated families: " + ",".join(core.FAMILY_NAMES) + " (default all)",
@@ -269,8 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                         probe,
                         progress,
                         families=families,
-                        seconds=args.http_seconds or (2.0 if args.quick else 10.0),
-                        rounds=args.http_rounds or (1 if args.quick else 3),
+                        seconds=args.http_seconds or (2.0 if args.quick else 6.0),
+                        rounds=args.http_rounds or (1 if args.quick else 5),
                         console=console,
                     )
         finally:
