@@ -3,9 +3,13 @@ failover (Sentinel and Cluster), and writes resume without restarting anything."
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from stickless import (
     AsyncSessionStore,
     ReplicationTimeout,
+    Session,
     SessionConfig,
     SessionStore,
     StoreUnavailable,
@@ -174,3 +179,87 @@ def test_cluster_replicated_saves_recover_without_any_load() -> None:
         assert outcomes[-20:] == ["saved"] * 20, outcomes
         assert outcomes.count("unavailable") <= 3, outcomes
         store.close()
+
+
+def test_every_process_serves_again_once_a_replica_is_promoted() -> None:
+    """Processes that kept failing while a killed primary's replica was promoted serve
+    again as soon as the cluster has settled, whenever they last reloaded the slot map:
+    a load on its retries (async: redis.asyncio's pipeline does not reload the map itself),
+    a replicated save (pinned to the owner's node by the store) within REFRESH_GAP. Each
+    store stands for one process; one that reloaded a moment before the promotion (while
+    the dead primary was still listed) used to fail until its throttle let it reload."""
+    with start_cluster(node_timeout_ms=800) as setup:
+        config = SessionConfig(key_prefix="fp", durability="replicated", min_replicas=0)
+        layout = KeyLayout(config.key_prefix)
+        victim = setup.primaries[0]
+
+        def on_victim(store: SessionStore) -> Session:
+            s = store.new()
+            while setup.primary_for_key(layout.data(token_id(s.raw_token).family)) != victim:
+                s = store.new()
+            return s
+
+        seed = SessionStore.from_url(setup.url, config)
+        session = on_victim(seed)
+        session["kept"] = 1
+        seed.save(session)
+        seed.close()
+        token = session.token
+        loaders = [AsyncSessionStore.from_url(setup.url, config) for _ in range(6)]
+        savers = [SessionStore.from_url(setup.url, config) for _ in range(4)]
+        promoted = threading.Event()
+        promoted_at = [0.0]
+
+        def save(store: SessionStore, s: Session) -> str:
+            s.incr("n")
+            try:
+                return store.save(s).outcome
+            except StoreUnavailable:
+                return "unavailable"
+
+        def hammer_saves(store: SessionStore, s: Session) -> list[str]:
+            """Saves from 0.1 s after the promotion was seen until 0.3 s after it."""
+            while not promoted.is_set():
+                save(store, s)
+                time.sleep(0.01)
+            outcomes = []
+            while (since := time.monotonic() - promoted_at[0]) < 0.3:
+                outcome = save(store, s)
+                if since >= 0.1:
+                    outcomes.append(str(outcome))
+                time.sleep(0.01)
+            return outcomes
+
+        async def hammer_loads(store: AsyncSessionStore) -> str:
+            while not promoted.is_set():
+                with contextlib.suppress(StoreUnavailable):
+                    await store.load(token)
+                await asyncio.sleep(0.01)
+            try:
+                loaded = await store.load(token)
+            except StoreUnavailable:
+                return "unavailable"
+            finally:
+                await store.aclose()
+            return "loaded" if loaded is not None and loaded["kept"] == 1 else "lost"
+
+        async def failover() -> list[str]:
+            for store in loaders:  # warm: each holds the slot map naming the victim
+                assert await store.load(token) is not None
+            setup.kill_primary(victim)
+            tasks = [asyncio.create_task(hammer_loads(store)) for store in loaders]
+            await asyncio.to_thread(setup.wait_for_failover, victim, 30)
+            promoted_at[0] = time.monotonic()
+            promoted.set()
+            return list(await asyncio.gather(*tasks))
+
+        with ThreadPoolExecutor(len(savers)) as pool:
+            mine = [on_victim(store) for store in savers]
+            assert [save(store, s) for store, s in zip(savers, mine)] == ["saved"] * len(savers)
+            saves = [pool.submit(hammer_saves, store, s) for store, s in zip(savers, mine)]
+            loads = asyncio.run(failover())
+            after = [future.result() for future in saves]
+        for store in savers:
+            store.close()
+        assert loads == ["loaded"] * len(loaders), loads
+        assert all(outcomes and set(outcomes) == {"saved"} for outcomes in after), after

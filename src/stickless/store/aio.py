@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -14,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from stickless.session import Session
 from stickless.store import check as checks
-from stickless.store.base import StoreBase, packed
+from stickless.store.base import SlotMapReloads, StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
@@ -37,16 +38,18 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
     """Run a planned operation to completion with asyncio I/O."""
     try:
         step = next(op)
+        sent = time.monotonic()
         while True:
             if isinstance(step, Pause):
                 await asyncio.sleep(step.seconds)
                 step = op.send(None)
                 continue
-            if isinstance(step, Refresh):
-                await store.refresh()
+            if isinstance(step, Refresh):  # about the batch sent last
+                await store.refresh(sent)
                 step = op.send(None)
                 continue
             try:
+                sent = time.monotonic()
                 replies = await store.send(step)
             except Exception as exc:  # handed to the plan, which decides
                 step = op.throw(exc)
@@ -59,6 +62,7 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
 @dataclass
 class _LoopClients:
     client: Any
+    reloads: SlotMapReloads
     nodes: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,13 +130,20 @@ class AsyncSessionStore(StoreBase):
         loop = asyncio.get_running_loop()  # RuntimeError outside a loop
         state = self._per_loop.get(loop)
         if state is None:
-            state = self._per_loop[loop] = _LoopClients(self._client_factory())
+            state = self._per_loop[loop] = _LoopClients(
+                self._client_factory(), SlotMapReloads(self._reloads.gap)
+            )
         return state
 
     def _node_cache(self) -> dict[str, Any]:
         if self._client_factory is None:
             return self._node_clients
         return self._loop_clients().nodes
+
+    def _slot_map_reloads(self) -> SlotMapReloads:
+        if self._client_factory is None:
+            return self._reloads
+        return self._loop_clients().reloads
 
     async def check(self) -> checks.CheckReport:
         """See :meth:`SessionStore.check`."""
@@ -234,9 +245,11 @@ class AsyncSessionStore(StoreBase):
         await self.client.initialize()  # the slot map must be known (no-op once loaded)
         return await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
 
-    async def refresh(self) -> None:
+    async def refresh(self, sent: float | None = None) -> None:
         """See :meth:`SessionStore.refresh`."""
-        if not self.is_cluster or not self._refresh_due():
+        if not self.is_cluster:
+            return
+        if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
             return
         for client in self._drop_node_clients():
             await client.aclose()

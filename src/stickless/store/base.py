@@ -25,8 +25,10 @@ from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
 from stickless.store.stalls import InFlight, StallGuard
 
-REFRESH_GAP = 0.5
-"""Seconds between two reloads of a cluster's slot map asked for by failing requests."""
+REFRESH_GAP = 0.05
+"""Least seconds between two reloads of a cluster's slot map asked for by failing requests
+(lowered to ``SessionConfig.retry_backoff`` if that is shorter, so that a load's last retry
+always runs on a map loaded after its first attempt failed)."""
 
 UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # also LOADING (BusyLoadingError), auth, pool exhausted
@@ -81,7 +83,7 @@ class StoreBase:
         )
         self._plan = Planner(self.config, address or repr(client), probe_scripts=not cluster)
         self._node_clients: dict[str, Any] = {}
-        self._refreshed_at = -REFRESH_GAP
+        self._reloads = SlotMapReloads(min(REFRESH_GAP, self.config.retry_backoff))
         self._follower = follower
         limit = self.config.stall_limit
         horizon = self.config.socket_timeout + limit
@@ -140,15 +142,10 @@ class StoreBase:
             cache[node.name] = client
         return client
 
-    def _refresh_due(self) -> bool:
-        """At most one slot-map reload per :data:`REFRESH_GAP` seconds, however many requests
-        fail at once during a failover."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._refreshed_at < REFRESH_GAP:
-                return False
-            self._refreshed_at = now
-            return True
+    def _slot_map_reloads(self) -> SlotMapReloads:
+        """When the slot map of :attr:`client` was last reloaded (the async store keeps one
+        per loop, as it keeps one client per loop)."""
+        return self._reloads
 
     def _drop_node_clients(self) -> list[Any]:
         """Forget every client pinned to a cluster node (returned, for the caller to close)."""
@@ -217,6 +214,34 @@ class StoreBase:
         if self._follower is not None:
             self._follower.failed(verdict)
         return verdict
+
+
+class SlotMapReloads:
+    """Whether a failed or redirected cluster batch needs the slot map reloaded; thread-safe.
+
+    A batch sent at ``sent`` ran on the map of the last reload that *began* before it. If a
+    reload began after it, that map is newer than the one that failed: no need for another
+    (all the requests failing at once during a failover share one reload). Otherwise it is
+    reloaded, at most once per ``gap`` seconds. A throttle by time alone would not do: a
+    process that reloaded a moment before the promotion, while the dead primary was still
+    listed, would fail every request until the throttle let it reload again, however
+    long ago the cluster settled.
+    """
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self._began = -gap
+        self._lock = threading.Lock()
+
+    def due(self, sent: float) -> bool:
+        """True (and the reload counts as begun now) if the map must be reloaded for a batch
+        sent at ``sent`` (``time.monotonic()``)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._began > sent or now - self._began < self.gap:
+                return False
+            self._began = now
+            return True
 
 
 def packed(commands: list[tuple[str | bytes | int, ...]]) -> bytes:

@@ -35,16 +35,18 @@ def drive(op: Op[T], store: SessionStore) -> T:
     """Run a planned operation to completion with blocking I/O."""
     try:
         step = next(op)
+        sent = time.monotonic()
         while True:
             if isinstance(step, Pause):
                 time.sleep(step.seconds)
                 step = op.send(None)
                 continue
-            if isinstance(step, Refresh):
-                store.refresh()
+            if isinstance(step, Refresh):  # about the batch sent last
+                store.refresh(sent)
                 step = op.send(None)
                 continue
             try:
+                sent = time.monotonic()
                 replies = store.send(step)
             except Exception as exc:  # handed to the plan, which decides
                 step = op.throw(exc)
@@ -201,11 +203,15 @@ class SessionStore(StoreBase):
         or a dead node makes the planner ask for a :class:`Refresh`)."""
         return self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
 
-    def refresh(self) -> None:
+    def refresh(self, sent: float | None = None) -> None:
         """Reload the cluster's slot map, drop the clients pinned to nodes (a ``Refresh``
-        step of the planner; nothing outside a cluster). Never raises: if no node answers,
-        the next batch says so."""
-        if self._client is None or not self.is_cluster or not self._refresh_due():
+        step of the planner; nothing outside a cluster). ``sent``: when the batch that failed
+        or was redirected was sent (``time.monotonic()``; default now): nothing is done if a
+        reload began since, or less than ``REFRESH_GAP`` ago (see :class:`SlotMapReloads`).
+        Never raises: if no node answers, the next batch says so."""
+        if self._client is None or not self.is_cluster:
+            return
+        if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
             return
         for client in self._drop_node_clients():
             client.close()
