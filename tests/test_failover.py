@@ -8,6 +8,7 @@ import contextlib
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,6 +24,7 @@ from stickless import (
     StoreUnavailable,
 )
 from stickless.embedded import ClusterSetup, SentinelSetup, start_cluster, start_sentinel
+from stickless.store.failures import error_code
 from stickless.store.keys import KeyLayout
 from stickless.tokens import token_id
 
@@ -187,15 +189,19 @@ def test_every_process_serves_again_once_a_replica_is_promoted() -> None:
     a load on its retries (async: redis.asyncio's pipeline does not reload the map itself),
     a replicated save (pinned to the owner's node by the store) within REFRESH_GAP. Each
     store stands for one process; one that reloaded a moment before the promotion (while
-    the dead primary was still listed) used to fail until its throttle let it reload."""
+    the dead primary was still listed) used to fail until its throttle let it reload.
+    Meanwhile the reloads asked for by a process's failing loads do not cut its saves on
+    the healthy primaries (they fail only while the cluster is down, CLUSTERDOWN)."""
     with start_cluster(node_timeout_ms=800) as setup:
         config = SessionConfig(key_prefix="fp", durability="replicated", min_replicas=0)
         layout = KeyLayout(config.key_prefix)
         victim = setup.primaries[0]
 
-        def on_victim(store: SessionStore) -> Session:
+        def on_victim(store: SessionStore, victim_wanted: bool = True) -> Session:
             s = store.new()
-            while setup.primary_for_key(layout.data(token_id(s.raw_token).family)) != victim:
+            while (
+                setup.primary_for_key(layout.data(token_id(s.raw_token).family)) == victim
+            ) != victim_wanted:
                 s = store.new()
             return s
 
@@ -230,6 +236,22 @@ def test_every_process_serves_again_once_a_replica_is_promoted() -> None:
                 time.sleep(0.01)
             return outcomes
 
+        shared = SessionStore.from_url(setup.url, config)  # one process, many threads
+        healthy_failures: list[str] = []
+
+        def hammer_shared_loads() -> None:
+            while not promoted.is_set():
+                with contextlib.suppress(StoreUnavailable):
+                    shared.load(token)
+
+        def hammer_healthy_saves(s: Session) -> None:
+            while time.monotonic() - promoted_at[0] < 0.3 or not promoted.is_set():
+                s.incr("n")
+                try:
+                    shared.save(s)
+                except StoreUnavailable as exc:
+                    healthy_failures.append(error_code(exc.cause) or type(exc.cause).__name__)
+
         async def hammer_loads(store: AsyncSessionStore) -> str:
             while not promoted.is_set():
                 with contextlib.suppress(StoreUnavailable):
@@ -253,13 +275,20 @@ def test_every_process_serves_again_once_a_replica_is_promoted() -> None:
             promoted.set()
             return list(await asyncio.gather(*tasks))
 
-        with ThreadPoolExecutor(len(savers)) as pool:
+        healthy = [on_victim(shared, victim_wanted=False) for _ in range(3)]
+        with ThreadPoolExecutor(len(savers) + 6) as pool:
             mine = [on_victim(store) for store in savers]
             assert [save(store, s) for store, s in zip(savers, mine)] == ["saved"] * len(savers)
+            assert [save(shared, s) for s in healthy] == ["saved"] * len(healthy)
             saves = [pool.submit(hammer_saves, store, s) for store, s in zip(savers, mine)]
+            busy = [pool.submit(hammer_healthy_saves, s) for s in healthy]
+            busy += [pool.submit(hammer_shared_loads) for _ in range(3)]
             loads = asyncio.run(failover())
             after = [future.result() for future in saves]
-        for store in savers:
+            for future in busy:
+                future.result()
+        for store in [*savers, shared]:
             store.close()
         assert loads == ["loaded"] * len(loaders), loads
         assert all(outcomes and set(outcomes) == {"saved"} for outcomes in after), after
+        assert set(healthy_failures) <= {"CLUSTERDOWN"}, Counter(healthy_failures)

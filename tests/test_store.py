@@ -762,3 +762,9 @@ def test_destroy_id_with_an_owner_checks_it(stickless_url: str) -> None:
         assert store.load(s.token) is not None
         assert store.destroy_id(session_id, user_id="ann") is True
         assert store.load(s.token) is None
+
+
+@pytest.mark.parametrize("value", [-0.05, float("nan")])
+def test_a_negative_retry_backoff_is_refused(value: float) -> None:
+    with pytest.raises(ConfigurationError, match="retry_backoff"):
+        SessionConfig(retry_backoff=value)

@@ -215,6 +215,10 @@ class SessionConfig:
             )
         if self.max_size <= 0 or self.min_replicas < 0 or self.retries < 0:
             raise ConfigurationError("max_size must be > 0, min_replicas and retries >= 0")
+        if not self.retry_backoff >= 0:
+            raise ConfigurationError(
+                f"SessionConfig.retry_backoff must be >= 0 (seconds), not {self.retry_backoff!r}"
+            )
         if not self.key_prefix or any(c in self.key_prefix for c in "{} "):
             raise ConfigurationError("key_prefix must be non-empty, without braces or spaces")
         if isinstance(self.identity_keys, str) or not all(

@@ -251,9 +251,10 @@ class AsyncSessionStore(StoreBase):
             return
         if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
             return
-        for client in self._drop_node_clients():
-            await client.aclose()
         try:
             await self.client.nodes_manager.initialize()
         except Exception as exc:  # the cluster is down: the next send reports it
             log.info("cluster slot map not reloaded: %s", type(exc).__name__)
+            return
+        for client in self._stale_node_clients():
+            await client.connection_pool.disconnect(inuse_connections=False)

@@ -28,7 +28,12 @@ from stickless.store.stalls import InFlight, StallGuard
 REFRESH_GAP = 0.05
 """Least seconds between two reloads of a cluster's slot map asked for by failing requests
 (lowered to ``SessionConfig.retry_backoff`` if that is shorter, so that a load's last retry
-always runs on a map loaded after its first attempt failed)."""
+always runs on a map loaded after its first attempt failed; never below
+:data:`MIN_REFRESH_GAP`)."""
+
+MIN_REFRESH_GAP = 0.01
+"""The gap with ``retry_backoff=0``: a dead node answers at once, and each reload costs a
+round of ``CLUSTER SLOTS`` (or a connect timeout on a frozen node)."""
 
 UNAVAILABLE_TYPES: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,  # also LOADING (BusyLoadingError), auth, pool exhausted
@@ -83,7 +88,8 @@ class StoreBase:
         )
         self._plan = Planner(self.config, address or repr(client), probe_scripts=not cluster)
         self._node_clients: dict[str, Any] = {}
-        self._reloads = SlotMapReloads(min(REFRESH_GAP, self.config.retry_backoff))
+        gap = max(MIN_REFRESH_GAP, min(REFRESH_GAP, self.config.retry_backoff))
+        self._reloads = SlotMapReloads(gap)
         self._follower = follower
         limit = self.config.stall_limit
         horizon = self.config.socket_timeout + limit
@@ -147,12 +153,16 @@ class StoreBase:
         per loop, as it keeps one client per loop)."""
         return self._reloads
 
-    def _drop_node_clients(self) -> list[Any]:
-        """Forget every client pinned to a cluster node (returned, for the caller to close)."""
+    def _stale_node_clients(self) -> list[Any]:
+        """Forget the clients pinned to nodes that are no primary in the slot map just
+        loaded (a dead or demoted node), and return them: the caller closes their idle
+        connections only, as other threads or tasks may still be using the others (those
+        close once released and dropped). Clients of live primaries stay: a reload asked
+        for by one dead node must not cut the saves running on the healthy ones."""
+        primaries = {node.name for node in self.client.get_primaries()}
         cache = self._node_cache()
-        dropped = list(cache.values())
-        cache.clear()
-        return dropped
+        stale = [cache.pop(name, None) for name in list(cache) if name not in primaries]
+        return [client for client in stale if client is not None]
 
     def _node_cache(self) -> dict[str, Any]:
         """Where per-node clients are kept (the async store keeps one cache per loop)."""

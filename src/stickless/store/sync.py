@@ -204,18 +204,20 @@ class SessionStore(StoreBase):
         return self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
 
     def refresh(self, sent: float | None = None) -> None:
-        """Reload the cluster's slot map, drop the clients pinned to nodes (a ``Refresh``
-        step of the planner; nothing outside a cluster). ``sent``: when the batch that failed
-        or was redirected was sent (``time.monotonic()``; default now): nothing is done if a
-        reload began since, or less than ``REFRESH_GAP`` ago (see :class:`SlotMapReloads`).
-        Never raises: if no node answers, the next batch says so."""
+        """Reload the cluster's slot map and drop the clients pinned to nodes that are no
+        primary in it (a ``Refresh`` step of the planner; nothing outside a cluster).
+        ``sent``: when the batch that failed or was redirected was sent
+        (``time.monotonic()``; default now): nothing is done if a reload began since, or
+        less than ``REFRESH_GAP`` ago (see :class:`SlotMapReloads`). Never raises: if no
+        node answers, the next batch says so."""
         if self._client is None or not self.is_cluster:
             return
         if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
             return
-        for client in self._drop_node_clients():
-            client.close()
         try:
             self.client.nodes_manager.initialize()
         except Exception as exc:  # the cluster is down: the next send reports it
             log.info("cluster slot map not reloaded: %s", type(exc).__name__)
+            return
+        for client in self._stale_node_clients():
+            client.connection_pool.disconnect(inuse_connections=False)
