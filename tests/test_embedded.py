@@ -398,3 +398,31 @@ def test_relative_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     with start_standalone(aof=True, data_dir=Path("rel/data")) as server:
         assert server.node.client().ping()
     assert (tmp_path / "rel" / "data").is_dir()
+
+
+@pytest.mark.parametrize("topology", ["sentinel", "cluster"])
+def test_replicas_apply_writes_as_soon_as_the_setup_returns(topology: str) -> None:
+    """A write right after start-up reaches every replica within 50 ms: the setup waits
+    until the primary streams to them, not only until their links are up (Redis 7.0 starts
+    the stream of a freshly synced replica up to 300 ms later, and a failover right away
+    then loses the write)."""
+    with (
+        start_sentinel(replicas=2, sentinels=1)
+        if topology == "sentinel"
+        else start_cluster(primaries=1, replicas_per_primary=2)
+    ) as setup:
+        primary = setup.primary if isinstance(setup, SentinelSetup) else setup.primaries[0]
+        writer = primary.client()
+        writer.set("fresh", "1")
+        sent = time.monotonic()
+        for replica in setup.replicas:
+            reader = replica.client()
+            if topology == "cluster":
+                reader.execute_command("READONLY")  # type: ignore[no-untyped-call]
+            try:
+                while not reader.exists("fresh"):
+                    assert time.monotonic() - sent < 0.05, f"replica {replica.port} lags"
+                    time.sleep(0.001)
+            finally:
+                reader.close()
+        writer.close()

@@ -884,6 +884,7 @@ class SentinelSetup(_Topology):
         for replica in self.replicas:
             _cmd(replica, "REPLICAOF", primary.host, primary.port)
         _wait_all(self.replicas, _link_up, f"replicas to sync with primary {primary.port}")
+        _wait_streaming(primary, len(self.replicas), "stickless:embedded:replication-check")
         for sentinel in self.sentinels:
             # hello messages every 500 ms instead of 2 s: sentinels find each other, and learn
             # a new primary after a failover, sooner. Not every server has SENTINEL DEBUG.
@@ -920,6 +921,26 @@ class SentinelSetup(_Topology):
 def _link_up(replica: Node) -> bool:
     """Is ``replica``'s replication link up?"""
     return _info(replica, "replication").get("master_link_status") == "up"
+
+
+def _wait_streaming(primary: Node, replicas: int, key: str) -> None:
+    """Wait until ``replicas`` replicas apply what ``primary`` writes now (one write of
+    ``key``, which must belong to the primary's slots in a cluster, then ``WAIT``). A link
+    reported up is not enough: Redis 7.0 starts streaming to a freshly synced replica at
+    its first ``ACK``, measured up to 300 ms later; a write acknowledged meanwhile is on the
+    primary alone, and lost if that replica is promoted (a planned failover right away)."""
+    client = primary.client()
+    try:
+        client.set(key, "1")
+        client.delete(key)
+        acked = int(client.wait(replicas, int(WIRING_TIMEOUT * 1000)))
+    finally:
+        client.close()
+    if acked < replicas:
+        raise RuntimeError(
+            f"timed out after {WIRING_TIMEOUT:g}s waiting for {replicas} replica(s) of "
+            f"{primary.port} to apply its writes ({acked} did)"
+        )
 
 
 def _sentinel_config() -> dict[str, str]:
@@ -1104,6 +1125,11 @@ class ClusterSetup(_Topology):
             return node.role != "cluster-replica" or _link_up(node)
 
         _wait_all(everyone, converged, "cluster_state:ok, all roles known, replicas in sync")
+        for i, primary in enumerate(self.primaries):
+            first, last = i * _CLUSTER_SLOTS // count, (i + 1) * _CLUSTER_SLOTS // count - 1
+            tag = next(t for t in map(str, range(100_000)) if first <= key_slot(t.encode()) <= last)
+            followers = sum(1 for p in self._primary_of.values() if p is primary)
+            _wait_streaming(primary, followers, "stickless:embedded:{" + tag + "}")
 
 
 def _cluster_info(node: Node) -> dict[str, str]:
