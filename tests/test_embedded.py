@@ -402,7 +402,7 @@ def test_relative_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize("topology", ["sentinel", "cluster"])
 def test_replicas_apply_writes_as_soon_as_the_setup_returns(topology: str) -> None:
-    """A write right after start-up reaches every replica within 50 ms: the setup waits
+    """A write right after start-up reaches every replica within 150 ms: the setup waits
     until the primary streams to them, not only until their links are up (Redis 7.0 starts
     the stream of a freshly synced replica up to 300 ms later, and a failover right away
     then loses the write)."""
@@ -421,7 +421,7 @@ def test_replicas_apply_writes_as_soon_as_the_setup_returns(topology: str) -> No
                 reader.execute_command("READONLY")  # type: ignore[no-untyped-call]
             try:
                 while not reader.exists("fresh"):
-                    assert time.monotonic() - sent < 0.05, f"replica {replica.port} lags"
+                    assert time.monotonic() - sent < 0.15, f"replica {replica.port} lags"
                     time.sleep(0.001)
             finally:
                 reader.close()
