@@ -426,3 +426,8 @@ def test_replicas_apply_writes_as_soon_as_the_setup_returns(topology: str) -> No
             finally:
                 reader.close()
         writer.close()
+
+
+def test_fencing_that_no_primary_can_meet_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_replicas_to_write=2 > replicas=1"):
+        start_sentinel(replicas=1, min_replicas_to_write=2)

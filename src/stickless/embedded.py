@@ -929,7 +929,7 @@ def _wait_streaming(primary: Node, replicas: int, key: str) -> None:
     reported up is not enough: Redis 7.0 starts streaming to a freshly synced replica at
     its first ``ACK``, measured up to 300 ms later; a write acknowledged meanwhile is on the
     primary alone, and lost if that replica is promoted (a planned failover right away)."""
-    client = primary.client()
+    client = primary.client(timeout=WIRING_TIMEOUT + 5)  # WAIT itself gives up first
     try:
         client.set(key, "1")
         client.delete(key)
@@ -987,6 +987,11 @@ def start_sentinel(
         min_replicas_to_write = 1 if replicas >= 2 else 0
     if min_replicas_to_write < 0 or min_replicas_max_lag < 1:
         raise ValueError("need min_replicas_to_write >= 0 and min_replicas_max_lag >= 1")
+    if min_replicas_to_write > replicas:
+        raise ValueError(
+            f"min_replicas_to_write={min_replicas_to_write} > replicas={replicas}: the "
+            "primary would refuse every write (NOREPLICAS)"
+        )
     fenced = {
         **_data_config(),
         "min-replicas-to-write": str(min_replicas_to_write),
