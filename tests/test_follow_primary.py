@@ -433,6 +433,7 @@ def test_sentinels_coming_and_going(sentinel: SentinelSetup) -> None:
     s = store.new()
     s["n"] = 0
     store.save(s)
+    sentinel.wait_for_replicas()  # the default durability: on every replica before the switch
     killed, paused, alive = sentinel.sentinels
     killed.kill()
     paused.pause()
