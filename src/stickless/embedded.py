@@ -1112,7 +1112,7 @@ class ClusterSetup(_Topology):
         for i, primary in enumerate(self.primaries):
             # distinct config epochs up front, as valkey-cli does, so no collision resolution
             _cmd(primary, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
-            first, last = i * _CLUSTER_SLOTS // count, (i + 1) * _CLUSTER_SLOTS // count - 1
+            first, last = _slot_range(i, count)
             if server_binary().at_least(7):
                 _cmd(primary, "CLUSTER", "ADDSLOTSRANGE", first, last)
             else:  # ADDSLOTSRANGE is Redis 7.0's
@@ -1139,10 +1139,15 @@ class ClusterSetup(_Topology):
 
         _wait_all(everyone, converged, "cluster_state:ok, all roles known, replicas in sync")
         for i, primary in enumerate(self.primaries):
-            first, last = i * _CLUSTER_SLOTS // count, (i + 1) * _CLUSTER_SLOTS // count - 1
+            first, last = _slot_range(i, count)
             tag = next(t for t in map(str, range(100_000)) if first <= key_slot(t.encode()) <= last)
             followers = sum(1 for p in self._primary_of.values() if p is primary)
             _wait_streaming(primary, followers, "stickless:embedded:{" + tag + "}")
+
+
+def _slot_range(i: int, count: int) -> tuple[int, int]:
+    """The first and last slot of the ``i``-th of ``count`` primaries (an even split)."""
+    return i * _CLUSTER_SLOTS // count, (i + 1) * _CLUSTER_SLOTS // count - 1
 
 
 def _cluster_info(node: Node) -> dict[str, str]:

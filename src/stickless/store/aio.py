@@ -247,9 +247,7 @@ class AsyncSessionStore(StoreBase):
 
     async def refresh(self, sent: float | None = None) -> None:
         """See :meth:`SessionStore.refresh`."""
-        if not self.is_cluster:
-            return
-        if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
+        if not self._reload_due(sent):
             return
         try:
             await self.client.nodes_manager.initialize()

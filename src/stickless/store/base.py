@@ -152,6 +152,13 @@ class StoreBase:
             cache[node.name] = client
         return client
 
+    def _reload_due(self, sent: float | None) -> bool:
+        """Whether a ``Refresh`` about a batch sent at ``sent`` (default now) must reload the
+        slot map (a cluster only; see :class:`SlotMapReloads`)."""
+        if not self.is_cluster:
+            return False
+        return self._slot_map_reloads().due(time.monotonic() if sent is None else sent)
+
     def _slot_map_reloads(self) -> SlotMapReloads:
         """When the slot map of :attr:`client` was last reloaded (the async store keeps one
         per loop, as it keeps one client per loop)."""

@@ -210,9 +210,7 @@ class SessionStore(StoreBase):
         (``time.monotonic()``; default now): nothing is done if a reload began since, or
         less than ``REFRESH_GAP`` ago (see :class:`SlotMapReloads`). Never raises: if no
         node answers, the next batch says so."""
-        if self._client is None or not self.is_cluster:
-            return
-        if not self._slot_map_reloads().due(time.monotonic() if sent is None else sent):
+        if self._client is None or not self._reload_due(sent):
             return
         try:
             self.client.nodes_manager.initialize()
