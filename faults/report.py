@@ -97,6 +97,9 @@ class Result:
     error: str | None = None
     statuses: dict[str, int] = field(default_factory=dict)
     statuses_by_app: list[dict[str, int]] = field(default_factory=list)
+    losses: list[str] = field(default_factory=list)
+    """Each acknowledged request missing from its cart, with the client's requests around
+    it (app, status, when sent and answered after the first fault): where to look."""
 
     @property
     def error_window(self) -> float | None:
@@ -148,6 +151,15 @@ def analyse(
         result.lost_clients += bool(lost)
         result.lost_from_cart += from_cart
         result.lost_from_counter += from_counter
+        if from_cart:
+            mine = {r.seq: r for r in records if r.client == client.index}
+            first = fault_times[0] if fault_times else 0.0
+            for seq in (s for s in client.acked if s not in kept):
+                around = (mine[n] for n in range(seq - 1, seq + 3) if n in mine)
+                result.losses.append(
+                    f"client {client.index}: #{seq} missing; "
+                    + ", ".join(_request_text(r, first, result.apps) for r in around)
+                )
         result.applied_unacked += len(kept.difference(client.acked))
         if held.found and (held.counter or 0) != len(held.cart):
             result.counter_mismatch += 1
@@ -172,6 +184,14 @@ def analyse(
             for app in range(servers)
         ]
     return result
+
+
+def _request_text(record: Record, first: float, app_names: Sequence[str]) -> str:
+    app = app_names[record.server] if record.server < len(app_names) else record.server
+    return (
+        f"#{record.seq} {app} {record.status or record.error} "
+        f"{record.start - first:+.3f}..{record.end - first:+.3f} s"
+    )
 
 
 def _recovery(span: Sequence[Record], app: int, fault: float) -> float | None:
@@ -238,6 +258,7 @@ def describe(result: Result) -> str:
             f"   settled: {result.settled}; failovers logged by the servers: {result.failovers}"
         )
     lines.extend(f"     {line[:140]}" for line in result.failover_log)
+    lines.extend(f"   lost: {line}" for line in result.losses)
     return "\n".join(lines)
 
 

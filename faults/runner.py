@@ -15,6 +15,7 @@ through the library. Every process is stopped by PID in ``finally``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import tempfile
 import time
@@ -117,6 +118,10 @@ async def run_scenario(scenario: Scenario, durability: str, options: Options) ->
     own_logs = options.log_dir is None
     log_dir = options.log_dir or Path(tempfile.mkdtemp(prefix="stickless-faults-"))
     run_logs = log_dir / f"{scenario.name}-{durability}"
+    for repeat in itertools.count(2):  # --repeat: each run keeps its own logs
+        if not run_logs.exists():
+            break
+        run_logs = log_dir / f"{scenario.name}-{durability}-{repeat}"
     topo: Topology | None = None
     apps: list[App] = []
     load: LoadGenerator | None = None

@@ -139,6 +139,7 @@ class Session(dict[str, Any]):
         "_lifetime",
         "_lifetime_changed",
         "_loaded_at",
+        "_loaded_from",
         "_meta",
         "_ops",
         "_raw_token",
@@ -178,6 +179,7 @@ class Session(dict[str, Any]):
         self._lifetime_changed = False
         self._ttl_ms = ttl_ms
         self._loaded_at = time.monotonic()
+        self._loaded_from: str | None = None
         self._raw_token = raw_token
         self._token = token
         self._stored: dict[str, bytes] = dict(stored or {})
@@ -744,6 +746,7 @@ class Session(dict[str, Any]):
         self._stored_user_id = None
         self._renew = None
         self._cleared = False
+        self._loaded_from = None
         self._ops = {key: _Op.SET for key in dict.keys(self)}
 
     def stored_json(self, key: str) -> bytes | None:
@@ -770,6 +773,19 @@ class Session(dict[str, Any]):
         for name in names:
             if dict.__contains__(self, name) and name not in self._ops:
                 self._ops[name] = _Op.SET
+
+    @property
+    def loaded_from(self) -> str | None:
+        """In a cluster, the node (``host:port``) this session was loaded from, ``""`` when
+        the slot map changed during the read; None for a new session or outside a cluster.
+        Its saves go to that node only: if the slot has moved since (a failover), the save
+        is refused with :class:`~stickless.errors.StoreUnavailable`, as the load may have
+        been answered by a primary that had been replaced."""
+        return self._loaded_from
+
+    def mark_loaded_from(self, node: str | None) -> None:
+        """Record the node the store read this session from (see :attr:`loaded_from`)."""
+        self._loaded_from = node
 
     def mark_touched(self, access_ms: int) -> None:
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""

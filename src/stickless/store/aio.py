@@ -19,6 +19,7 @@ from stickless.store.base import SlotMapReloads, StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
+    Locate,
     Op,
     Pause,
     Refresh,
@@ -47,6 +48,9 @@ async def drive(op: Op[T], store: AsyncSessionStore) -> T:
             if isinstance(step, Refresh):  # about the batch sent last
                 await store.refresh(sent)
                 step = op.send(None)
+                continue
+            if isinstance(step, Locate):
+                step = op.send(store.owner_of(step.key))
                 continue
             try:
                 sent = time.monotonic()
@@ -228,7 +232,7 @@ class AsyncSessionStore(StoreBase):
             return order_replies(batch, await pipe.execute(raise_on_error=False))
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
-            if i == 0 and batch.wait is not None:
+            if i == 0 and not batch.idempotent:  # pinned (see Batch)
                 replies += await self._on_owner(Batch((call,), batch.idempotent, batch.wait))
                 continue
             try:

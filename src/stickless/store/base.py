@@ -87,7 +87,9 @@ class StoreBase:
             else isinstance(client, self._flavour.cluster.RedisCluster)
         )
         self._cluster = cluster
-        self._plan = Planner(self.config, address or repr(client), probe_scripts=not cluster)
+        self._plan = Planner(
+            self.config, address or repr(client), probe_scripts=not cluster, locate=cluster
+        )
         self._node_clients: dict[str, Any] = {}
         gap = max(MIN_REFRESH_GAP, min(REFRESH_GAP, self.config.retry_backoff))
         self._reloads = SlotMapReloads(gap)
@@ -139,6 +141,17 @@ class StoreBase:
         protocol check, and every batch asks)."""
         return self._cluster
 
+    def owner_of(self, key: str) -> str | None:
+        """The cluster node (``host:port``) owning ``key``'s slot by the client's slot map
+        (no I/O; a planner's :class:`~stickless.store.plan.Locate`): None outside a
+        cluster, or before the map is loaded."""
+        if not self.is_cluster:
+            return None
+        try:
+            return str(self.client.get_node_from_key(key).name)
+        except Exception:  # no map yet (the asyncio client loads it on first use)
+            return None
+
     def _owner_client(self, key: str) -> Any:
         """A plain client for the cluster node owning ``key``'s slot (from the client's
         slot cache: no I/O). Used to pipeline a save with its WAIT on one connection."""
@@ -146,9 +159,12 @@ class StoreBase:
         cache = self._node_cache()
         client = cache.get(node.name)
         if client is None:
-            client = connect.node_client(
-                self._endpoint, self.config, self._flavour, node.host, node.port
-            )
+            if self._endpoint is None:  # a ready client: its own settings for its nodes
+                client = connect.node_client_like(node, self._flavour)
+            else:
+                client = connect.node_client(
+                    self._endpoint, self.config, self._flavour, node.host, node.port
+                )
             cache[node.name] = client
         return client
 
@@ -186,6 +202,8 @@ class StoreBase:
         primary's generation, or (in a cluster) the batch in flight, for the stall guard."""
         if self._follower is not None:
             return self._follower.admit(batch)
+        if batch.owner is not None:
+            self._ensure_owner(batch, batch.owner)
         if self._stalls is None:
             return None
         nodes: dict[str, None] = {}
@@ -194,6 +212,21 @@ class StoreBase:
                 nodes[self.client.get_node_from_key(call.routing_key).name] = None
         waits = batch.wait[1] / 1000 if batch.wait is not None else 0.0
         return self._stalls.sent(tuple(nodes), waits) if nodes else None
+
+    def _ensure_owner(self, batch: Batch, loaded_from: str) -> None:
+        """Raises ``Unavailable`` (nothing sent) when the first call's key is no longer owned
+        by the node the session was loaded from (see :class:`~stickless.store.plan.Locate`)."""
+        now = self.owner_of(batch.calls[0].routing_key)
+        if now is not None and now == loaded_from:
+            return
+        raise Unavailable(
+            None,
+            f"the session's cluster slot moved to node {now or '(unknown)'} since it was "
+            f"loaded from {loaded_from or 'a node that changed during the read'}: the load "
+            "may have been answered by a primary that had been replaced, so this save "
+            "could overwrite newer values; nothing was written",
+            applied=False,
+        )
 
     def _check(self, batch: Batch, replies: list[Any], ticket: int | InFlight | None) -> list[Any]:
         """``replies`` when they mean the batch was served; raises ``Unavailable`` when one

@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import redis
 from redis.backoff import NoBackoff
 
 from stickless.config import SessionConfig
@@ -202,6 +203,16 @@ def node_client(
     if endpoint is not None and endpoint.tls:
         options["ssl"] = True
     return flavour.Redis(host=host, port=port, **options)
+
+
+def node_client_like(node: Any, flavour: ModuleType) -> Any:
+    """A plain client for one node of a ready cluster client (a store built on one: no URL),
+    with the connection settings that client gave its nodes (credentials, TLS, timeouts).
+    ``node`` is redis-py's ``ClusterNode`` of ``flavour``."""
+    if flavour is redis:
+        return node.redis_connection
+    pool = flavour.ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs)
+    return flavour.Redis(connection_pool=pool)
 
 
 def follower_for(endpoint: Endpoint, config: SessionConfig) -> Follower | None:

@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
 from typing import Any, TypeVar
@@ -134,10 +134,17 @@ class Batch:
     """Calls sent together in one pipeline (one round trip on a single node).
 
     ``wait``: ``(replicas, timeout_ms)``: a ``WAIT`` is sent right after the *first* call, on
-    the same connection, and its reply appended to the replies. Such a batch is *pinned*:
-    in a cluster its first call and the WAIT go to one connection of the node that owns the
-    first call's key (a redirection makes the planner refresh the slot map and resend it).
+    the same connection, and its reply appended to the replies. A batch that writes (not
+    ``idempotent``) is *pinned*: in a cluster its first call (and the WAIT) go to one
+    connection of the node that owns the first call's key, with no redirection followed (a
+    redirection makes the planner refresh the slot map and resend it).
     ``idempotent``: the batch may be resent after a connection error.
+    ``owner``: in a cluster, the node (``host:port``) that served the load this write is
+    built on (``""``: not known for sure). When the first call's key is owned by another
+    node by then (a failover or a slot migration since the load), the executor refuses the
+    batch unsent: that load may have been answered by a primary that had been replaced
+    and did not know yet (see :class:`Locate`), so a save built on it could overwrite newer
+    values.
     Replies come back in order; a command that failed with a server error is returned as
     the exception instance (not raised).
     """
@@ -145,6 +152,7 @@ class Batch:
     calls: tuple[Call, ...]
     idempotent: bool
     wait: tuple[int, int] | None = None
+    owner: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +169,35 @@ class Refresh:
     batch found the store unavailable (a node may have died)."""
 
 
-Step = Batch | Pause | Refresh
+@dataclass(slots=True)
+class Served:
+    """Which cluster node answered a batch (:meth:`Planner.run` fills it in): the owner of
+    ``key``'s slot when the batch was sent, ``""`` if the slot map changed before the answer
+    came (the batch may have been redirected, or sent to a node the map no longer trusts),
+    None when not known (no map loaded yet, or not a cluster)."""
+
+    key: str
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Locate:
+    """Which cluster node owns ``key``'s slot now, by the executor's slot map (no I/O): its
+    name (``host:port``), or None (not a cluster, or no map loaded yet).
+
+    A load asks before and after its read (:class:`Served`), and the session keeps the
+    answer (its ``loaded_from``; ``""`` when they differ). A frozen primary that the
+    cluster replaced answers, when it wakes up, what its clients sent meanwhile as the
+    primary it still believes it is: reads that miss what the new primary took since. A
+    process that sent nothing else to it cannot tell such an answer from a quick one (the
+    stall guard of :mod:`stickless.store.stalls` judges by time). Its slot map changes
+    right after (the node answers MOVED from then on), so the save built on that read is
+    refused (:attr:`Batch.owner`) instead of overwriting newer values on the new primary."""
+
+    key: str
+
+
+Step = Batch | Pause | Refresh | Locate
 Op = Generator[Step, Any, T]
 
 
@@ -244,6 +280,9 @@ class Planner:
     """Learn, with the first save, whether the server runs the scripts' ``#!lua`` form (the
     stores do, except on a cluster, whose executor sends each call apart). Without: that
     form from the start, and the legacy one after a server refuses it."""
+    locate: bool = False
+    """A cluster: note the node each load was read from, and send each save only to that
+    node (see :class:`Locate`)."""
     layout: KeyLayout = field(init=False)
     codec: TokenCodec = field(init=False)
 
@@ -257,9 +296,10 @@ class Planner:
         self._modern_scripts: bool | None = None if self.probe_scripts else True
 
     # ------------------------------------------------------------------ plumbing
-    def run(self, batch: Batch) -> Generator[Step, Any, list[Any]]:
+    def run(self, batch: Batch, served: Served | None = None) -> Generator[Step, Any, list[Any]]:
         """Send ``batch``: retry idempotent ones on connection errors, resend scripts the
         server forgot (NOSCRIPT, e.g. after a failover), map failures to our errors.
+        ``served``: filled in with the cluster node that answered (see :class:`Locate`).
 
         A script this planner never sent goes by source (EVAL) the first time, so the first
         use costs one round trip too, not NOSCRIPT + EVAL. Until the planner knows whether
@@ -272,13 +312,14 @@ class Planner:
                 # a save: only its first reply is judged, a refused probe fails nothing
                 scripts = (c.script for c in batch.calls if isinstance(c, ScriptCall))
                 probes = tuple(dict.fromkeys(scripts))
-            batch = Batch(tuple(map(self._sendable, batch.calls)), batch.idempotent, batch.wait)
+            batch = replace(batch, calls=tuple(map(self._sendable, batch.calls)))
         sent = batch
         if probes:
             loads = (Command(("SCRIPT", "LOAD", script.source)) for script in probes)
-            sent = Batch((*batch.calls, *loads), batch.idempotent, batch.wait)
+            sent = replace(batch, calls=(*batch.calls, *loads))
         attempt = redirects = 0
         while True:
+            before = (yield Locate(served.key)) if served is not None else None
             try:
                 replies: list[Any] = yield sent
             except Unavailable as exc:
@@ -289,12 +330,15 @@ class Planner:
                 attempt += 1
                 yield Pause(self.config.retry_backoff * 2 ** (attempt - 1))
                 continue
-            if batch.wait is not None and _redirected(replies[0]):
+            if not batch.idempotent and _redirected(replies[0]):
                 if redirects >= 2:
                     raise StoreUnavailable(self.address, replies[0])
                 redirects += 1  # the slot moved (failover): the script did not run
                 yield Refresh()
                 continue
+            if served is not None:  # "": the map changed meanwhile (a redirection, a reload)
+                after = yield Locate(served.key)
+                served.node = after if before in (None, after) else ""
             if probes:
                 n = len(batch.calls)
                 self._settle_form(probes, replies[n : n + len(probes)])
@@ -307,10 +351,10 @@ class Planner:
             if not missing:
                 return replies
             # Only the calls refused that way did not run: resend just those, by source.
-            retry = Batch(
-                tuple(_by_source(batch.calls[i]) for i in missing),
-                batch.idempotent,
-                batch.wait if 0 in missing else None,
+            retry = replace(
+                batch,
+                calls=tuple(_by_source(batch.calls[i]) for i in missing),
+                wait=batch.wait if 0 in missing else None,
             )
             again: list[Any] = yield from self.run(retry)
             for slot, i in enumerate(missing):
@@ -375,7 +419,8 @@ class Planner:
         tid = tokens.token_id(raw)
         key = self.layout.data(tid.family)
         read = Batch((Command(("HGETALL", key)), Command(("PTTL", key))), idempotent=True)
-        fields, ttl = yield from self.run(read)
+        served = Served(key) if self.locate else None
+        fields, ttl = yield from self.run(read, served)
         if _wrong_type(fields):
             log.warning("session %s: the key is not a session hash, ignored", tid.family)
             return None
@@ -391,6 +436,8 @@ class Planner:
         session = self._session_from_hash(raw, client_token, tid, fields, int(ttl))
         if session is None or session.meta is None:
             return None
+        if served is not None:
+            session.mark_loaded_from(served.node)
         if touch and self._touch_due(session.meta, int(ttl)):
             refresh = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
             (stamp,) = yield from self.run(Batch((refresh,), idempotent=True))
@@ -571,7 +618,8 @@ class Planner:
             probes = yield from self._admit(crowd)
         dead = crowd.dead if crowd is not None else ()
         calls: list[Call] = [call, *self._index_calls(session, tid, remove=dead)]
-        batch = Batch((*calls, *probes), idempotent=False, wait=wait)
+        owner = None if is_new else session.loaded_from
+        batch = Batch((*calls, *probes), idempotent=False, wait=wait, owner=owner)
         replies = yield from self.run(batch)
         reply = replies[0]
         if crowd is not None and (isinstance(reply, Exception) or int(reply[0]) <= 0):
@@ -652,7 +700,8 @@ class Planner:
             (self.layout.data(tid.family),),
             (tid.digest, idle, len(sets) // 2, *sets, *deletes),
         )
-        replies = yield from self.run(Batch((call,), idempotent=False, wait=wait))
+        batch = Batch((call,), idempotent=False, wait=wait, owner=session.loaded_from)
+        replies = yield from self.run(batch)
         reply = replies[0]
         _raise_refusal(reply)
         if not isinstance(reply, list):

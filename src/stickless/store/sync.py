@@ -16,6 +16,7 @@ from stickless.store.base import StoreBase, packed
 from stickless.store.plan import (
     Batch,
     Command,
+    Locate,
     Op,
     Pause,
     Refresh,
@@ -44,6 +45,9 @@ def drive(op: Op[T], store: SessionStore) -> T:
             if isinstance(step, Refresh):  # about the batch sent last
                 store.refresh(sent)
                 step = op.send(None)
+                continue
+            if isinstance(step, Locate):
+                step = op.send(store.owner_of(step.key))
                 continue
             try:
                 sent = time.monotonic()
@@ -187,7 +191,7 @@ class SessionStore(StoreBase):
             return order_replies(batch, pipe.execute(raise_on_error=False))
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
-            if i == 0 and batch.wait is not None:
+            if i == 0 and not batch.idempotent:  # pinned (see Batch)
                 replies += self._on_owner(Batch((call,), batch.idempotent, batch.wait))
                 continue
             try:
