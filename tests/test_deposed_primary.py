@@ -164,6 +164,46 @@ async def test_the_async_store_refuses_it_too(cluster: ClusterSetup) -> None:
     setup.close()
 
 
+@pytest.mark.parametrize("durability", ["replicated", "none"])
+def test_a_save_across_a_planned_failover_is_kept(cluster: ClusterSetup, durability: str) -> None:
+    """CLUSTER FAILOVER between a load and its save: the old primary handed over cleanly,
+    so the new owner holds the session as loaded and the save goes there (no 503)."""
+    config = _config(durability)
+    store = SessionStore.from_url(cluster.url, config)
+    s = store.new()
+    s["cart"] = [1]
+    store.save(s)
+    loaded = store.load(s.token)
+    assert loaded is not None
+    primary = _primary_of(cluster, config, s.token)
+    replica = _wait("a replica of the primary", lambda: _a_replica_of(cluster, primary))
+    replica.client(timeout=2).execute_command("CLUSTER", "FAILOVER")
+    _wait("the replica to take over", lambda: _role(replica)[0] == "master")
+    cluster.primaries[cluster.primaries.index(primary)] = replica
+    loaded["cart"] = [1, 2]
+    result = store.save(loaded)
+    assert result.outcome == "saved"
+    assert store.owner_of(_data_key(config, s.token)) == f"{replica.host}:{replica.port}"
+    again = store.load(s.token)
+    assert again is not None and again["cart"] == [1, 2]
+    store.close()
+
+
+def _a_replica_of(cluster: ClusterSetup, primary: Node) -> Node | None:
+    for node in cluster.nodes:
+        try:
+            role = _role(node)
+        except Exception:
+            continue
+        if role[0] == "slave" and int(role[2]) == primary.port and role[3] == "connected":
+            return node
+    return None
+
+
+def _data_key(config: SessionConfig, token: str) -> str:
+    return KeyLayout(config.key_prefix).data(token_id(token).family)
+
+
 def test_a_session_loaded_and_saved_on_a_stable_cluster_keeps_its_node(
     cluster: ClusterSetup,
 ) -> None:
@@ -209,7 +249,7 @@ def test_saves_on_a_ready_cluster_client_go_to_the_owner_with_its_settings(
 ) -> None:
     """A store built on the user's own cluster client (no URL) pins its saves to the owner
     node with the connection settings that client gave its nodes."""
-    nodes = [ClusterNode(n.host, n.port) for n in cluster.primaries]
+    nodes = [ClusterNode(n.host, n.port) for n in cluster.primaries]  # type: ignore[no-untyped-call]
     client = RedisCluster(startup_nodes=nodes, socket_timeout=5, retry=Retry(NoBackoff(), 0))
     store = SessionStore(client, SessionConfig(key_prefix=f"rc{uuid.uuid4().hex[:6]}"))
     s = store.new()

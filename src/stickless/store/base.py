@@ -20,7 +20,13 @@ from stickless.errors import ServerError
 from stickless.session import Session
 from stickless.store import connect
 from stickless.store.check import ensure_no_retries
-from stickless.store.failures import Unavailable, classify_error, error_code, screen_replies
+from stickless.store.failures import (
+    SlotMoved,
+    Unavailable,
+    classify_error,
+    error_code,
+    screen_replies,
+)
 from stickless.store.plan import Batch, Planner
 from stickless.store.sentinel import Follower
 from stickless.store.stalls import InFlight, StallGuard
@@ -202,8 +208,8 @@ class StoreBase:
         primary's generation, or (in a cluster) the batch in flight, for the stall guard."""
         if self._follower is not None:
             return self._follower.admit(batch)
-        if batch.owner is not None:
-            self._ensure_owner(batch, batch.owner)
+        if batch.origin is not None:
+            self._ensure_owner(batch, batch.origin.node)
         if self._stalls is None:
             return None
         nodes: dict[str, None] = {}
@@ -219,12 +225,13 @@ class StoreBase:
         now = self.owner_of(batch.calls[0].routing_key)
         if now is not None and now == loaded_from:
             return
-        raise Unavailable(
+        raise SlotMoved(
             None,
             f"the session's cluster slot moved to node {now or '(unknown)'} since it was "
             f"loaded from {loaded_from or 'a node that changed during the read'}: the load "
-            "may have been answered by a primary that had been replaced, so this save "
-            "could overwrite newer values; nothing was written",
+            "may have been answered by a primary that had been replaced, and the new "
+            "owner does not hold the session as loaded, so this save could overwrite "
+            "newer values; nothing was written",
             applied=False,
         )
 

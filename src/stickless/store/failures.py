@@ -73,6 +73,12 @@ class Unavailable(Exception):
         super().__init__(text)
 
 
+class SlotMoved(Unavailable):
+    """A cluster save refused unsent: its session's slot is owned by another node than the
+    one it was loaded from (see :class:`~stickless.store.plan.Locate`). The planner asks
+    the new owner whether the session is still as loaded before giving up."""
+
+
 def error_code(error: BaseException) -> str | None:
     """The server's error code of an error reply (``"READONLY"``, ``"CLUSTERDOWN"``...).
 

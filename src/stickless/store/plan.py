@@ -41,7 +41,7 @@ from stickless.errors import (
 )
 from stickless.session import Changes, Session, SessionMeta, SessionStatus, ms_to_datetime
 from stickless.store import keys
-from stickless.store.failures import Misconfigured, Unavailable
+from stickless.store.failures import Misconfigured, SlotMoved, Unavailable
 from stickless.store.keys import KeyLayout
 from stickless.tokens import TokenCodec, TokenId
 
@@ -139,12 +139,13 @@ class Batch:
     connection of the node that owns the first call's key, with no redirection followed (a
     redirection makes the planner refresh the slot map and resend it).
     ``idempotent``: the batch may be resent after a connection error.
-    ``owner``: in a cluster, the node (``host:port``) that served the load this write is
-    built on (``""``: not known for sure). When the first call's key is owned by another
-    node by then (a failover or a slot migration since the load), the executor refuses the
-    batch unsent: that load may have been answered by a primary that had been replaced
-    and did not know yet (see :class:`Locate`), so a save built on it could overwrite newer
-    values.
+    ``origin``: in a cluster, where and as what the session this write is built on was
+    loaded (:class:`Origin`). When the first call's key is owned by another node by then (a
+    failover or a slot migration since the load), the executor refuses the batch unsent
+    (:class:`~stickless.store.failures.SlotMoved`): that load may have been answered by a
+    primary that had been replaced and did not know yet (see :class:`Locate`), so a save
+    built on it could overwrite newer values. The planner then asks the new owner whether
+    the session is still as loaded, and resends only if it is.
     Replies come back in order; a command that failed with a server error is returned as
     the exception instance (not raised).
     """
@@ -152,7 +153,7 @@ class Batch:
     calls: tuple[Call, ...]
     idempotent: bool
     wait: tuple[int, int] | None = None
-    owner: str | None = None
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +168,15 @@ class Refresh:
     """Reload the cluster's slot map and drop the clients pinned to nodes (no-op outside a
     cluster; executors may throttle it): a pinned batch met a redirection (MOVED / ASK), or a
     batch found the store unavailable (a node may have died)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """The node a session was loaded from (``host:port``; ``""``: not known for sure) and
+    its last-access stamp then (``m:a``, server ms: every save and touch writes a new one)."""
+
+    node: str
+    access_ms: int
 
 
 @dataclass(slots=True)
@@ -192,7 +202,7 @@ class Locate:
     process that sent nothing else to it cannot tell such an answer from a quick one (the
     stall guard of :mod:`stickless.store.stalls` judges by time). Its slot map changes
     right after (the node answers MOVED from then on), so the save built on that read is
-    refused (:attr:`Batch.owner`) instead of overwriting newer values on the new primary."""
+    refused (:attr:`Batch.origin`) instead of overwriting newer values on the new primary."""
 
     key: str
 
@@ -318,11 +328,18 @@ class Planner:
             loads = (Command(("SCRIPT", "LOAD", script.source)) for script in probes)
             sent = replace(batch, calls=(*batch.calls, *loads))
         attempt = redirects = 0
+        rechecked = False
         while True:
             before = (yield Locate(served.key)) if served is not None else None
             try:
                 replies: list[Any] = yield sent
             except Unavailable as exc:
+                if isinstance(exc, SlotMoved) and batch.origin is not None and not rechecked:
+                    rechecked = True
+                    origin = yield from self._still_as_loaded(batch.calls[0], batch.origin)
+                    if origin is not None:  # the new owner has it as loaded: send it there
+                        batch, sent = replace(batch, origin=origin), replace(sent, origin=origin)
+                        continue
                 yield Refresh()  # in a cluster, a node may have died: ask for the slot map
                 wrong = isinstance(exc, Misconfigured)  # credentials / ACL: no retry helps
                 if wrong or not batch.idempotent or attempt >= self.config.retries:
@@ -362,6 +379,24 @@ class Planner:
             if batch.wait is not None and 0 in missing:
                 replies[len(batch.calls)] = again[len(retry.calls)]
             return replies
+
+    def _still_as_loaded(self, call: Call, origin: Origin) -> Op[Origin | None]:
+        """After a save was refused because its session's slot moved since the load: the
+        :class:`Origin` to send it with if the new owner holds the session as it was loaded
+        (the same last-access stamp: nothing saved or touched it since, so the load was not
+        stale), else None (a planned failover keeps its saves; a stale read does not). A
+        save landing after this check is ordinary concurrency, as between any two requests
+        that loaded the same state."""
+        key = call.routing_key
+        served = Served(key)
+        (stamp,) = yield from self.run(
+            Batch((Command(("HGET", key, keys.META_ACCESS)),), idempotent=True), served
+        )
+        try:
+            same = int(stamp) == origin.access_ms
+        except (TypeError, ValueError):  # gone (None), or an error reply
+            same = False
+        return Origin(served.node, origin.access_ms) if same and served.node else None
 
     def _sendable(self, call: Call) -> Call:
         """``call`` as this server takes it: a script in the form it parses (the legacy one
@@ -618,8 +653,8 @@ class Planner:
             probes = yield from self._admit(crowd)
         dead = crowd.dead if crowd is not None else ()
         calls: list[Call] = [call, *self._index_calls(session, tid, remove=dead)]
-        owner = None if is_new else session.loaded_from
-        batch = Batch((*calls, *probes), idempotent=False, wait=wait, owner=owner)
+        origin = None if is_new else _origin(session)
+        batch = Batch((*calls, *probes), idempotent=False, wait=wait, origin=origin)
         replies = yield from self.run(batch)
         reply = replies[0]
         if crowd is not None and (isinstance(reply, Exception) or int(reply[0]) <= 0):
@@ -700,7 +735,7 @@ class Planner:
             (self.layout.data(tid.family),),
             (tid.digest, idle, len(sets) // 2, *sets, *deletes),
         )
-        batch = Batch((call,), idempotent=False, wait=wait, owner=session.loaded_from)
+        batch = Batch((call,), idempotent=False, wait=wait, origin=_origin(session))
         replies = yield from self.run(batch)
         reply = replies[0]
         _raise_refusal(reply)
@@ -1201,6 +1236,12 @@ class _Crowd:
 
 def _noscript(reply: object) -> bool:
     return isinstance(reply, ServerError) and reply.code == "NOSCRIPT"
+
+
+def _origin(session: Session) -> Origin | None:
+    """Where and as what ``session`` was loaded, in a cluster (None: new, or no cluster)."""
+    node, meta = session.loaded_from, session.meta
+    return None if node is None or meta is None else Origin(node, meta.access_ms)
 
 
 def _redirected(reply: object) -> bool:
