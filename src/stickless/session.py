@@ -140,6 +140,7 @@ class Session(dict[str, Any]):
         "_lifetime_changed",
         "_loaded_at",
         "_loaded_from",
+        "_loaded_stamp",
         "_meta",
         "_ops",
         "_raw_token",
@@ -180,6 +181,7 @@ class Session(dict[str, Any]):
         self._ttl_ms = ttl_ms
         self._loaded_at = time.monotonic()
         self._loaded_from: str | None = None
+        self._loaded_stamp = 0
         self._raw_token = raw_token
         self._token = token
         self._stored: dict[str, bytes] = dict(stored or {})
@@ -783,9 +785,19 @@ class Session(dict[str, Any]):
         been answered by a primary that had been replaced."""
         return self._loaded_from
 
-    def mark_loaded_from(self, node: str | None) -> None:
-        """Record the node the store read this session from (see :attr:`loaded_from`)."""
+    @property
+    def loaded_as(self) -> tuple[str, int] | None:
+        """:attr:`loaded_from` and the last-access stamp (``m:a``, server ms) that node held
+        then, or last took from this request (a touch or save it served); None for a new
+        session or outside a cluster."""
+        node = self._loaded_from
+        return None if node is None else (node, self._loaded_stamp)
+
+    def mark_loaded_from(self, node: str | None, access_ms: int) -> None:
+        """Record the node the store read this session from (see :attr:`loaded_from`) and
+        the session's last-access stamp there."""
         self._loaded_from = node
+        self._loaded_stamp = access_ms
 
     def mark_touched(self, access_ms: int) -> None:
         """Record that the store refreshed the idle TTL at ``access_ms`` (server clock)."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -178,7 +178,7 @@ class AsyncSessionStore(StoreBase):
         (the verdicts are :class:`StoreBase`'s, shared with the other store)."""
         ticket: int | InFlight | None = None
         try:
-            if self._stalls is not None:  # the slot map, to know the nodes (once loaded: no-op)
+            if self.is_cluster:  # the slot map, to know the nodes (once loaded: no-op)
                 await self.client.initialize()
             ticket = self._admit(batch)
             if self.is_cluster:
@@ -244,10 +244,13 @@ class AsyncSessionStore(StoreBase):
         return replies
 
     async def _on_owner(self, batch: Batch) -> list[Any]:
-        """Script + WAIT on one connection of the node owning the key's slot (a redirection
-        or a dead node makes the planner ask for a :class:`Refresh`)."""
+        """See :meth:`SessionStore._on_owner`."""
         await self.client.initialize()  # the slot map must be known (no-op once loaded)
-        return await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        replies = await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        target = self._ask_target(replies[0])
+        if target is not None:  # the key moved on with a slot being migrated
+            replies = await self._pipeline(target, replace(batch, asking=True))
+        return replies
 
     async def refresh(self, sent: float | None = None) -> None:
         """See :meth:`SessionStore.refresh`."""

@@ -161,7 +161,21 @@ class StoreBase:
     def _owner_client(self, key: str) -> Any:
         """A plain client for the cluster node owning ``key``'s slot (from the client's
         slot cache: no I/O). Used to pipeline a save with its WAIT on one connection."""
-        node = self.client.get_node_from_key(key)
+        return self._client_for(self.client.get_node_from_key(key))
+
+    def _ask_target(self, reply: object) -> Any:
+        """For an ``ASK`` reply (the key moved on with a slot being migrated): a plain
+        client for the node it names, to resend there after ``ASKING``; else None."""
+        if not isinstance(reply, redis_errors.AskError) or isinstance(
+            reply,
+            redis_errors.MovedError,  # a subclass: the slot moved for good
+        ):
+            return None
+        node = self.client.get_node(host=reply.host, port=reply.port)
+        return None if node is None else self._client_for(node)
+
+    def _client_for(self, node: Any) -> Any:
+        """The plain client kept for cluster node ``node`` (redis-py's ``ClusterNode``)."""
         cache = self._node_cache()
         client = cache.get(node.name)
         if client is None:

@@ -154,6 +154,9 @@ class Batch:
     idempotent: bool
     wait: tuple[int, int] | None = None
     origin: Origin | None = None
+    asking: bool = False
+    """Sent after ``ASKING``: to the node an ``ASK`` reply named (a slot being migrated;
+    the executors set it when they follow one on a pinned batch)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +375,7 @@ class Planner:
                 batch,
                 calls=tuple(_by_source(batch.calls[i]) for i in missing),
                 wait=batch.wait if 0 in missing else None,
+                origin=batch.origin if 0 in missing else None,  # it concerns call 0's key
             )
             again: list[Any] = yield from self.run(retry)
             for slot, i in enumerate(missing):
@@ -389,12 +393,12 @@ class Planner:
         that loaded the same state."""
         key = call.routing_key
         served = Served(key)
-        (stamp,) = yield from self.run(
-            Batch((Command(("HGET", key, keys.META_ACCESS)),), idempotent=True), served
+        (stamps,) = yield from self.run(
+            Batch((Command(("HMGET", key, keys.META_ACCESS)),), idempotent=True), served
         )
         try:
-            same = int(stamp) == origin.access_ms
-        except (TypeError, ValueError):  # gone (None), or an error reply
+            same = int(stamps[0]) == origin.access_ms
+        except (TypeError, ValueError, IndexError):  # gone (None), or an error reply
             same = False
         return Origin(served.node, origin.access_ms) if same and served.node else None
 
@@ -472,14 +476,19 @@ class Planner:
         if session is None or session.meta is None:
             return None
         if served is not None:
-            session.mark_loaded_from(served.node)
+            session.mark_loaded_from(served.node, session.meta.access_ms)
         if touch and self._touch_due(session.meta, int(ttl)):
             refresh = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
-            (stamp,) = yield from self.run(Batch((refresh,), idempotent=True))
+            touched = Served(key) if served is not None else None
+            (stamp,) = yield from self.run(Batch((refresh,), idempotent=True), touched)
             _raise_server_error(stamp)
             if not int(stamp):
                 return None  # gone or renewed between the two round trips
             session.mark_touched(int(stamp))
+            if served is not None and touched is not None and touched.node == served.node:
+                # the stamp the read's node now holds (a touch served by another node, a
+                # redirected one, must not vouch for what the read returned)
+                session.mark_loaded_from(served.node, int(stamp))
         return session
 
     def _touch_due(self, meta: SessionMeta, ttl_ms: int) -> bool:
@@ -705,6 +714,7 @@ class Planner:
             raw_token=raw,
             token=token,
         )
+        yield from self._note_saved_at(session)
         evicted: tuple[str, ...] = ()
         if crowd is not None and probes:  # evict_oldest: the others beyond the cap end now
             self._judge(crowd, replies[len(calls) : len(calls) + len(probes)])
@@ -750,7 +760,16 @@ class Planner:
             raw_token=session.raw_token,
             token=session.token,
         )
+        yield from self._note_saved_at(session)
         return SaveResult(SaveOutcome.SAVED, _acked(wait, replies))
+
+    def _note_saved_at(self, session: Session) -> Op[None]:
+        """In a cluster, after a save of a loaded session: the node it went to (the slot's
+        owner now) and the stamp it wrote are what a later save in this request is checked
+        against (see :attr:`Batch.origin`)."""
+        if session.loaded_as is not None and session.meta is not None:
+            node = yield Locate(self.layout.data(session.token_id.family))
+            session.mark_loaded_from(node or "", session.meta.access_ms)
 
     def _restart_as_new(self, session: Session) -> None:
         """Data written after ``invalidate()`` goes into a brand-new session (new token)."""
@@ -1240,8 +1259,8 @@ def _noscript(reply: object) -> bool:
 
 def _origin(session: Session) -> Origin | None:
     """Where and as what ``session`` was loaded, in a cluster (None: new, or no cluster)."""
-    node, meta = session.loaded_from, session.meta
-    return None if node is None or meta is None else Origin(node, meta.access_ms)
+    loaded = session.loaded_as
+    return None if loaded is None or session.meta is None else Origin(*loaded)
 
 
 def _redirected(reply: object) -> bool:
@@ -1338,16 +1357,19 @@ def _raise_server_error(reply: object) -> None:
 
 # ---------------------------------------------------------- helpers for the executors
 def pipeline_commands(batch: Batch) -> list[tuple[str | bytes | int, ...]]:
-    """The commands of a standalone / sentinel pipeline, WAIT right after the first."""
+    """The commands of a pipeline on one connection, WAIT right after the first (ASKING
+    before them all, for :attr:`Batch.asking`)."""
     commands = [call.command() for call in batch.calls]
     if batch.wait is not None:
         commands.insert(1, ("WAIT", *batch.wait))
+    if batch.asking:
+        commands.insert(0, ("ASKING",))
     return commands
 
 
 def order_replies(batch: Batch, replies: list[Any]) -> list[Any]:
     """Replies of :func:`pipeline_commands` in :class:`Batch` order (WAIT's reply last)."""
-    replies = list(replies)
+    replies = list(replies[1:] if batch.asking else replies)
     if batch.wait is not None:
         replies.append(replies.pop(1))
     return replies

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -203,9 +204,14 @@ class SessionStore(StoreBase):
         return replies
 
     def _on_owner(self, batch: Batch) -> list[Any]:
-        """Script + WAIT on one connection of the node owning the key's slot (a redirection
-        or a dead node makes the planner ask for a :class:`Refresh`)."""
-        return self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        """Script + WAIT on one connection of the node owning the key's slot, or of the node
+        an ``ASK`` names (a slot being migrated); a ``MOVED`` or a dead node makes the
+        planner ask for a :class:`Refresh`."""
+        replies = self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        target = self._ask_target(replies[0])
+        if target is not None:  # the key moved on with a slot being migrated
+            replies = self._pipeline(target, replace(batch, asking=True))
+        return replies
 
     def refresh(self, sent: float | None = None) -> None:
         """Reload the cluster's slot map and drop the clients pinned to nodes that are no
