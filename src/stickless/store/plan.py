@@ -393,9 +393,12 @@ class Planner:
         that loaded the same state."""
         key = call.routing_key
         served = Served(key)
-        (stamps,) = yield from self.run(
-            Batch((Command(("HMGET", key, keys.META_ACCESS)),), idempotent=True), served
-        )
+        try:
+            (stamps,) = yield from self.run(
+                Batch((Command(("HMGET", key, keys.META_ACCESS)),), idempotent=True), served
+            )
+        except StoreUnavailable:  # the save stays refused unsent (applied False)
+            return None
         try:
             same = int(stamps[0]) == origin.access_ms
         except (TypeError, ValueError, IndexError):  # gone (None), or an error reply
@@ -476,7 +479,7 @@ class Planner:
         if session is None or session.meta is None:
             return None
         if served is not None:
-            session.mark_loaded_from(served.node, session.meta.access_ms)
+            session.mark_loaded_from(served.node or "", session.meta.access_ms)
         if touch and self._touch_due(session.meta, int(ttl)):
             refresh = ScriptCall(TOUCH, (key,), (tid.digest, session.meta.idle_ms))
             touched = Served(key) if served is not None else None
@@ -485,7 +488,7 @@ class Planner:
             if not int(stamp):
                 return None  # gone or renewed between the two round trips
             session.mark_touched(int(stamp))
-            if served is not None and touched is not None and touched.node == served.node:
+            if served is not None and served.node and touched and touched.node == served.node:
                 # the stamp the read's node now holds (a touch served by another node, a
                 # redirected one, must not vouch for what the read returned)
                 session.mark_loaded_from(served.node, int(stamp))
