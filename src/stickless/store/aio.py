@@ -233,7 +233,7 @@ class AsyncSessionStore(StoreBase):
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
             if i == 0 and not batch.idempotent:  # pinned (see Batch)
-                replies += await self._on_owner(Batch((call,), batch.idempotent, batch.wait))
+                replies += await self._on_owner(replace(batch, calls=(call,)))
                 continue
             try:
                 replies.append(await self.client.execute_command(*call.command()))
@@ -246,7 +246,7 @@ class AsyncSessionStore(StoreBase):
     async def _on_owner(self, batch: Batch) -> list[Any]:
         """See :meth:`SessionStore._on_owner`."""
         await self.client.initialize()  # the slot map must be known (no-op once loaded)
-        replies = await self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        replies = await self._pipeline(self._pinned_client(batch), batch)
         target = self._ask_target(replies[0])
         if target is not None:  # the key moved on with a slot being migrated
             replies = await self._pipeline(target, replace(batch, asking=True))

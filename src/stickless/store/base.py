@@ -158,10 +158,16 @@ class StoreBase:
         except Exception:  # no map yet (the asyncio client loads it on first use)
             return None
 
-    def _owner_client(self, key: str) -> Any:
-        """A plain client for the cluster node owning ``key``'s slot (from the client's
-        slot cache: no I/O). Used to pipeline a save with its WAIT on one connection."""
-        return self._client_for(self.client.get_node_from_key(key))
+    def _pinned_client(self, batch: Batch) -> Any:
+        """A plain client for the node a pinned batch goes to (no I/O): the node its origin
+        check passed for (the slot map read once: a reload in another thread between check
+        and send cannot redirect it), else the owner of its first key's slot. Used to
+        pipeline a save with its WAIT on one connection."""
+        origin = batch.origin
+        node = self.client.get_node(node_name=origin.node) if origin and origin.node else None
+        if node is None:
+            node = self.client.get_node_from_key(batch.calls[0].routing_key)
+        return self._client_for(node)
 
     def _ask_target(self, reply: object) -> Any:
         """For an ``ASK`` reply (the key moved on with a slot being migrated): a plain

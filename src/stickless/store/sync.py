@@ -193,7 +193,7 @@ class SessionStore(StoreBase):
         replies: list[Any] = []
         for i, call in enumerate(batch.calls):
             if i == 0 and not batch.idempotent:  # pinned (see Batch)
-                replies += self._on_owner(Batch((call,), batch.idempotent, batch.wait))
+                replies += self._on_owner(replace(batch, calls=(call,)))
                 continue
             try:
                 replies.append(self.client.execute_command(*call.command()))
@@ -207,7 +207,7 @@ class SessionStore(StoreBase):
         """Script + WAIT on one connection of the node owning the key's slot, or of the node
         an ``ASK`` names (a slot being migrated); a ``MOVED`` or a dead node makes the
         planner ask for a :class:`Refresh`."""
-        replies = self._pipeline(self._owner_client(batch.calls[0].routing_key), batch)
+        replies = self._pipeline(self._pinned_client(batch), batch)
         target = self._ask_target(replies[0])
         if target is not None:  # the key moved on with a slot being migrated
             replies = self._pipeline(target, replace(batch, asking=True))
