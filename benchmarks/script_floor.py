@@ -12,8 +12,11 @@ it (a pipeline of thousands would warm the server's caches and understate every 
 * ``EVALSHA return 1``: a script that does nothing, the price of running one at all;
 * ``EVALSHA 4 calls``: the fewest commands a guarded save can run (``TIME``, ``HMGET`` of
   the token digest and deadline, ``HSET`` of the change and last access, ``PEXPIRE``);
-* ``update.lua``: stickless's usual save (one changed key of a loaded 10-key session), through
-  ``SessionStore`` (load, change, save);
+* ``HSETEX``: stickless's usual save (one changed key of a loaded 10-key session), through
+  ``SessionStore`` (load, change, save): on Valkey >= 9 / Redis >= 8, a save of keys the
+  session holds is ``HSETEX ... FXX`` naming the token's field, no script;
+* ``update.lua``: the same save by a store told the server has no ``HSETEX`` (older
+  servers, an ACL without it, a new key or a delete, a due idle refresh);
 * ``save.lua``: the same change made with ``incr``, which ``save.lua`` takes, as it takes
   every save that renews, logs in or sets a lifetime (an increment runs two commands more
   than a plain set: ``HMGET`` of the old value, to undo a refused save, and ``HINCRBY``).
@@ -48,7 +51,7 @@ PREFIX = "slfloor"
 NOTHING = "#!lua\nreturn 1"
 FOUR_CALLS = """#!lua
 local t = redis.call('TIME')
-local meta = redis.call('HMGET', KEYS[1], 'm:k', 'm:x')
+local meta = redis.call('HMGET', KEYS[1], 'k:x', 'm:x')
 redis.call('HSET', KEYS[1], 'm:a', t[1], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], 1800000)
 return 1
@@ -73,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     with core.valkey(args.url) as (url, _):
         client = redis.Redis.from_url(url)
         store = SessionStore.from_url(url, SessionConfig(key_prefix=PREFIX))
+        scripted = SessionStore.from_url(url, SessionConfig(key_prefix=PREFIX))
+        scripted.plan.hsetex = False  # as on a server without HSETEX: update.lua
         try:
             session = store.new()
             session.update(apps.SETUP_DATA)
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 return run
 
-            def save(increment: bool) -> Callable[[], None]:
+            def save(store: SessionStore, increment: bool) -> Callable[[], None]:
                 def run() -> None:
                     loaded = store.load(token)
                     assert loaded is not None
@@ -111,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 "SET (the peers' write)": ("set", peer),
                 "EVALSHA return 1": ("evalsha", script(nothing)),
                 "EVALSHA 4 calls (a guarded save's minimum)": ("evalsha", script(four)),
-                "update.lua (stickless's usual save)": ("evalsha", save(increment=False)),
-                "save.lua (the same change as an incr)": ("evalsha", save(increment=True)),
+                "HSETEX (stickless's usual save)": ("hsetex", save(store, increment=False)),
+                "update.lua (the same, without HSETEX)": ("evalsha", save(scripted, False)),
+                "save.lua (the same change as an incr)": ("evalsha", save(scripted, True)),
             }
             results: dict[str, list[float]] = {name: [] for name in variants}
             for r in range(args.rounds):
@@ -125,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 client.delete(stale)
             client.delete(PREFIX + ".copy", PREFIX + ".blob")
             store.close()
+            scripted.close()
             client.close()
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     print(f"server time per call, median of {args.rounds} rounds x {args.calls} ({when})")

@@ -10,7 +10,14 @@ from typing import Any
 
 import redis
 
+from stickless.embedded import ServerBinary
 from stickless.store.plan import Op, Pause, Refresh
+
+
+def takes_hsetex(server: ServerBinary) -> bool:
+    """Valkey >= 9 and Redis >= 8 have ``HSETEX`` (Valkey 8 counts as Redis 7.2 otherwise):
+    the usual save of keys a session holds is then that one command, not a script."""
+    return server.version[0] >= (9 if server.name == "valkey" else 8)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 15.0) -> Any:

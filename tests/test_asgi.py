@@ -278,7 +278,7 @@ def test_round_trips_seen_by_the_server(
 ) -> None:
     with TestClient(make_app(store=store)) as client:
         client.get("/set", params={"a": "1"})
-        client.get("/set", params={"a": "2"})
+        client.get("/set", params={"c": "2"})  # a new key: update.lua
         client.get("/read")  # both save scripts cached, touch recent
         with command_log.counting() as untouched_cmds:
             client.get("/untouched", headers=with_token(""))

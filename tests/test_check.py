@@ -16,7 +16,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from typer.testing import CliRunner
 
-from helpers import trips
+from helpers import takes_hsetex, trips
 from stickless import (
     AsyncSessionStore,
     ConfigurationError,
@@ -28,9 +28,15 @@ from stickless import (
     errors,
 )
 from stickless.cli import app
-from stickless.embedded import ClusterSetup, SentinelSetup, Standalone, start_standalone
+from stickless.embedded import (
+    ClusterSetup,
+    SentinelSetup,
+    ServerBinary,
+    Standalone,
+    start_standalone,
+)
 from stickless.store import check as checks
-from stickless.store.plan import UPDATE
+from stickless.store.plan import UPDATE, ScriptCall
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cr#t/p@ss:w?rd%"
@@ -433,8 +439,46 @@ def test_a_user_without_script_load_runs_the_legacy_scripts(
         store.save(s)
         loaded = store.load(s.token)
         assert loaded is not None and loaded["a"] == 2
-    assert len(batches) == 3
-    assert batches[1].calls[0].script is UPDATE.legacy  # the usual save's script
+    scripts = [c.script for b in batches for c in b.calls if isinstance(c, ScriptCall)]
+    assert len(scripts) == 2 and scripts[1] is UPDATE.legacy  # the usual save's script
+
+
+def test_without_hsetex_in_the_acl_the_usual_save_runs_its_script(
+    server: Standalone,
+    admin: redis.Redis,
+    stickless_server: ServerBinary,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``+hsetex`` is optional (older servers refuse an ACL naming it): without it, the first
+    usual save of held keys is refused NOPERM, then update.lua saves it (and every later
+    one), logged at INFO, not as a misconfiguration; the check says so."""
+    config = SessionConfig()
+    has_it = takes_hsetex(stickless_server)
+    add_user(admin, "nohsetex", checks.acl_rules(config))
+    users = ["nohsetex"]
+    if has_it:  # an older server refuses an ACL that names it
+        add_user(admin, "hsetex", checks.acl_rules(config) + " +hsetex")
+        users.append("hsetex")
+    for user in users:
+        report = checked(url_for(server, user, PASSWORD), config)
+        assert report.ok and not report.denied, report.findings
+        noted = [f for f in report.findings if "HSETEX" in f.message]
+        assert bool(noted) is (user == "nohsetex" and has_it)  # unknown: nothing to say
+    url = url_for(server, "nohsetex", PASSWORD)
+    with SessionStore.from_url(url, config) as store, caplog.at_level(logging.INFO):
+        s = store.new()
+        s["a"] = 1
+        store.save(s)
+        for value in (2, 3):
+            s["a"] = value
+            with trips(store) as batches:
+                assert store.save(s).outcome == "saved"
+            first = batches[0].calls[0]
+            assert isinstance(batches[-1].calls[0], ScriptCall)
+            assert len(batches) == (2 if value == 2 and not isinstance(first, ScriptCall) else 1)
+        loaded = store.load(s.token)
+        assert loaded is not None and loaded["a"] == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_every_command_has_a_probe() -> None:
@@ -449,7 +493,8 @@ def test_the_planner_sends_only_the_listed_commands() -> None:
     found = re.findall(r"Command\(\(\s*\"([A-Z]+)\"(?:,\s*\"([A-Z]+)\")?", source)
     direct = {f"{name}|{sub}" if sub else name for name, sub in found}
     assert direct, "the planner's Command calls were not found"
-    assert direct <= set(checks.PIPELINE_COMMANDS), direct - set(checks.PIPELINE_COMMANDS)
+    listed = {*checks.PIPELINE_COMMANDS, *checks.OPTIONAL_COMMANDS}
+    assert direct <= listed, direct - listed
 
 
 def test_production_doc_has_the_acl() -> None:

@@ -42,8 +42,9 @@ NOW = 1_700_000_000_000
 IDLE = 30 * 60 * 1000
 
 
-def planner(**options: Any) -> Planner:
-    return Planner(SessionConfig(retry_backoff=0.01, **options), "memory")
+def planner(*, hsetex: bool | None = None, **options: Any) -> Planner:
+    """A planner; ``hsetex=False``: for a server without HSETEX (the usual save a script)."""
+    return Planner(SessionConfig(retry_backoff=0.01, **options), "memory", hsetex=hsetex)
 
 
 def run(op: Op[Any], replies: Iterable[Any]) -> tuple[Any, list[Any]]:
@@ -65,7 +66,7 @@ def scripts_sent(steps: list[Any]) -> list[Script]:
 def stored_hash(session: Session, fields: dict[bytes, bytes] | None = None) -> dict[bytes, bytes]:
     """What HGETALL returns for ``session`` (its current token), plus ``fields``."""
     return {
-        b"m:k": token_id(session.raw_token).digest.encode(),
+        b"k:" + token_id(session.raw_token).digest.encode(): b"1",
         b"m:c": str(NOW).encode(),
         b"m:a": str(NOW).encode(),
         b"m:x": str(NOW + 24 * 3600 * 1000).encode(),
@@ -97,7 +98,7 @@ def test_load_is_one_batch_of_hgetall_and_pttl() -> None:
     "reply",
     [
         [{}, -2],  # unknown or expired
-        [{b"m:k": b"another-digest", b"m:c": b"1", b"m:a": b"1", b"m:x": b"9"}, IDLE],  # renewed
+        [{b"k:another-digest": b"1", b"m:c": b"1", b"m:a": b"1", b"m:x": b"9"}, IDLE],  # renewed
         [ServerError("WRONGTYPE", "WRONGTYPE Operation against a key"), IDLE],  # not a hash
     ],
     ids=["unknown", "not-the-current-token", "wrong-type"],
@@ -162,7 +163,7 @@ def test_a_save_is_never_resent() -> None:
 
 
 def test_first_use_of_a_script_goes_by_source_then_by_sha() -> None:
-    p = planner()
+    p = planner(hsetex=False)
     s = p.new()
     s["a"] = 1
     _, steps = run(p.save(s), [[[1, NOW, NOW, NOW + 1]]])
@@ -256,7 +257,7 @@ def test_counters_take_the_value_redis_computed_exactly() -> None:
 
 # ------------------------------------------------------ replicated saves and the cluster
 def test_wait_short_raises_replication_timeout_after_applying() -> None:
-    p = planner(durability="replicated", min_replicas=1)
+    p = planner(durability="replicated", min_replicas=1, hsetex=False)
     s = saved_replicated(p)
     s["a"] = 2
     with pytest.raises(ReplicationTimeout) as info:
@@ -270,7 +271,7 @@ def test_a_save_after_an_update_that_wrote_nothing_waits_only_for_the_rest(
     """update.lua wrote nothing but its WAIT blocked (too few replicas): save.lua's WAIT
     gets what is left of wait_timeout, so the save stays bounded by it (never 0: WAIT 0
     blocks for ever)."""
-    p = planner(durability="replicated", min_replicas=1, wait_timeout=0.5)
+    p = planner(durability="replicated", min_replicas=1, wait_timeout=0.5, hsetex=False)
     s = saved_replicated(p)
     clock = [100.0]
     monkeypatch.setattr("stickless.store.plan.time.monotonic", lambda: clock[0])
@@ -290,7 +291,7 @@ def test_a_save_after_an_update_that_wrote_nothing_waits_only_for_the_rest(
 
 
 def test_moved_refreshes_the_slot_map_and_resends() -> None:
-    p = planner(durability="replicated", min_replicas=1)
+    p = planner(durability="replicated", min_replicas=1, hsetex=False)
     s = saved_replicated(p)
     s["a"] = 2
     moved = ServerError("MOVED", "MOVED 1234 127.0.0.1:7001")

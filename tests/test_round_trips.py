@@ -21,13 +21,15 @@ def config(**options: Any) -> SessionConfig:
 
 
 def warm(store: Any) -> Any:
-    """Create a session, change it once (``save.lua``, then ``update.lua``) and load it, so
-    scripts are cached and touch is recent."""
+    """Create a session, change it once (``save.lua``, then ``update.lua``: a delete) and
+    load it, so scripts are cached and touch is recent."""
     s = store.new()
     s["a"] = 1
+    s["z"] = 0
     s.user_id = "u"
     store.save(s)
     s["a"] = 2
+    del s["z"]
     store.save(s)
     store.load(s.token)
     return s
@@ -167,7 +169,7 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(
     with command_log.counting() as sent:
         assert store.save(s).outcome == "saved"
     assert sent == ["EVALSHA", "EVAL"]
-    s["b"] = 3
+    s["c"] = 3  # a new key: update.lua again
     with command_log.counting() as sent:
         store.save(s)
     assert sent == ["EVALSHA"]

@@ -466,10 +466,12 @@ def test_a_hash_whose_deadline_broke_after_the_load_is_gone_at_the_save(
     stickless_url: str, store_factory: Any, deadline: bytes | None
 ) -> None:
     """Another program removed or garbled ``m:x`` between this request's load and save:
-    the usual save writes nothing (no script error), and the hash is dropped as expired."""
+    the usual save's script writes nothing (no script error), and the hash is dropped as
+    expired. (A save of held keys only, ``HSETEX``, does not read ``m:x``: the server's TTL
+    still ends the session on time, and the next load finds its metadata unreadable.)"""
     config = fresh_config()
     store = store_factory(stickless_url, config)
-    s, r, key = saved_with_key(store, stickless_url, config, good=1)
+    s, r, key = saved_with_key(store, stickless_url, config, good=1, old=1)
     loaded = store.load(s.token)
     assert loaded is not None
     if deadline is None:
@@ -477,8 +479,25 @@ def test_a_hash_whose_deadline_broke_after_the_load_is_gone_at_the_save(
     else:
         r.hset(key, "m:x", deadline)
     loaded["good"] = 2
+    del loaded["old"]  # a delete: update.lua, which reads the deadline
     assert store.save(loaded).outcome is SaveOutcome.GONE
     assert r.exists(key) == 0
+
+
+def test_a_hash_whose_deadline_broke_is_not_loaded_after_a_plain_save(
+    stickless_url: str, store_factory: Any
+) -> None:
+    config = fresh_config()
+    store = store_factory(stickless_url, config)
+    s, r, key = saved_with_key(store, stickless_url, config, good=1)
+    loaded = store.load(s.token)
+    assert loaded is not None
+    r.hset(key, "m:x", b"garbage")
+    ttl = r.pttl(key)
+    loaded["good"] = 2
+    store.save(loaded)  # HSETEX (where the server has it) or update.lua: either way
+    assert store.load(s.token) is None  # unreadable metadata: treated as missing
+    assert r.pttl(key) <= ttl  # the server's TTL was not extended
 
 
 # ---------------------------------------------------------------- user index

@@ -345,7 +345,9 @@ class Session(dict[str, Any]):
 
     @property
     def last_access(self) -> datetime | None:
-        """Last load that refreshed the idle TTL, or last save (UTC); None while new."""
+        """The last refresh of the idle TTL (UTC): by a load or save that found it due, or
+        a save by script; at most ``touch_interval`` older than the last request. None while
+        new."""
         return ms_to_datetime(self._meta.access_ms if self._meta else None)
 
     @property
@@ -709,9 +711,12 @@ class Session(dict[str, Any]):
         kept: Mapping[str, bytes] | None = None,
         raw_token: str,
         token: str,
+        refreshed: bool = True,
     ) -> None:
         """Record a successful save: the change log is now the stored state. ``kept``: the
-        stored JSON of each ``setdefault`` key (another request's, when it was first)."""
+        stored JSON of each ``setdefault`` key (another request's, when it was first).
+        ``refreshed``: the save set the idle TTL (at ``meta.access_ms``); False: it left it
+        as it was (:attr:`seconds_left` keeps counting down)."""
         for key, value in counters.items():
             dict.__setitem__(self, key, value)
         for key, encoded in (kept or {}).items():
@@ -727,7 +732,8 @@ class Session(dict[str, Any]):
         self._device = {}
         self._device_name_changed = False
         self._meta = meta
-        self._count_down_from(meta)
+        if refreshed:
+            self._count_down_from(meta)
         self._status = SessionStatus.LOADED
         self._renew = None
         self._stored_user_id = self._user_id

@@ -94,7 +94,11 @@ class StoreBase:
         )
         self._cluster = cluster
         self._plan = Planner(
-            self.config, address or repr(client), probe_scripts=not cluster, locate=cluster
+            self.config,
+            address or repr(client),
+            probe_scripts=not cluster,
+            locate=cluster,
+            hsetex=False if cluster else None,
         )
         self._node_clients: dict[str, Any] = {}
         gap = max(MIN_REFRESH_GAP, min(REFRESH_GAP, self.config.retry_backoff))

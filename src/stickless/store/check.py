@@ -31,6 +31,7 @@ from stickless.store.failures import error_code, is_acl_refusal, misconfiguratio
 from stickless.store.keys import KeyLayout
 
 __all__ = [
+    "OPTIONAL_COMMANDS",
     "PIPELINE_COMMANDS",
     "CheckReport",
     "Finding",
@@ -60,6 +61,11 @@ PIPELINE_COMMANDS: Final = (
 scripts themselves: by source the first time, by SHA after). ``SCRIPT LOAD`` goes once per
 process, with the first save, to learn whether the server runs the scripts' faster
 ``#!lua`` form (refused, e.g. by an ACL: the store keeps the legacy form)."""
+
+OPTIONAL_COMMANDS: Final = ("HSETEX",)
+"""Sent when the server takes them, not required: ``HSETEX`` (Valkey >= 9, Redis >= 8) makes
+the usual save one command without a script; refused or unknown, the store uses
+``update.lua``. Not in :func:`acl_rules` (older servers refuse an ACL naming it)."""
 
 CLUSTER_COMMANDS: Final = ("CLUSTER|SLOTS", "CLUSTER|SHARDS", "COMMAND")
 """What redis-py's cluster client sends to learn the slot map and the commands' keys."""
@@ -101,6 +107,7 @@ _PROBE_ARGS: Final[dict[str, tuple[str | int, ...]]] = {
     "ZRANGE": ("{u}", 0, -1),
     "ZREM": ("{u}", "check"),
     "ZREMRANGEBYSCORE": ("{u}", "-inf", "+inf"),
+    "HSETEX": ("{d}", "FXX", "FIELDS", 1, "check", "1"),
     "HDEL": ("{d}", "check"),
     "UNLINK": ("{d}", "{f}", "{t}", "{u}"),
     "DEL": ("{d}", "{f}", "{t}", "{u}"),
@@ -427,6 +434,15 @@ def _commands(
         )
     if unknown:
         report.add("info", "commands", f"not checked (no probe for): {', '.join(unknown)}")
+    for command in OPTIONAL_COMMANDS:  # harmless: FXX on the check's empty hash sets nothing
+        reply = yield Probe(_args(command, keys), key=keys["d"])
+        if _refused(reply) and is_acl_refusal(_reason(reply)):  # unknown: an older server
+            report.add(
+                "info",
+                "commands",
+                f"user {username!r} may not run {command}: the usual save runs update.lua "
+                f"(a script, more server time); grant +{command.lower()}",
+            )
 
 
 def _try(

@@ -5,7 +5,7 @@ renewals), so every key of a session shares one cluster slot and every script ca
 in ``KEYS``, each key it touches::
 
     <prefix>:s:{<family>}   hash    the session: d:<key> = JSON value, m:* = metadata,
-                                    m:k = the digest of the one token that may load it
+                                    k:<digest> = "1": the one token that may load it
     <prefix>:f:{<family>}   string  after a renew: the digest of the previous token, which
                                     may still save *data* for forward_ttl (plain rotation),
                                     or "" (identity change: the old token has no power left)
@@ -30,7 +30,10 @@ META_CREATED = "m:c"
 META_ACCESS = "m:a"
 META_DEADLINE = "m:x"
 META_USER = "m:u"
-META_DIGEST = "m:k"
+TOKEN_FIELD_PREFIX = "k:"  # noqa: S105  (a field name, not a secret)
+"""The session hash has one field ``k:<digest>`` (value ``"1"``), of its current token: a
+token's power is one field's existence, which a save checks without a script
+(``HSETEX ... FXX``, see :meth:`~stickless.store.plan.Planner.save`)."""
 META_IDLE = "m:i"
 """The session's own idle timeout (ms), when ``set_lifetime`` gave it one."""
 META_FIELDS = (META_CREATED, META_ACCESS, META_DEADLINE, META_USER)
@@ -47,6 +50,11 @@ INFO_FIELDS = (*META_FIELDS, META_IDLE, META_IP, META_DEVICE_NAME, *META_USER_AG
 SESSION, FORWARD, TOMBSTONE, USER_INDEX, LOGINS = "s", "f", "t", "u", "l"
 """The kinds of key, as they appear after the prefix."""
 KINDS = (SESSION, FORWARD, TOMBSTONE, USER_INDEX, LOGINS)
+
+
+def token_field(digest: str) -> str:
+    """The field of the session hash that exists while ``digest``'s token is its current one."""
+    return TOKEN_FIELD_PREFIX + digest
 
 
 def glob_escape(text: str) -> str:

@@ -296,6 +296,11 @@ class Planner:
     locate: bool = False
     """A cluster: note the node each load was read from, and send each save only to that
     node (see :class:`Locate`)."""
+    hsetex: bool | None = None
+    """Whether the server takes ``HSETEX ... FXX`` (Valkey >= 9, Redis >= 8), which makes the
+    usual save of held keys one command without a script (:meth:`_set_existing`): None
+    until the first such save tries it, then known; False: never tried (the stores' choice
+    in a cluster, whose saves carry the stamp of their load, see :class:`Origin`)."""
     layout: KeyLayout = field(init=False)
     codec: TokenCodec = field(init=False)
 
@@ -449,11 +454,12 @@ class Planner:
     # -------------------------------------------------------------------- load
     def load(self, presented: object, *, touch: bool = True) -> Op[Session | None]:
         """One round trip, no script: ``HGETALL`` + ``PTTL`` of the family's hash; the token
-        must be the session's current one (``m:k``). When the idle TTL was last refreshed
-        more than ``touch_interval`` ago, a second round trip refreshes it (``touch.lua``):
-        at most once per interval per session; never with ``touch=False`` (a passive read:
-        it does not keep the session alive). The server's TTL enforces both expiries (it
-        never outlives the absolute deadline), so a hash that exists is a live session."""
+        must be the session's current one (the hash has its field ``k:<digest>``). When the
+        idle TTL was last refreshed more than ``touch_interval`` ago, a second round trip
+        refreshes it (``touch.lua``): at most once per interval per session; never with
+        ``touch=False`` (a passive read: it does not keep the session alive). The server's
+        TTL enforces both expiries (it never outlives the absolute deadline), so a hash that
+        exists is a live session."""
         opened = self.codec.open(presented)
         if opened is None:
             return None
@@ -470,7 +476,7 @@ class Planner:
         _raise_server_error(ttl)
         if isinstance(fields, list):  # RESP2: a flat field, value, ... list
             fields = dict(zip(fields[::2], fields[1::2], strict=True))
-        if not fields or fields.get(_DIGEST_FIELD) != tid.digest.encode():
+        if not fields or keys.token_field(tid.digest).encode() not in fields:
             return None  # unknown, expired, destroyed, or a token a renew replaced
         if int(ttl) < 0:  # no TTL: not written by stickless (it would never expire)
             log.warning("session %s: the key has no TTL, treated as missing", tid.family)
@@ -649,11 +655,16 @@ class Planner:
         wait = self._wait()
         if renew_to is None and not is_new and _usual(session, changes):
             started = time.monotonic()
+            if self._sets_existing_only(session, changes):
+                updated = yield from self._set_existing(session, changes, wait)
+                if updated is not None:
+                    return updated
+                wait = self._wait(spent=time.monotonic() - started)
             updated = yield from self._update(session, changes, wait)
             if updated is not None:
                 return updated
-            # update.lua wrote nothing, but its WAIT may have blocked (too few replicas):
-            # save.lua's gets the rest of wait_timeout, so the save stays bounded by it
+            # nothing was written, but a WAIT may have blocked (too few replicas): save.lua's
+            # gets the rest of wait_timeout, so the save stays bounded by it
             wait = self._wait(spent=time.monotonic() - started)
         new_tid = tokens.token_id(renew_to) if renew_to else None
         call = self._save_call(session, tid=tid, changes=changes, is_new=is_new, new_tid=new_tid)
@@ -731,6 +742,65 @@ class Planner:
         if self.config.durability != "replicated":
             return None
         return self.config.min_replicas, max(1, int((self.config.wait_timeout - spent) * 1000))
+
+    def _sets_existing_only(self, session: Session, changes: Changes) -> bool:
+        """Whether the usual save can go as one ``HSETEX`` (see :meth:`_set_existing`): the
+        server takes it (not known yet: tried), the session is not in a cluster (whose saves
+        carry the last-access stamp of their load, see :class:`Origin`), the save only sets
+        keys the session loaded or saved (no delete, no device metadata), and its idle TTL
+        is not due for a refresh yet (the rule of :meth:`_touch_due`, on the TTL counted
+        down since the load)."""
+        meta, left = session.meta, session.seconds_left
+        if self.hsetex is False or meta is None or left is None or changes.deletes:
+            return False
+        if session.device_writes() or not all(map(session.is_stored, changes.sets)):
+            return False
+        return not self._touch_due(meta, int(left * 1000))
+
+    def _set_existing(
+        self, session: Session, changes: Changes, wait: tuple[int, int] | None
+    ) -> Op[SaveResult | None]:
+        """The usual save without a script: ``HSETEX <hash> FXX FIELDS n k:<digest> 1
+        d:<key> <json>...`` sets the fields only if every one of them exists, the presented
+        token's own field among them. So nothing is written when the token is not the
+        session's current one (renewed away), the session is gone (destroyed, expired: a
+        hash that exists has not reached its deadline, as its TTL never outlives it) or
+        another request deleted one of those keys meanwhile. The TTL and the last-access
+        stamp stay as the last refresh set them (no refresh was due). None when nothing was
+        written, or the server has no such command (then never tried again): ``update.lua``
+        follows, which says why or saves anyway (a key deleted meanwhile)."""
+        assert session.meta is not None
+        tid = session.token_id
+        sets, _ = self._writes(session, changes)
+        key = self.layout.data(tid.family)
+        fields = (keys.token_field(tid.digest), "1", *sets)
+        call = Command(("HSETEX", key, "FXX", "FIELDS", len(fields) // 2, *fields))
+        try:  # sent as is: no script to resend, no retry (a save), never in a cluster
+            replies: list[Any] = yield Batch((call,), idempotent=False, wait=wait)
+        except Misconfigured as exc:  # an ACL without +hsetex (docs/production.md)
+            log.info("HSETEX refused (%s): the usual save runs update.lua", exc)
+            self.hsetex = False
+            return None
+        except Unavailable as exc:
+            yield Refresh()  # as run() asks after every failed batch
+            raise StoreUnavailable(self.address, exc) from exc
+        reply = replies[0]
+        if isinstance(reply, ServerError) and not _wrong_type(reply):
+            self.hsetex = False  # unknown command or syntax: Valkey < 9, Redis < 8
+            return None
+        self.hsetex = True
+        _raise_refusal(reply)
+        if reply != 1:
+            return None
+        session.mark_saved(
+            changes=changes,
+            meta=session.meta,
+            counters={},
+            raw_token=session.raw_token,
+            token=session.token,
+            refreshed=False,
+        )
+        return SaveResult(SaveOutcome.SAVED, _acked(wait, replies))
 
     def _update(
         self, session: Session, changes: Changes, wait: tuple[int, int] | None
@@ -1278,7 +1348,6 @@ def _by_source(call: Call) -> Call:
 
 
 _DATA_PREFIX = keys.DATA_PREFIX.encode()
-_DIGEST_FIELD = keys.META_DIGEST.encode()
 _CREATED_FIELD = keys.META_CREATED.encode()
 _ACCESS_FIELD = keys.META_ACCESS.encode()
 _DEADLINE_FIELD = keys.META_DEADLINE.encode()

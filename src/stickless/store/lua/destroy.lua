@@ -13,17 +13,18 @@
 -- token destroys nothing.
 -- Reply: {1, user id or ''} when a live session was destroyed, {0} otherwise (also when it
 -- belongs to another user than the expected one: the user index is only a hint).
-local meta = redis.pcall('HMGET', KEYS[1], 'm:k', 'm:u')
+-- the current token's digest is the name of the hash's k:<digest> field
+local meta = redis.pcall('HMGET', KEYS[1], 'm:c', 'm:u', 'k:' .. ARGV[1], 'k:' .. ARGV[4])
 local evict = ARGV[5] == '1'
 if meta.err then return {0} end
 if not meta[1] then
   if evict then redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) end
   return {0}
 end
-if ARGV[1] ~= '' and meta[1] ~= ARGV[1] and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then
+if ARGV[1] ~= '' and not meta[3] and redis.pcall('GET', KEYS[2]) ~= ARGV[1] then
   return {0}
 end
-if ARGV[4] ~= '' and meta[1] == ARGV[4] then return {0} end
+if ARGV[4] ~= '' and meta[4] then return {0} end
 local user = meta[2] or ''
 if ARGV[3] ~= '' and user ~= ARGV[3] and not (evict and user == '') then return {0} end
 redis.call('DEL', KEYS[1], KEYS[2])

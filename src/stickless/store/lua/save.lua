@@ -2,7 +2,8 @@
 -- Apply a session's change log atomically (a delta, never the whole blob).
 -- KEYS[1]  the session hash   KEYS[2]  its forward   KEYS[3]  its tombstone (one family)
 -- ARGV[1]  mode: 'new' (must not exist yet) or 'old' (must exist, and the presented token
---          must be its current one, or the previous one a plain renew left a forward for)
+--          must be its current one (the hash has its field k:<digest>), or the previous one
+--          a plain renew left a forward for)
 -- ARGV[2]  presented digest    ARGV[3]  this session's idle timeout (ms)
 -- ARGV[4]  absolute timeout of a new session (ms)
 -- ARGV[5]  forward TTL (ms)    ARGV[6]  new digest to renew to, or ''
@@ -41,19 +42,19 @@ if mode == 'new' then
   created, deadline = now, now + tonumber(own_absolute ~= '' and own_absolute or ARGV[4])
 else
   -- a key that is not a hash: WRONGTYPE, the script's error (nothing written)
-  local meta = redis.call('HMGET', data, 'm:k', 'm:c', 'm:x')
+  local meta = redis.call('HMGET', data, 'm:c', 'm:x', 'k:' .. digest)
   if not meta[1] then
     if redis.call('EXISTS', tomb) == 1 then return {-1} end
     return {0}
   end
-  if meta[1] ~= digest then
+  if not meta[3] then
     if redis.pcall('GET', fwd) ~= digest then return {0} end
     -- a request still carrying the previous token of a plain renew: data only
     if ARGV[9] == '1' or ARGV[8] ~= '' then return {0} end
     forwarded = true
     own_idle, own_absolute = '', ''
   end
-  created, deadline = tonumber(meta[2]) or now, tonumber(meta[3]) or now
+  created, deadline = tonumber(meta[1]) or now, tonumber(meta[2]) or now
   if own_absolute ~= '' then deadline = created + tonumber(own_absolute) end
   if deadline <= now then
     redis.call('DEL', data)
@@ -134,7 +135,7 @@ if ndels > 0 then each_chunk(dels_at, dels_at + ndels - 1, 'HDEL', {}) end
 local stamp = string.format('%d', now)
 local head = {'m:a', stamp}
 if mode == 'new' then
-  head = {'m:a', stamp, 'm:c', stamp, 'm:x', string.format('%d', deadline), 'm:k', digest}
+  head = {'m:a', stamp, 'm:c', stamp, 'm:x', string.format('%d', deadline), 'k:' .. digest, '1'}
 end
 if own_idle ~= '' then
   head[#head + 1] = 'm:i'
@@ -146,9 +147,10 @@ if own_absolute ~= '' and mode ~= 'new' then
 end
 local renew_to = ARGV[6]
 if forwarded then renew_to = '' end
-if renew_to ~= '' then
-  head[#head + 1] = 'm:k'
-  head[#head + 1] = renew_to
+if renew_to ~= '' then  -- the presented token is the current one here: its field goes
+  redis.call('HDEL', data, 'k:' .. digest)
+  head[#head + 1] = 'k:' .. renew_to
+  head[#head + 1] = '1'
 end
 local user = ARGV[8]
 if string.sub(user, 1, 1) == '=' then

@@ -4,8 +4,8 @@
 -- KEYS[1]  the session hash   ARGV[1]  digest of the presented token   ARGV[2]  idle (ms)
 -- Reply: the new last access (ms since the epoch), or 0 when the session is gone meanwhile,
 -- past its deadline, or the token is not its current one (nothing written then).
-local meta = redis.pcall('HMGET', KEYS[1], 'm:k', 'm:x')
-if meta.err or meta[1] ~= ARGV[1] then return 0 end
+local meta = redis.pcall('HMGET', KEYS[1], 'k:' .. ARGV[1], 'm:x')
+if meta.err or not meta[1] then return 0 end
 local deadline = tonumber(meta[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
