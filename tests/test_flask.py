@@ -1251,3 +1251,24 @@ def test_a_url_set_after_init_app_is_refused_not_ignored(stickless_url: str) -> 
     Stickless(passed, store=SessionStore.from_url(stickless_url))
     passed.add_url_rule("/", view_func=index)
     assert passed.test_client().get("/").status_code == 200
+
+
+def test_an_app_that_writes_on_every_request_keeps_its_session_without_refresh_each_request(
+    make_app: AppFactory,
+) -> None:
+    """``SESSION_REFRESH_EACH_REQUEST = False``: reads do not slide the lifetime, but writes
+    do (Flask saves a modified session), also where a save of held keys needs no script:
+    a user writing every 0.2 s stays signed in past ``PERMANENT_SESSION_LIFETIME``."""
+    app = make_app(
+        SESSION_REFRESH_EACH_REQUEST=False, PERMANENT_SESSION_LIFETIME=timedelta(seconds=1.5)
+    )
+    client = app.test_client()
+    client.post("/login/ann")
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 3.0:
+        n += 1
+        client.post(f"/write/n/{n}")
+        time.sleep(0.2)
+    assert client.get("/whoami").json == {"user": "ann"}
+    assert client.get("/read/n").json == {"value": str(n)}

@@ -26,7 +26,8 @@ from stickless.store.plan import Command, ScriptCall
 
 
 def config(**options: Any) -> SessionConfig:
-    return SessionConfig(key_prefix=f"ps{uuid.uuid4().hex[:8]}", **options)
+    options.setdefault("key_prefix", f"ps{uuid.uuid4().hex[:8]}")
+    return SessionConfig(**options)
 
 
 @pytest.fixture
@@ -139,7 +140,7 @@ def test_a_token_a_plain_renew_replaced_saves_through_the_forward(
 ) -> None:
     """After a plain ``renew()``, a request in flight with the old token may still save
     data for ``forward_ttl``: its HSETEX writes nothing, save.lua saves through the
-    forward (three round trips, in that rare case only)."""
+    forward (a second round trip for the save, in that rare case only)."""
     store = store_factory(stickless_url, config())
     late = stored(store, n=1)
     current = store.load(late.token)
@@ -148,7 +149,7 @@ def test_a_token_a_plain_renew_replaced_saves_through_the_forward(
     late["n"] = 5
     with trips(store) as batches:
         assert store.save(late).outcome == "saved"
-    assert names(batches) == ["HSETEX", "update", "save"]
+    assert names(batches) == ["HSETEX", "save"]
     assert store.load(current.token)["n"] == 5
 
 
@@ -174,7 +175,7 @@ def test_a_key_deleted_meanwhile_is_written_by_the_script(
     stickless_url: str, store_factory: Any, hsetex: None
 ) -> None:
     """Another request deleted a key this one sets: HSETEX FXX refuses (the field is
-    missing), update.lua writes it, as any set of a key is written."""
+    missing), save.lua writes it, as any set of a key is written."""
     store = store_factory(stickless_url, config())
     s = stored(store, a=1, b=1)
     other = store.load(s.token)
@@ -184,7 +185,7 @@ def test_a_key_deleted_meanwhile_is_written_by_the_script(
     s["b"] = 2
     with trips(store) as batches:
         assert store.save(s).outcome == "saved"
-    assert names(batches) == ["HSETEX", "update"]
+    assert names(batches) == ["HSETEX", "save"]
     assert dict(store.load(s.token)) == {"a": 2, "b": 2}
 
 
@@ -228,6 +229,52 @@ def test_the_ttl_is_refreshed_once_per_touch_interval(
     assert names(batches) == ["update"]
     assert server_side(stickless_url, store, s, "PTTL", "{}") > 29_500
     assert s.meta.access_ms > access and s.seconds_left > 29.5
+
+
+@pytest.mark.parametrize("how", ["idle below touch_interval", "set_lifetime"])
+def test_a_session_every_request_writes_stays_alive(
+    stickless_url: str, store_factory: Any, how: str
+) -> None:
+    """A save refreshes the TTL at least every half idle timeout, whatever touch_interval
+    says: an idle timeout at or below it (the configured one, or a session's own) would
+    otherwise never be refreshed by saves of held keys, and the session would end while
+    every request writes."""
+    if how == "set_lifetime":
+        store = store_factory(stickless_url, config())  # touch_interval 60 s
+        s = store.new()
+        s["n"] = 0
+        s.set_lifetime(idle=1.5)
+        store.save(s)
+    else:
+        store = store_factory(stickless_url, config(idle_timeout=1.5, touch_interval=60))
+        s = store.new()
+        s["n"] = 0
+        store.save(s)
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < 3.0:  # twice the idle timeout, a write every 0.2 s
+        loaded = store.load(s.token)
+        assert loaded is not None, f"expired while in use, after {n} writes"
+        n = loaded["n"] + 1
+        loaded["n"] = n
+        assert store.save(loaded).outcome == "saved"
+        time.sleep(0.2)
+    assert n >= 10
+
+
+def test_a_lowered_idle_timeout_applies_at_the_next_save(
+    stickless_url: str, store_factory: Any
+) -> None:
+    """After a deploy lowers idle_timeout, a session whose TTL is still the old, longer one
+    gets the new one from its next save (the TTL is longer than the idle timeout: due)."""
+    cfg = config(idle_timeout=60)
+    before = store_factory(stickless_url, cfg)
+    s = stored(before, n=0)
+    after = store_factory(stickless_url, config(idle_timeout=2, key_prefix=cfg.key_prefix))
+    loaded = after.load(s.token)
+    loaded["n"] = 1
+    after.save(loaded)
+    assert server_side(stickless_url, after, s, "PTTL", "{}") <= 2000
 
 
 def test_without_hsetex_the_first_save_learns_it_and_scripts_follow(

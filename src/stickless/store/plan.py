@@ -655,14 +655,17 @@ class Planner:
         wait = self._wait()
         if renew_to is None and not is_new and _usual(session, changes):
             started = time.monotonic()
+            refused = False
             if self._sets_existing_only(session, changes):
                 updated = yield from self._set_existing(session, changes, wait)
                 if updated is not None:
                     return updated
+                refused = bool(self.hsetex)  # it ran and wrote nothing: save.lua says why
+            if not refused:
                 wait = self._wait(spent=time.monotonic() - started)
-            updated = yield from self._update(session, changes, wait)
-            if updated is not None:
-                return updated
+                updated = yield from self._update(session, changes, wait)
+                if updated is not None:
+                    return updated
             # nothing was written, but a WAIT may have blocked (too few replicas): save.lua's
             # gets the rest of wait_timeout, so the save stays bounded by it
             wait = self._wait(spent=time.monotonic() - started)
@@ -748,14 +751,28 @@ class Planner:
         server takes it (not known yet: tried), the session is not in a cluster (whose saves
         carry the last-access stamp of their load, see :class:`Origin`), the save only sets
         keys the session loaded or saved (no delete, no device metadata), and its idle TTL
-        is not due for a refresh yet (the rule of :meth:`_touch_due`, on the TTL counted
-        down since the load)."""
+        needs no refresh yet (:meth:`_refresh_due`, on the TTL counted down since the
+        load)."""
         meta, left = session.meta, session.seconds_left
         if self.hsetex is False or meta is None or left is None or changes.deletes:
             return False
         if session.device_writes() or not all(map(session.is_stored, changes.sets)):
             return False
-        return not self._touch_due(meta, int(left * 1000))
+        return not self._refresh_due(meta, int(left * 1000))
+
+    def _refresh_due(self, meta: SessionMeta, left_ms: int) -> bool:
+        """Whether a save must set the idle TTL (by script), ``left_ms`` being what is left
+        of it: when it was set at least ``touch_interval`` ago (as :meth:`_touch_due`
+        judges a load), or half the idle timeout ago, whichever is sooner (so a session
+        every request writes stays alive with a ``touch_interval`` as long as its idle
+        timeout, e.g. a short ``set_lifetime``); and when it is longer than the idle
+        timeout (lowered since it was set). Not near the absolute deadline, which caps it."""
+        idle = meta.idle_ms
+        if left_ms > idle:
+            return True
+        if meta.deadline_ms - meta.access_ms <= idle:
+            return False
+        return idle - left_ms >= min(int(self.config.touch_interval * 1000), idle // 2)
 
     def _set_existing(
         self, session: Session, changes: Changes, wait: tuple[int, int] | None
@@ -767,8 +784,9 @@ class Planner:
         hash that exists has not reached its deadline, as its TTL never outlives it) or
         another request deleted one of those keys meanwhile. The TTL and the last-access
         stamp stay as the last refresh set them (no refresh was due). None when nothing was
-        written, or the server has no such command (then never tried again): ``update.lua``
-        follows, which says why or saves anyway (a key deleted meanwhile)."""
+        written: then ``save.lua`` follows, which says why or saves anyway (a key deleted
+        meanwhile, a token a plain renew replaced); or when the server has no such command
+        (:attr:`hsetex` False from then on): ``update.lua`` then."""
         assert session.meta is not None
         tid = session.token_id
         sets, _ = self._writes(session, changes)

@@ -119,8 +119,8 @@ def passive(view: _F) -> _F:
     timeout (``store.load(token, touch=False)``), so a poll ("are you still there?") does not
     keep the session alive. The view is returned as it is, with one attribute set; the
     Flask and Django adapters look for it (``stickless.flask.passive``,
-    ``stickless.django.passive_session``). A save (the view writes) still refreshes the
-    idle timeout, as every save does."""
+    ``stickless.django.passive_session``). A save (the view writes) still slides the
+    idle timeout, as any save does (refreshed when due, see docs/expiry.md)."""
     setattr(view, PASSIVE_ATTRIBUTE, True)
     return view
 

@@ -790,7 +790,7 @@ def passive_session(view: _V) -> _V:
     view use ``method_decorator(passive_session, name="dispatch")``) whose request reads the
     session without sliding its idle timeout: a poll ("are you still there?",
     ``request.session.stickless.seconds_left``) that must not keep the session alive.
-    A save (the view writes) still refreshes it, as every save does.
+    A save (the view writes) still slides it, as any save does (when due).
 
     The session must not have been used before the view (a ``process_request`` of another
     middleware): then list the path in ``STICKLESS_PASSIVE_PATHS`` instead."""
