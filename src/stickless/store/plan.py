@@ -325,7 +325,8 @@ class Planner:
         form, and the first save also loads the ``#!lua`` form of its scripts (``SCRIPT LOAD``,
         in the same round trip): the answers settle it."""
         probes: tuple[Script, ...] = ()
-        if any(isinstance(c, ScriptCall) for c in batch.calls):
+        scripted = any(isinstance(c, ScriptCall) for c in batch.calls)
+        if scripted:
             if self._modern_scripts is None and self.probe_scripts and not batch.idempotent:
                 # a save: only its first reply is judged, a refused probe fails nothing
                 scripts = (c.script for c in batch.calls if isinstance(c, ScriptCall))
@@ -368,6 +369,8 @@ class Planner:
                 n = len(batch.calls)
                 self._settle_form(probes, replies[n : n + len(probes)])
                 del replies[n : n + len(probes)]
+            if not scripted:  # plain commands (a load): nothing a server can have forgotten
+                return replies
             missing = [
                 i
                 for i, r in enumerate(replies[: len(batch.calls)])
