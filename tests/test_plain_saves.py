@@ -235,10 +235,10 @@ def test_the_ttl_is_refreshed_once_per_touch_interval(
 def test_a_session_every_request_writes_stays_alive(
     stickless_url: str, store_factory: Any, how: str
 ) -> None:
-    """A save refreshes the TTL at least every half idle timeout, whatever touch_interval
-    says: an idle timeout at or below it (the configured one, or a session's own) would
-    otherwise never be refreshed by saves of held keys, and the session would end while
-    every request writes."""
+    """A save refreshes the TTL at least every tenth of the idle timeout, whatever
+    touch_interval says: an idle timeout at or below it (the configured one, or a session's
+    own) would otherwise never be refreshed by saves of held keys, and the session would end
+    while every request writes."""
     if how == "set_lifetime":
         store = store_factory(stickless_url, config())  # touch_interval 60 s
         s = store.new()
@@ -260,6 +260,23 @@ def test_a_session_every_request_writes_stays_alive(
         assert store.save(loaded).outcome == "saved"
         time.sleep(0.2)
     assert n >= 10
+
+
+def test_a_write_slides_the_idle_timeout_to_within_a_tenth_of_it(
+    stickless_url: str, store_factory: Any
+) -> None:
+    """Writes 0.8 s and then 1.5 s apart, with a 2 s idle timeout and a touch_interval
+    longer than it (reads never refresh): the second write comes 2.3 s after the first
+    refresh, but only 1.5 s after the last write, so the session must still be there."""
+    store = store_factory(stickless_url, config(idle_timeout=2, touch_interval=60))
+    s = stored(store, n=0)
+    for gap in (0.8, 1.5):
+        time.sleep(gap)
+        loaded = store.load(s.token)
+        assert loaded is not None, f"expired {gap} s after a write"
+        loaded["n"] += 1
+        assert store.save(loaded).outcome == "saved"
+    assert store.load(s.token)["n"] == 2
 
 
 def test_a_lowered_idle_timeout_applies_at_the_next_save(

@@ -766,16 +766,18 @@ class Planner:
     def _refresh_due(self, meta: SessionMeta, left_ms: int) -> bool:
         """Whether a save must set the idle TTL (by script), ``left_ms`` being what is left
         of it: when it was set at least ``touch_interval`` ago (as :meth:`_touch_due`
-        judges a load), or half the idle timeout ago, whichever is sooner (so a session
-        every request writes stays alive with a ``touch_interval`` as long as its idle
-        timeout, e.g. a short ``set_lifetime``); and when it is longer than the idle
-        timeout (lowered since it was set). Not near the absolute deadline, which caps it."""
+        judges a load), or a tenth of the idle timeout ago, whichever is sooner (so a
+        write slides the idle timeout to within a tenth of it, also when
+        ``touch_interval`` is as long as the idle timeout: a short ``set_lifetime``,
+        Flask's ``SESSION_REFRESH_EACH_REQUEST = False``); and when it is longer than the
+        idle timeout (lowered since it was set). Not near the absolute deadline, which
+        caps it."""
         idle = meta.idle_ms
         if left_ms > idle:
             return True
         if meta.deadline_ms - meta.access_ms <= idle:
             return False
-        return idle - left_ms >= min(int(self.config.touch_interval * 1000), idle // 2)
+        return idle - left_ms >= min(int(self.config.touch_interval * 1000), idle // 10)
 
     def _set_existing(
         self, session: Session, changes: Changes, wait: tuple[int, int] | None
