@@ -1076,7 +1076,7 @@ def test_configuration_mapping() -> None:
     assert config_of(STICKLESS_CONFIG=own) == own  # Flask's default lifetime: config wins
     both = config_of(STICKLESS_CONFIG=own, PERMANENT_SESSION_LIFETIME=timedelta(hours=2))
     assert (both.idle_timeout, both.absolute_timeout, both.key_prefix) == (7200, 7200, "mine")
-    assert config_of(SESSION_REFRESH_EACH_REQUEST=False).touch_interval == 31 * 86400
+    assert config_of(SESSION_REFRESH_EACH_REQUEST=False).touch_interval == 60  # loads: passive
     signed = config_of(SECRET_KEY="k", SECRET_KEY_FALLBACKS=["old"])
     assert isinstance(signed.secret_key, list) and len(signed.secret_key) == 2
     assert "k" not in signed.secret_key and "old" not in signed.secret_key
@@ -1272,3 +1272,31 @@ def test_an_app_that_writes_on_every_request_keeps_its_session_without_refresh_e
         time.sleep(0.2)
     assert client.get("/whoami").json == {"user": "ann"}
     assert client.get("/read/n").json == {"value": str(n)}
+
+
+def test_without_refresh_each_request_reads_never_extend_a_permanent_session(
+    stickless_url: str, make_app: AppFactory
+) -> None:
+    """``SESSION_REFRESH_EACH_REQUEST = False`` makes every load passive, whatever the
+    session's own lifetime (a permanent one, ``PERMANENT_SESSION_LIFETIME`` longer than the
+    configured idle timeout): read-only use ends it on time."""
+    app = make_app(
+        STICKLESS_CONFIG=SessionConfig(idle_timeout=1, max_idle_timeout=10),
+        SESSION_REFRESH_EACH_REQUEST=False,
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=2),
+    )
+
+    @app.post("/permanent")
+    def make_permanent() -> str:
+        flask.session.permanent = True
+        flask.session["a"] = "1"
+        return "ok"
+
+    client = app.test_client()
+    client.post("/permanent")
+    started = time.monotonic()
+    while time.monotonic() - started < 4.0:
+        if client.get("/read/a").json == {"value": None}:
+            break
+        time.sleep(0.2)
+    assert 1.7 < time.monotonic() - started < 2.7, "reads slid the idle timeout"

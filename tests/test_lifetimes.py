@@ -133,3 +133,24 @@ def test_the_cookie_follows_the_sessions_own_lifetime(stickless_url: str) -> Non
         again = http.get("/remember").headers["set-cookie"]
         max_age = int(again.split("Max-Age=")[1].split(";")[0])
         assert 7 * 86400 - 5 <= max_age <= 7 * 86400
+
+
+def test_reads_keep_a_session_whose_own_idle_timeout_is_below_touch_interval(
+    stickless_url: str, store_factory: Any
+) -> None:
+    """A session given a 1 s idle timeout (``set_lifetime``) under the default 60 s
+    touch_interval, read every 0.2 s: the load touches it once half its idle timeout has
+    passed, so it stays alive while it is read (it expired after 1 s before)."""
+    store = store_factory(stickless_url, config())
+    s = store.new()
+    s["a"] = 1
+    s.set_lifetime(idle=1)
+    store.save(s)
+    started = time.monotonic()
+    reads = 0
+    while time.monotonic() - started < 2.5:
+        assert store.load(s.token) is not None, f"expired while read, after {reads} reads"
+        reads += 1
+        time.sleep(0.2)
+    time.sleep(1.2)  # and unused, it ends on time
+    assert store.load(s.token) is None

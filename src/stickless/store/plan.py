@@ -505,11 +505,15 @@ class Planner:
 
     def _touch_due(self, meta: SessionMeta, ttl_ms: int) -> bool:
         """The idle TTL was last set ``idle - ttl`` ms ago (it counts down from ``idle``), so
-        this needs no clock. Near the absolute deadline the TTL is capped by it and a touch
-        could not extend it: none is sent."""
-        if meta.deadline_ms - meta.access_ms <= meta.idle_ms:
+        this needs no clock: due once that is ``touch_interval``, or half the idle timeout
+        when that is sooner (a session whose own idle timeout is at most the interval, a
+        short ``set_lifetime``, would otherwise never be refreshed by reads). Near the
+        absolute deadline the TTL is capped by it and a touch could not extend it: none is
+        sent."""
+        idle = meta.idle_ms
+        if meta.deadline_ms - meta.access_ms <= idle:
             return False
-        return meta.idle_ms - ttl_ms >= int(self.config.touch_interval * 1000)
+        return idle - ttl_ms >= min(int(self.config.touch_interval * 1000), idle // 2)
 
     def _session_from_hash(
         self, raw: str, client_token: str, tid: TokenId, fields: dict[bytes, bytes], ttl_ms: int

@@ -111,6 +111,9 @@ class SticklessState:
     permanent_default: bool = False
     """New sessions start permanent (Flask-Session's ``SESSION_PERMANENT``). Default False,
     as Flask."""
+    refresh_each_request: bool = True
+    """``SESSION_REFRESH_EACH_REQUEST``: False makes every load passive (reads do not slide
+    the idle timeout; saves do, as they always do)."""
 
 
 def current_store() -> SessionStore:
@@ -419,7 +422,7 @@ class Stickless(SessionInterface):
       with :func:`passive`: the request reads the session without sliding its idle timeout
       (a poll that must not keep the session alive).
     * ``SESSION_REFRESH_EACH_REQUEST`` (read at ``init_app``): False -> reads do not extend
-      the idle expiry (``touch_interval = idle_timeout``); only writes do. The cookie is
+      the idle expiry (every load is passive); only writes do. The cookie is
       never re-sent on reads: its lifetime runs to the absolute deadline and the idle
       expiry is enforced by Redis.
     * ``SECRET_KEY`` (+ ``SECRET_KEY_FALLBACKS``), read at ``init_app``: when set and the
@@ -469,6 +472,7 @@ class Stickless(SessionInterface):
             configured_url=configured,
             migrate_from=legacy.source,
             permanent_default=legacy.permanent,
+            refresh_each_request=bool(app.config.get("SESSION_REFRESH_EACH_REQUEST", True)),
         )
         app.session_interface = self
         app.register_error_handler(StoreUnavailable, self._unavailable)
@@ -476,8 +480,8 @@ class Stickless(SessionInterface):
     @staticmethod
     def session_config(app: Flask) -> SessionConfig:
         """The store config for ``app``: ``STICKLESS_CONFIG`` (or the defaults) with Flask's
-        ``PERMANENT_SESSION_LIFETIME``, ``SESSION_REFRESH_EACH_REQUEST`` and ``SECRET_KEY``
-        applied as described on :class:`Stickless`."""
+        ``PERMANENT_SESSION_LIFETIME`` and ``SECRET_KEY`` applied as described on
+        :class:`Stickless` (``SESSION_REFRESH_EACH_REQUEST`` is applied per request)."""
         base = app.config.get("STICKLESS_CONFIG")
         if base is not None and not isinstance(base, SessionConfig):
             raise ConfigurationError("STICKLESS_CONFIG must be a stickless.SessionConfig")
@@ -493,8 +497,6 @@ class Stickless(SessionInterface):
                 raise ConfigurationError("PERMANENT_SESSION_LIFETIME must be positive")
             changes["idle_timeout"] = seconds
             changes["absolute_timeout"] = max(config.absolute_timeout, seconds)
-        if not app.config.get("SESSION_REFRESH_EACH_REQUEST", True):
-            changes["touch_interval"] = changes.get("idle_timeout", config.idle_timeout)
         if config.secret_key is None and app.secret_key:
             fallbacks = list(app.config.get("SECRET_KEY_FALLBACKS") or [])
             changes["secret_key"] = [_derive(key) for key in [*fallbacks, app.secret_key]]
@@ -520,7 +522,9 @@ class Stickless(SessionInterface):
         prefixes = passive_prefixes(
             app.config.get("STICKLESS_PASSIVE_PATHS"), "STICKLESS_PASSIVE_PATHS"
         )
-        cycle.passive = bool(prefixes) and is_passive_path(request.path, prefixes)
+        cycle.passive = not state.refresh_each_request or (
+            bool(prefixes) and is_passive_path(request.path, prefixes)
+        )
         importer = partial(_read_cookie_session, app) if state.import_cookie_sessions else None
         return self.session_class(
             cycle,
