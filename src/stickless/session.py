@@ -222,6 +222,8 @@ class Session(dict[str, Any]):
         """True when a save would write something (data, user, renew or invalidate)."""
         if self._status is SessionStatus.INVALIDATED:
             return self._meta is not None
+        if self._meta is not None and any(type(op) is _Op or op for op in self._ops.values()):
+            return True  # a stored session with a write recorded (no need to encode it)
         return (
             bool(self.pending_changes())
             or self._renew is not None

@@ -370,6 +370,8 @@ class SessionCycle:
             return None
         if late and (not self.delivered or self.refused or not self.late_save_allowed()):
             return None
+        if session.status is SessionStatus.LOADED and not session.modified:
+            return None  # a read: nothing to write (what the store would find, sooner)
         bare = session.user_id is None and all(key in self.markers for key in dict.keys(session))
         if bare and session.is_new:
             return None

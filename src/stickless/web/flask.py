@@ -551,7 +551,7 @@ class Stickless(SessionInterface):
         cycle.transport = self._transport(app, state, persistent=session.permanent_cookie)
         for name, value in cycle.response_headers():
             if name == "Vary":
-                response.vary.add(value)
+                _vary_on(response, value)
             else:
                 response.headers.add(name, value)
 
@@ -621,6 +621,16 @@ def _build_transport(settings: tuple[Any, ...]) -> Transport:
         persistent=persistent,
     )
     return Transport(cookie=cookie, header=header)
+
+
+def _vary_on(response: Response, name: str) -> None:
+    """Add ``name`` to the response's ``Vary``: set at once when the response has none yet
+    (the usual case; Werkzeug's ``response.vary`` parses and writes the header back at
+    every change, which costs more than the rest of the save of a read)."""
+    if "Vary" in response.headers:
+        response.vary.add(name)
+    else:
+        response.headers["Vary"] = name
 
 
 def _passive_view() -> bool:
