@@ -13,6 +13,7 @@ still running when the interpreter exits are killed (by their PID's group).
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
 import ctypes
 import os
@@ -35,14 +36,31 @@ _running: dict[int, subprocess.Popen[bytes]] = {}
 _running_lock = threading.Lock()
 
 
+_RECENT_PORTS = 1024
+"""How many ports :func:`free_ports` remembers having handed out (never handed out again)."""
+_handed_out: collections.deque[int] = collections.deque(maxlen=_RECENT_PORTS)
+_handed_out_lock = threading.Lock()
+
+
 def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """``count`` distinct TCP ports that were free on ``host`` a moment ago."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
+    """``count`` distinct TCP ports that were free on ``host`` a moment ago, none of them
+    handed out by an earlier call of this process (the last :data:`_RECENT_PORTS`): the
+    kernel may offer a port again as soon as its probe socket closes, before the server
+    it was picked for has bound it, so servers started one after another, each with a
+    port of its own call, could otherwise be given the same one."""
+    with _handed_out_lock, contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count + _RECENT_PORTS):
+            if len(ports) == count:
+                break
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
-            ports.append(int(sock.getsockname()[1]))
+            port = int(sock.getsockname()[1])
+            if port not in _handed_out:
+                ports.append(port)
+        if len(ports) < count:
+            raise RuntimeError(f"found only {len(ports)} of {count} free ports on {host}")
+        _handed_out.extend(ports)
         return ports
 
 
