@@ -150,6 +150,29 @@ def test_script_floor_reports_each_variant() -> None:
     assert all(value > 0 for value in figures.values()), figures
 
 
+def test_wakeup_cost_reports_each_variant() -> None:
+    """``benchmarks/wakeup_cost.py`` (docs/performance.md) runs on its own embedded Valkey
+    and reports a positive client time and server CPU per round trip for each variant."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "wakeup_cost.py"),
+        "--rounds",
+        "1",
+        "--calls",
+        "50",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = {
+        line.rsplit(maxsplit=4)[0].strip(): line.rsplit(maxsplit=4)[1:]
+        for line in done.stdout.splitlines()
+        if line.endswith(" µs")
+    }
+    assert len(rows) == 9 and "AsyncSessionStore.load" in rows, rows
+    assert all(float(spent) > 0 for spent, _, _, _ in rows.values()), rows
+    assert all(float(cpu) >= 0 for _, _, cpu, _ in rows.values()), rows
+
+
 def test_the_http_part_starts_each_variant_once() -> None:
     """The two Starlette families share the cookie session and starsessions: one server
     each (a second one was started and never stopped), measured once per round."""

@@ -294,8 +294,8 @@ def test_sentinels_report_the_primary(sentinel: SentinelSetup) -> None:
     for node in sentinel.sentinels:
         addr = primary_reported_by(node)
         assert tuple(addr) == ("127.0.0.1", sentinel.primary.port)
-    client = Sentinel([(s.host, s.port) for s in sentinel.sentinels], socket_timeout=2)  # type: ignore[no-untyped-call]
-    primary = client.master_for("stickless", decode_responses=True)  # type: ignore[no-untyped-call]
+    client = Sentinel([(s.host, s.port) for s in sentinel.sentinels], socket_timeout=2)  # type: ignore[no-untyped-call, unused-ignore]
+    primary = client.master_for("stickless", decode_responses=True)  # type: ignore[no-untyped-call, unused-ignore]
     primary.set("via-sentinel", "1")
     assert sentinel.primary.client().get("via-sentinel") == "1"
 

@@ -424,7 +424,7 @@ def _listen(
     backoff = 0.1
     while not stop.is_set():
         client = _sentinel_client(address, timeout, options, health_check_interval=health_check)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call, unused-ignore]
         try:
             pubsub.subscribe(*CHANNELS)
             pubsub.psubscribe(*PATTERNS)
