@@ -765,6 +765,12 @@ class Session(dict[str, Any]):
         change, without encoding the value again."""
         return self._stored.get(key) if key not in self._ops else None
 
+    def stored_jsons(self) -> dict[str, bytes]:
+        """:meth:`stored_json` of every key that has one, as a new dict (a copy)."""
+        if not self._ops:
+            return self._stored.copy()
+        return {key: value for key, value in self._stored.items() if key not in self._ops}
+
     def is_stored(self, key: str) -> bool:
         """True when ``key`` holds a value this session loaded or saved (so it is in Redis,
         unless another request removed it since)."""

@@ -262,8 +262,12 @@ def _encode(key: object, value: object) -> bytes:
 
 
 def _as_stored(sl: Session, data: Mapping[str, Any]) -> dict[str, bytes]:
-    """Each value's JSON as ``sl`` stored it (encoded only where it holds none)."""
-    return {key: sl.stored_json(key) or _encode(key, value) for key, value in data.items()}
+    """Each value's JSON as ``sl`` stored it (encoded only where it holds none): after a
+    load or a save, ``sl`` holds the JSON of exactly the keys of ``data``."""
+    stored = sl.stored_jsons()
+    if stored.keys() == data.keys():
+        return stored
+    return {key: stored.get(key) or _encode(key, value) for key, value in data.items()}
 
 
 def _deadline_ms(expiry: str) -> int:
@@ -636,7 +640,9 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             # newest one only for a modified session (the save writes nothing)
             self._modified = True
         self._session_key = sl.token
-        data = {key: value for key, value in dict.items(sl) if not _hidden(key)}
+        data = dict.copy(sl)
+        for key in [key for key in data if key.startswith(HIDDEN_PREFIX)]:
+            del data[key]
         self._seen = _as_stored(sl, data)
         cache: dict[str, Any] | None = self.__dict__.get("_session_cache")
         if keep_cache and cache is not None:
