@@ -610,6 +610,26 @@ def test_session_vary_cookie(make_app: AppFactory) -> None:
         flask.session["test"] = "test"
         return response
 
+    @app.get("/two-vary-lines")
+    def two_vary_lines() -> flask.Response:
+        response = flask.Response()
+        response.headers.add("Vary", "Accept")
+        response.headers.add("Vary", "Origin")
+        flask.session["test"] = "test"
+        return response
+
+    @app.get("/vary-cookie-lowercase")
+    def vary_cookie_lowercase() -> flask.Response:
+        response = flask.Response(headers={"Vary": "Accept, cookie"})
+        flask.session["test"] = "test"
+        return response
+
+    @app.get("/vary-star")
+    def vary_star() -> flask.Response:
+        response = flask.Response(headers={"Vary": "*"})
+        flask.session["test"] = "test"
+        return response
+
     @app.get("/no-vary-header")
     def no_vary_header() -> str:
         return ""
@@ -631,6 +651,11 @@ def test_session_vary_cookie(make_app: AppFactory) -> None:
     expect("/clear")
     expect("/vary-cookie-header-set")
     expect("/vary-header-set", "Accept-Encoding, Accept-Language, Cookie")
+    # beyond Flask's test: every Vary line counts (Werkzeug's response.vary keeps only the
+    # first), a name already there in another case is not repeated, and * stays *
+    expect("/two-vary-lines", "Accept, Origin, Cookie")
+    expect("/vary-cookie-lowercase", "Accept, cookie")
+    expect("/vary-star", "*")
     expect("/no-vary-header", None)
 
 

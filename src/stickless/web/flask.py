@@ -626,11 +626,17 @@ def _build_transport(settings: tuple[Any, ...]) -> Transport:
 def _vary_on(response: Response, name: str) -> None:
     """Add ``name`` to the response's ``Vary``: set at once when the response has none yet
     (the usual case; Werkzeug's ``response.vary`` parses and writes the header back at
-    every change, which costs more than the rest of the save of a read)."""
-    if "Vary" in response.headers:
-        response.vary.add(name)
-    else:
+    every change, which costs more than the rest of the save of a read). Every ``Vary``
+    line the view set counts (Werkzeug's ``response.vary`` reads only the first and drops
+    the others); ``Vary: *`` already varies on everything and stays as it is."""
+    lines = response.headers.getlist("Vary")
+    if not lines:
         response.headers["Vary"] = name
+        return
+    names = [item.strip() for line in lines for item in line.split(",") if item.strip()]
+    if "*" in names or name.lower() in (item.lower() for item in names):
+        return
+    response.headers["Vary"] = ", ".join([*names, name])
 
 
 def _passive_view() -> bool:
