@@ -77,6 +77,91 @@ def test_redis_never_holds_the_raw_token(stickless_url: str, store_factory: Any)
         assert secret not in blob
 
 
+def _read(s: Any) -> None:
+    assert s["cart"] == ["apple"] and s.get("missing") is None and "n" in s
+
+
+def _in_place_no_op(s: Any) -> None:
+    s["cart"].sort()
+
+
+def _in_place_edit(s: Any) -> None:
+    s["cart"].append("pear")
+
+
+def _same_user(s: Any) -> None:
+    s.user_id = "alice"
+
+
+def _set_existing(s: Any) -> None:
+    s["n"] = 1
+
+
+def _set_new(s: Any) -> None:
+    s["k"] = {"a": 1}
+
+
+def _delete(s: Any) -> None:
+    del s["n"]
+
+
+def _pop_missing(s: Any) -> None:
+    assert s.pop("missing", None) is None
+
+
+def _setdefault_existing(s: Any) -> None:
+    assert s.setdefault("n", 5) == 1
+
+
+def _incr(s: Any) -> None:
+    s.incr("n")
+
+
+def _renew(s: Any) -> None:
+    s.renew()
+
+
+def _new_user(s: Any) -> None:
+    s.user_id = "bob"
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        _read,
+        _in_place_no_op,
+        _pop_missing,
+        _same_user,
+        _setdefault_existing,
+        _in_place_edit,
+        _set_existing,
+        _set_new,
+        _delete,
+        _incr,
+        _renew,
+        _new_user,
+    ],
+)
+def test_modified_is_false_exactly_when_the_save_would_write_nothing(
+    stickless_url: str, store_factory: Any, command_log: Any, use: Any
+) -> None:
+    """The web cycle skips the save of a loaded session that is not ``modified``: so
+    ``modified`` must be false only where the save itself would find nothing to write (and
+    send no command), and true wherever it writes."""
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s.update(cart=["apple"], n=1)
+    s.user_id = "alice"
+    store.save(s)
+    loaded = store.load(s.token)
+    use(loaded)
+    modified = loaded.modified
+    with command_log.counting() as sent:
+        outcome = store.save(loaded).outcome
+    assert (outcome is SaveOutcome.UNCHANGED) is (not modified)
+    assert bool(sent) is modified
+
+
 def test_in_place_edits_are_saved(topology_url: str, store_factory: Any) -> None:
     store = store_factory(topology_url, fresh_config())
     s = store.new()
