@@ -121,24 +121,21 @@ def test_tables_and_docs(bench: dict[str, Any]) -> None:
         assert (bench["docs"] / "benchmarks" / "inprocess.png").stat().st_size > 1000
 
 
+def _figures(script: str, columns: int) -> dict[str, list[str]]:
+    """Run ``benchmarks/<script>`` briefly (on its own embedded Valkey: 1 round of 50
+    calls); each figure line (one ending in µs) by its label, with the line's last
+    ``columns`` words (numbers and their units)."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), "--rounds", "1", "--calls", "50"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = [line.rsplit(maxsplit=columns) for line in done.stdout.splitlines()]
+    return {row[0].strip(): row[1:] for row in rows if row[-1] == "µs"}
+
+
 def test_script_floor_reports_each_variant() -> None:
     """``benchmarks/script_floor.py`` (docs/performance.md) runs on its own embedded Valkey
     and reports a positive server time for each of its five variants."""
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "script_floor.py"),
-        "--rounds",
-        "1",
-        "--calls",
-        "50",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    figures = {
-        line.rsplit(maxsplit=2)[0].strip(): float(line.rsplit(maxsplit=2)[1])
-        for line in done.stdout.splitlines()
-        if line.endswith(" µs")
-    }
+    figures = _figures("script_floor.py", columns=2)
     assert list(figures) == [
         "SET (the peers' write)",
         "EVALSHA return 1",
@@ -147,27 +144,13 @@ def test_script_floor_reports_each_variant() -> None:
         "update.lua (the same, without HSETEX)",
         "save.lua (the same change as an incr)",
     ]
-    assert all(value > 0 for value in figures.values()), figures
+    assert all(float(value) > 0 for value, _ in figures.values()), figures
 
 
 def test_wakeup_cost_reports_each_variant() -> None:
     """``benchmarks/wakeup_cost.py`` (docs/performance.md) runs on its own embedded Valkey
     and reports a positive client time and server CPU per round trip for each variant."""
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "wakeup_cost.py"),
-        "--rounds",
-        "1",
-        "--calls",
-        "50",
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    rows = {
-        line.rsplit(maxsplit=4)[0].strip(): line.rsplit(maxsplit=4)[1:]
-        for line in done.stdout.splitlines()
-        if line.endswith(" µs")
-    }
+    rows = _figures("wakeup_cost.py", columns=4)
     assert len(rows) == 9 and "AsyncSessionStore.load" in rows, rows
     assert all(float(spent) > 0 for spent, _, _, _ in rows.values()), rows
     assert all(float(cpu) >= 0 for _, _, cpu, _ in rows.values()), rows
