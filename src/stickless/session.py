@@ -508,8 +508,9 @@ class Session(dict[str, Any]):
         self._accessed = True
 
     def copy(self) -> dict[str, Any]:
-        """A plain ``dict`` copy of the data (not tracked)."""
-        return dict(self)
+        """A plain ``dict`` copy of the data (not tracked); a read of every key."""
+        self._accessed = True
+        return dict(dict.items(self))  # dict(self) would call __getitem__ once per key
 
     def __repr__(self) -> str:
         # Never show values: sessions hold credentials and personal data.

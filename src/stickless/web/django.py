@@ -640,7 +640,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             # newest one only for a modified session (the save writes nothing)
             self._modified = True
         self._session_key = sl.token
-        data = dict.copy(sl)
+        data = dict(dict.items(sl))  # C speed: dict.copy(sl) calls sl.__getitem__ per key
         for key in [key for key in data if key.startswith(HIDDEN_PREFIX)]:
             del data[key]
         self._seen = _as_stored(sl, data)
