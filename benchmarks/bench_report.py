@@ -385,6 +385,21 @@ READ_TARGETS = {"flask": 0.8, "starlette": 0.8, "django": 1.0}
 """Read time over the peer's that the project aims at, per family (write: 0.95 for all)."""
 
 
+def ratio_cell(value: float | None, limit: float) -> str:
+    """``value`` with 2 decimals, or as many more (up to 6) as it takes not to show the
+    limit itself for a value on one side of it (0.998 against ">= 1.0" is missed; "1.00"
+    would hide that)."""
+    digits = 2
+    while (
+        value is not None
+        and value != limit
+        and digits < 6
+        and _f(value, digits) == _f(limit, digits)
+    ):
+        digits += 1
+    return _f(value, digits)
+
+
 def targets_table(raw: dict[str, Any]) -> Table | None:
     """Each speed and memory target against this run's ratio: met or missed."""
     res = Results(raw)
@@ -394,7 +409,7 @@ def targets_table(raw: dict[str, Any]) -> Table | None:
 
     def row(fam: core.Family, target: str, value: float | None, limit: float, low: bool) -> None:
         met = value is not None and (value <= limit if low else value >= limit)
-        rows.append([fam.title, target, _f(value, 2), "met" if met else "**missed**"])
+        rows.append([fam.title, target, ratio_cell(value, limit), "met" if met else "**missed**"])
 
     for fam in core.FAMILIES:
         if fam.name not in READ_TARGETS or not (res.has(fam.stickless) and res.has(fam.peer)):

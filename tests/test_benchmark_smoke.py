@@ -172,3 +172,19 @@ def test_the_http_part_starts_each_variant_once() -> None:
         "stickless-asgi",
         "stickless-asgi-lazy",
     ]
+
+
+def test_a_ratio_just_past_its_target_does_not_read_as_the_target() -> None:
+    """The targets table of docs/benchmarks.md: a ratio that rounds to its limit is shown
+    with a third decimal, so "1.00 missed" never appears for req/s >= 1.0x."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_report
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    assert bench_report.ratio_cell(0.998, 1.0) == "0.998"
+    assert bench_report.ratio_cell(0.99962, 1.0) == "0.9996"
+    assert bench_report.ratio_cell(0.9534, 0.95) == "0.953"
+    assert bench_report.ratio_cell(1.0, 1.0) == "1.00"
+    assert bench_report.ratio_cell(1.094, 0.95) == "1.09"
+    assert bench_report.ratio_cell(None, 1.1) == "—"
