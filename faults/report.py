@@ -21,11 +21,15 @@ Definitions (also in docs/reliability.md):
   first fault: what a stall costs a user even when nothing fails.
 * **recovery** (per app process): from a fault to the first 200 that app process answered
   after its last failure in that fault's span (up to the next fault); 0 when it never failed.
-  "never" when no 200 followed its last failure.
+  "never" when no 200 followed its last failure after the last fault. After an earlier
+  fault, a process still failing when the next fault came is "cut short" in that fault's
+  row (the next fault ended its span; a Sentinel failing over the new primary itself, for
+  one), and the run's figure is the worst of the other rows.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
 import os
@@ -178,9 +182,7 @@ def analyse(
             per_fault.append([_recovery(span, app, start) for app in range(servers)])
         result.recovery_per_fault = per_fault
         result.recovery = [
-            None
-            if any(row[app] is None for row in per_fault)
-            else max(row[app] or 0.0 for row in per_fault)
+            None if per_fault[-1][app] is None else max(row[app] or 0.0 for row in per_fault)
             for app in range(servers)
         ]
     return result
@@ -202,6 +204,27 @@ def _recovery(span: Sequence[Record], app: int, fault: float) -> float | None:
     last = failures[-1]
     after = next((r.end for r in mine if r.status == 200 and r.end > last), None)
     return None if after is None else after - fault
+
+
+def write_requests(
+    path: Path,
+    records: Sequence[Record],
+    started: float,
+    apps: Sequence[str],
+    marks: Sequence[tuple[float, str]],
+) -> None:
+    """Every request of a run as CSV, for reading a run afterwards: times in seconds since
+    the load started, the app that answered, the status (0: no HTTP answer) and error; then
+    the faults and notes of the timeline (``marks``, same clock) as rows of their own."""
+    with path.open("w", newline="") as out:
+        rows = csv.writer(out)
+        rows.writerow(["start_s", "end_s", "client", "seq", "app", "status", "error"])
+        for r in sorted(records, key=lambda r: r.end):
+            app = apps[r.server] if r.server < len(apps) else str(r.server)
+            start, end = f"{r.start - started:.3f}", f"{r.end - started:.3f}"
+            rows.writerow([start, end, r.client, r.seq, app, r.status, r.error])
+        for at, label in marks:
+            rows.writerow([f"{at:.3f}", f"{at:.3f}", "", "", "timeline", "", label])
 
 
 # ------------------------------------------------------------------------------ printing
@@ -252,7 +275,9 @@ def describe(result: Result) -> str:
     lines.append(f"   recovery: {apps or '-'}")
     if len(result.recovery_per_fault) > 1:
         for i, row in enumerate(result.recovery_per_fault, 1):
-            lines.append(f"     after fault {i}: " + " / ".join(_seconds(r) for r in row))
+            last = i == len(result.recovery_per_fault)
+            cells = (_seconds(r) if r is not None or last else "cut short" for r in row)
+            lines.append(f"     after fault {i}: " + " / ".join(cells))
     if result.settled:
         lines.append(
             f"   settled: {result.settled}; failovers logged by the servers: {result.failovers}"

@@ -110,7 +110,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--write-docs", action="store_true", help=f"update the table in {DOCS.relative_to(REPO)}"
     )
-    parser.add_argument("--logs", type=Path, help="keep the app servers' logs in this directory")
+    parser.add_argument(
+        "--logs", type=Path, help="keep the app servers' logs and each run's requests.csv here"
+    )
     parser.add_argument(
         "--docs",
         type=Path,

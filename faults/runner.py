@@ -27,7 +27,7 @@ from typing import Final
 
 from faults.farm import HOST, KINDS, App, start_apps, stop_apps
 from faults.load import ClientState, LoadGenerator, Record
-from faults.report import Result, Stored, analyse
+from faults.report import Result, Stored, analyse, write_requests
 from faults.scenarios import Scenario, Timeline
 from faults.topology import Topology, start_topology
 from stickless import SessionConfig, SessionStore, StoreUnavailable
@@ -182,6 +182,11 @@ async def run_scenario(scenario: Scenario, durability: str, options: Options) ->
             result.rate = len(load.records) / result.duration if result.duration else 0.0
             result.faults = [(t - load.started, label) for t, label in timeline.faults]
             result.notes = [(t - load.started, label) for t, label in timeline.notes]
+            if not own_logs and run_logs.exists():
+                marks = sorted([*result.faults, *result.notes])
+                write_requests(
+                    run_logs / "requests.csv", load.records, load.started, result.apps, marks
+                )
         try:
             await asyncio.to_thread(stop_apps, apps)
         finally:

@@ -1,0 +1,46 @@
+"""The fault suite's arithmetic (faults/report.py), on hand-made request records: what its
+--check and docs/reliability.md call recovered."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from faults.load import Record  # noqa: E402
+from faults.report import Result, analyse, describe  # noqa: E402
+
+
+def _analysed(answers: list[tuple[float, int]], faults: list[float]) -> Result:
+    """One app process answering ``(end time, status)``; faults at ``faults``."""
+    records = [Record(0, i, 0, end - 0.01, end, status) for i, (end, status) in enumerate(answers)]
+    result = Result("double", "two kills", "sentinel", "replicated", ["flask"])
+    return analyse(result, records=records, clients=[], stored={}, fault_times=faults, servers=1)
+
+
+def test_failing_until_the_next_fault_is_cut_short_and_recovery_is_judged_after_the_last() -> None:
+    """Errors from the first fault on, right up to the second (a Sentinel failing over the
+    new primary itself), then 200s again 1.5 s after the second: recovered, in 1.5 s."""
+    answers = [(1.0, 200), (3.5, 503), (5.0, 503), (6.9, 503), (7.2, 503), (8.5, 200)]
+    result = _analysed(answers, faults=[3.0, 7.0])
+    assert result.recovery_per_fault == [[None], [1.5]]
+    assert result.recovery == [1.5] and result.recovered
+    assert "after fault 1: cut short" in describe(result)
+    assert "after fault 2: 1.5 s" in describe(result)
+
+
+def test_no_200_after_the_last_fault_is_never() -> None:
+    result = _analysed([(1.0, 200), (3.5, 503), (4.0, 200), (7.5, 503)], faults=[3.0, 7.0])
+    assert result.recovery_per_fault == [[1.0], [None]]
+    assert result.recovery == [None] and not result.recovered
+    assert "after fault 2: never" in describe(result)
+
+
+def test_the_worst_recovered_fault_counts() -> None:
+    answers = [(3.5, 503), (5.5, 200), (7.2, 503), (7.6, 200)]
+    result = _analysed(answers, faults=[3.0, 7.0])
+    assert result.recovery_per_fault[0] == [2.5]
+    assert result.recovery == [2.5] and result.recovered
