@@ -21,10 +21,9 @@ Definitions (also in docs/reliability.md):
   first fault: what a stall costs a user even when nothing fails.
 * **recovery** (per app process): from a fault to the first 200 that app process answered
   after its last failure in that fault's span (up to the next fault); 0 when it never failed.
-  "never" when no 200 followed its last failure after the last fault. After an earlier
-  fault, a process still failing when the next fault came is "cut short" in that fault's
-  row (the next fault ended its span; a Sentinel failing over the new primary itself, for
-  one), and the run's figure is the worst of the other rows.
+  "never" when no 200 followed its last failure. A process still failing when the next
+  fault comes recovers from the earlier fault only with its first 200 after that (its
+  outage runs on through the next fault). The run's figure is the worst over the faults.
 """
 
 from __future__ import annotations
@@ -179,10 +178,13 @@ def analyse(
         bounds = [*fault_times[1:], float("inf")]
         for start, stop in zip(fault_times, bounds, strict=True):
             span = [r for r in records if start <= r.end < stop]
-            per_fault.append([_recovery(span, app, start) for app in range(servers)])
+            later = [r for r in records if r.end >= start]
+            per_fault.append([_recovery(span, later, app, start) for app in range(servers)])
         result.recovery_per_fault = per_fault
         result.recovery = [
-            None if per_fault[-1][app] is None else max(row[app] or 0.0 for row in per_fault)
+            None
+            if any(row[app] is None for row in per_fault)
+            else max(row[app] or 0.0 for row in per_fault)
             for app in range(servers)
         ]
     return result
@@ -196,13 +198,19 @@ def _request_text(record: Record, first: float, app_names: Sequence[str]) -> str
     )
 
 
-def _recovery(span: Sequence[Record], app: int, fault: float) -> float | None:
-    mine = sorted((r for r in span if r.server == app), key=lambda r: r.end)
-    failures = [r.end for r in mine if r.status != 200]
+def _recovery(
+    span: Sequence[Record], later: Sequence[Record], app: int, fault: float
+) -> float | None:
+    """From ``fault`` to ``app``'s first 200 after its last failure in ``span`` (the
+    fault's own answers), that 200 looked for in ``later`` (every answer from the fault on):
+    a process still failing when the next fault comes recovers when it answers 200 again,
+    whichever fault that follows."""
+    failures = [r.end for r in span if r.server == app and r.status != 200]
     if not failures:
         return 0.0
-    last = failures[-1]
-    after = next((r.end for r in mine if r.status == 200 and r.end > last), None)
+    last = max(failures)
+    ok = (r.end for r in later if r.server == app and r.status == 200 and r.end > last)
+    after = min(ok, default=None)
     return None if after is None else after - fault
 
 
@@ -275,9 +283,7 @@ def describe(result: Result) -> str:
     lines.append(f"   recovery: {apps or '-'}")
     if len(result.recovery_per_fault) > 1:
         for i, row in enumerate(result.recovery_per_fault, 1):
-            last = i == len(result.recovery_per_fault)
-            cells = (_seconds(r) if r is not None or last else "cut short" for r in row)
-            lines.append(f"     after fault {i}: " + " / ".join(cells))
+            lines.append(f"     after fault {i}: " + " / ".join(_seconds(r) for r in row))
     if result.settled:
         lines.append(
             f"   settled: {result.settled}; failovers logged by the servers: {result.failovers}"

@@ -21,15 +21,22 @@ def _analysed(answers: list[tuple[float, int]], faults: list[float]) -> Result:
     return analyse(result, records=records, clients=[], stored={}, fault_times=faults, servers=1)
 
 
-def test_failing_until_the_next_fault_is_cut_short_and_recovery_is_judged_after_the_last() -> None:
+def test_an_outage_that_runs_into_the_next_fault_counts_until_the_next_200() -> None:
     """Errors from the first fault on, right up to the second (a Sentinel failing over the
-    new primary itself), then 200s again 1.5 s after the second: recovered, in 1.5 s."""
+    new primary itself), then 200s again 1.5 s after the second: the first fault's recovery
+    is 5.5 s (its outage ran on through the second fault), not "never" and not 1.5 s."""
     answers = [(1.0, 200), (3.5, 503), (5.0, 503), (6.9, 503), (7.2, 503), (8.5, 200)]
     result = _analysed(answers, faults=[3.0, 7.0])
-    assert result.recovery_per_fault == [[None], [1.5]]
-    assert result.recovery == [1.5] and result.recovered
-    assert "after fault 1: cut short" in describe(result)
-    assert "after fault 2: 1.5 s" in describe(result)
+    assert result.recovery_per_fault == [[5.5], [1.5]]
+    assert result.recovery == [5.5] and result.recovered
+    assert "after fault 1: 5.5 s" in describe(result)
+
+
+def test_a_long_outage_is_not_hidden_by_a_second_fault() -> None:
+    """Failing from the first fault (3 s) until 60.5 s, the second fault at 60 s: 57.5 s."""
+    answers = [(1.0, 200), *((3.0 + t, 503) for t in range(1, 58)), (60.5, 200)]
+    result = _analysed(answers, faults=[3.0, 60.0])
+    assert result.recovery == [57.5]
 
 
 def test_no_200_after_the_last_fault_is_never() -> None:
