@@ -125,6 +125,35 @@ def _new_user(s: Any) -> None:
     s.user_id = "bob"
 
 
+def _incr_zero_existing(s: Any) -> None:
+    s.incr("n", 0)
+
+
+def _incr_zero_absent(s: Any) -> None:
+    s.incr("absent", 0)
+
+
+def _clear_then_incr_zero(s: Any) -> None:
+    s.clear()
+    s.incr("n", 0)
+
+
+def _same_values_again(s: Any) -> None:
+    s.update(dict(s))
+
+
+def _lifetime(s: Any) -> None:
+    s.set_lifetime(idle=600)
+
+
+def _device_name(s: Any) -> None:
+    s.device_name = "work laptop"
+
+
+def _login_same_user(s: Any) -> None:
+    s.login("alice")
+
+
 @pytest.mark.parametrize(
     "use",
     [
@@ -140,20 +169,37 @@ def _new_user(s: Any) -> None:
         _incr,
         _renew,
         _new_user,
+        _incr_zero_existing,
+        _incr_zero_absent,
+        _clear_then_incr_zero,
+        _same_values_again,
+        _lifetime,
+        _device_name,
+        _login_same_user,
     ],
 )
+@pytest.mark.parametrize("stored", [{"cart": ["apple"], "n": 1}, {}], ids=["data", "user only"])
 def test_modified_is_false_exactly_when_the_save_would_write_nothing(
-    stickless_url: str, store_factory: Any, command_log: Any, use: Any
+    stickless_url: str, store_factory: Any, command_log: Any, use: Any, stored: dict[str, Any]
 ) -> None:
     """The web cycle skips the save of a loaded session that is not ``modified``: so
     ``modified`` must be false only where the save itself would find nothing to write (and
-    send no command), and true wherever it writes."""
+    send no command), and true wherever it writes; for a session with data and for one
+    that holds only its user."""
     store = store_factory(stickless_url, fresh_config())
     s = store.new()
-    s.update(cart=["apple"], n=1)
+    s.update(stored)
     s.user_id = "alice"
     store.save(s)
     loaded = store.load(s.token)
+    if not stored and use in (
+        _read,
+        _in_place_no_op,
+        _in_place_edit,
+        _setdefault_existing,
+        _delete,
+    ):
+        pytest.skip("needs the data keys")
     use(loaded)
     modified = loaded.modified
     with command_log.counting() as sent:
@@ -267,6 +313,19 @@ def test_incr_returns_the_value_redis_computed(stickless_url: str, store_factory
     store.save(a)
     store.save(b)
     assert a["n"] == 11 and b["n"] == 16
+
+
+def test_incr_by_zero_of_an_absent_key_stores_zero(stickless_url: str, store_factory: Any) -> None:
+    """``incr(key, 0)`` counts an absent key as 0, and the save stores that 0 (``HINCRBY``
+    by 0 creates the field): the next load has it, as the incr's caller does."""
+    store = store_factory(stickless_url, fresh_config())
+    s = store.new()
+    s["x"] = 1
+    store.save(s)
+    loaded = store.load(s.token)
+    assert loaded.incr("hits", 0) == 0 and loaded.modified
+    assert store.save(loaded).outcome == "saved"
+    assert store.load(s.token)["hits"] == 0
 
 
 def test_incr_on_a_non_integer_in_redis_is_refused_cleanly(

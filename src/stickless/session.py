@@ -619,8 +619,8 @@ class Session(dict[str, Any]):
                 sets[key] = _encode_for(key, dict.__getitem__(self, key))
             elif op is _Op.SET_DEFAULT:
                 defaults[key] = _encode_for(key, dict.__getitem__(self, key))
-            elif isinstance(op, int) and op:
-                incrs[key] = op
+            elif isinstance(op, int) and (op or key not in self._stored):
+                incrs[key] = op  # by 0 too, where Redis may lack the key: HINCRBY creates it
         for key, value in dict.items(self):
             if key not in self._ops and isinstance(value, _CONTAINERS):
                 encoded = _encode_for(key, value)
