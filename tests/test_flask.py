@@ -618,6 +618,14 @@ def test_session_vary_cookie(make_app: AppFactory) -> None:
         flask.session["test"] = "test"
         return response
 
+    @app.get("/vary-repeated")
+    def vary_repeated() -> flask.Response:
+        response = flask.Response()
+        response.headers.add("Vary", "Accept")
+        response.headers.add("Vary", "accept, Origin")
+        flask.session["test"] = "test"
+        return response
+
     @app.get("/vary-cookie-lowercase")
     def vary_cookie_lowercase() -> flask.Response:
         response = flask.Response(headers={"Vary": "Accept, cookie"})
@@ -655,6 +663,7 @@ def test_session_vary_cookie(make_app: AppFactory) -> None:
     # first), a name already there in another case is not repeated, and * stays *
     expect("/two-vary-lines", "Accept, Origin, Cookie")
     expect("/vary-cookie-lowercase", "Accept, cookie")
+    expect("/vary-repeated", "Accept, Origin, Cookie")
     expect("/vary-star", "*")
     expect("/no-vary-header", None)
 

@@ -633,10 +633,14 @@ def _vary_on(response: Response, name: str) -> None:
     if not lines:
         response.headers["Vary"] = name
         return
-    names = [item.strip() for line in lines for item in line.split(",") if item.strip()]
-    if "*" in names or name.lower() in (item.lower() for item in names):
+    names: dict[str, str] = {}  # by lower case: each name once, as first written
+    for line in lines:
+        for item in line.split(","):
+            if item.strip():
+                names.setdefault(item.strip().lower(), item.strip())
+    if "*" in names or name.lower() in names:
         return
-    response.headers["Vary"] = ", ".join([*names, name])
+    response.headers["Vary"] = ", ".join([*names.values(), name])
 
 
 def _passive_view() -> bool:
