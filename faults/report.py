@@ -20,7 +20,8 @@ Definitions (also in docs/reliability.md):
 * **slowest answer**: the longest request (sent to answered) among those answered after the
   first fault: what a stall costs a user even when nothing fails.
 * **recovery** (per app process): from a fault to the first 200 that app process answered
-  after its last failure in that fault's span (up to the next fault); 0 when it never failed.
+  after its last failure among the requests sent in that fault's span (up to the next
+  fault; a request in flight at the first fault counts there); 0 when it never failed.
   "never" when no 200 followed its last failure. A process still failing when the next
   fault comes recovers from the earlier fault only with its first 200 after that (its
   outage runs on through the next fault). The run's figure is the worst over the faults.
@@ -176,8 +177,11 @@ def analyse(
         result.slowest = max((r.end - r.start for r in records if r.end >= first), default=None)
         per_fault: list[list[float | None]] = []
         bounds = [*fault_times[1:], float("inf")]
+        answered = [r for r in records if r.end >= first]
         for start, stop in zip(fault_times, bounds, strict=True):
-            span = [r for r in records if start <= r.end < stop]
+            # a request belongs to the fault it was sent under (in flight at the first
+            # fault: the first), however late its answer comes
+            span = [r for r in answered if start <= max(r.start, first) < stop]
             later = [r for r in records if r.end >= start]
             per_fault.append([_recovery(span, later, app, start) for app in range(servers)])
         result.recovery_per_fault = per_fault

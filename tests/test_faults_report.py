@@ -14,9 +14,16 @@ from faults.load import Record  # noqa: E402
 from faults.report import Result, analyse, describe  # noqa: E402
 
 
-def _analysed(answers: list[tuple[float, int]], faults: list[float]) -> Result:
-    """One app process answering ``(end time, status)``; faults at ``faults``."""
-    records = [Record(0, i, 0, end - 0.01, end, status) for i, (end, status) in enumerate(answers)]
+def _analysed(
+    answers: list[tuple[float, int]], faults: list[float], sent: dict[int, float] | None = None
+) -> Result:
+    """One app process answering ``(end time, status)``, each request sent 10 ms before
+    its answer unless ``sent`` says when (by its index); faults at ``faults``."""
+    starts = sent or {}
+    records = [
+        Record(0, i, 0, starts.get(i, end - 0.01), end, status)
+        for i, (end, status) in enumerate(answers)
+    ]
     result = Result("double", "two kills", "sentinel", "replicated", ["flask"])
     return analyse(result, records=records, clients=[], stored={}, fault_times=faults, servers=1)
 
@@ -51,3 +58,12 @@ def test_the_worst_recovered_fault_counts() -> None:
     result = _analysed(answers, faults=[3.0, 7.0])
     assert result.recovery_per_fault[0] == [2.5]
     assert result.recovery == [2.5] and result.recovered
+
+
+def test_a_request_counts_under_the_fault_it_was_sent_under() -> None:
+    """In flight at the first fault (sent at 2.9 s), it fails only at 9.0 s, after the
+    second fault (7 s); the next 200 comes at 13.0 s: the first fault's outage is 10 s."""
+    answers = [(1.0, 200), (9.0, 0), (11.0, 503), (13.0, 200)]
+    result = _analysed(answers, faults=[3.0, 7.0], sent={1: 2.9})
+    assert result.recovery_per_fault[0] == [10.0]
+    assert result.recovery == [10.0]

@@ -260,6 +260,19 @@ def test_identity_change_is_detected_only_for_a_different_value() -> None:
     assert s.identity_changed and s.renew_pending
 
 
+def test_an_increment_is_an_identity_change_when_it_changes_or_creates_the_key() -> None:
+    """``incr`` of an identity key renews, like a set of a new value: by 0 only where it
+    creates the key (the save's ``HINCRBY`` by 0 writes a 0 that was not there)."""
+    s = loaded({"logged_in": 1})
+    s.incr("logged_in", 0)
+    assert not s.identity_changed
+    s.incr("user_id", 0)
+    assert s.identity_changed and s.renew_pending
+    t = loaded({"logged_in": 1})
+    t.incr("logged_in")
+    assert t.identity_changed
+
+
 def test_user_id_must_be_printable_unicode(new: Session) -> None:
     with pytest.raises(ValueError, match="surrogate"):
         new.user_id = "\ud800"

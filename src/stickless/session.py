@@ -659,7 +659,7 @@ class Session(dict[str, Any]):
                 changed = changed or encoded != self._stored.get(key)
             elif op is _Op.DELETE:
                 changed = changed or key in self._stored
-            elif op:
+            elif op or key not in self._stored:  # by 0 too, where it creates the key
                 changed = True
         for key in identity.intersection(dict.keys(self)):  # type: ignore[arg-type]
             value = dict.__getitem__(self, key)  # changed in place: session["user"]["id"] = 1
