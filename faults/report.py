@@ -206,7 +206,8 @@ def _recovery(
     span: Sequence[Record], later: Sequence[Record], app: int, fault: float
 ) -> float | None:
     """From ``fault`` to ``app``'s first 200 after its last failure in ``span`` (the
-    fault's own answers), that 200 looked for in ``later`` (every answer from the fault on):
+    requests sent under the fault), that 200 looked for in ``later`` (every answer from
+    the fault on):
     a process still failing when the next fault comes recovers when it answers 200 again,
     whichever fault that follows."""
     failures = [r.end for r in span if r.server == app and r.status != 200]

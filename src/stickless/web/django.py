@@ -641,7 +641,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
             self._modified = True
         self._session_key = sl.token
         data = dict(dict.items(sl))  # C speed: dict.copy(sl) calls sl.__getitem__ per key
-        for key in [key for key in data if key.startswith(HIDDEN_PREFIX)]:
+        for key in [key for key in data if _hidden(key)]:
             del data[key]
         self._seen = _as_stored(sl, data)
         cache: dict[str, Any] | None = self.__dict__.get("_session_cache")

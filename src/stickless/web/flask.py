@@ -634,10 +634,9 @@ def _vary_on(response: Response, name: str) -> None:
         response.headers["Vary"] = name
         return
     names: dict[str, str] = {}  # by lower case: each name once, as first written
-    for line in lines:
-        for item in line.split(","):
-            if item.strip():
-                names.setdefault(item.strip().lower(), item.strip())
+    for item in ",".join(lines).split(","):
+        if item := item.strip():
+            names.setdefault(item.lower(), item)
     if "*" in names or name.lower() in names:
         return
     response.headers["Vary"] = ", ".join([*names.values(), name])
